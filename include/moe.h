@@ -1,0 +1,228 @@
+/* moe.h - the one public header of libmoe: sparsely-gated mixture-of-experts layers
+ * (Shazeer et al. 2017) trained in C.
+ *
+ * Conventions
+ *   - Every fallible call returns moe_status. MOE_OK is 0. Nothing here prints, exits or aborts.
+ *   - moe_last_error() gives a sentence about the most recent failure in the calling thread.
+ *   - Handles are opaque; moe_x_free(NULL) does nothing.
+ *   - Tensors are float32, row-major, shapes given in comments as [rows, cols].
+ *   - Backward functions ACCUMULATE (+=) into gradients; zero them with moe_layer_zero_grad().
+ */
+#ifndef MOE_H
+#define MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status codes. Append-only: values never change meaning.                                     */
+typedef enum {
+    MOE_OK = 0,
+    MOE_ERR_INVALID_ARG = 1, /* NULL pointer, negative count, unknown name */
+    MOE_ERR_CONFIG = 2,      /* impossible layer settings: k < 1, k > n, a zero size, ... */
+    MOE_ERR_SHAPE = 3,       /* a tensor's shape does not match what the layer expects */
+    MOE_ERR_NOMEM = 4,       /* allocation failed */
+    MOE_ERR_IO = 5,          /* open/read/write/fsync/rename failed (errno in the message) */
+    MOE_ERR_TRUNCATED = 6,   /* file shorter than its header says */
+    MOE_ERR_FORMAT = 7,      /* malformed file: bad header, bad JSON, overlapping data, ... */
+    MOE_ERR_DTYPE = 8,       /* tensor has a dtype this call cannot use */
+    MOE_ERR_MISSING = 9,     /* a required tensor or setting is absent */
+    MOE_ERR_NONFINITE = 10,  /* NaN or Inf found in an input */
+    MOE_ERR_STATE = 11,      /* call out of order, e.g. backward without a forward */
+} moe_status;
+
+/* Words for a status ("invalid configuration", ...). Never NULL. */
+const char *moe_status_str(moe_status s);
+/* Details of the last failure in this thread (e.g. "k=5 exceeds n=4"). Empty string if none. */
+const char *moe_last_error(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* safetensors files (reading and atomic writing).                                             */
+typedef enum { MOE_F32 = 0, MOE_F64, MOE_I32, MOE_I64, MOE_U8, MOE_F16, MOE_BF16 } moe_dtype;
+
+#define MOE_MAX_DIMS 8
+typedef struct {
+    const char *name;
+    moe_dtype dtype;
+    int ndim;                    /* 0 for a scalar */
+    int64_t shape[MOE_MAX_DIMS];
+    size_t numel;                /* product of shape (1 for a scalar) */
+    const void *data;            /* little-endian, aligned for dtype; owned by the file handle */
+} moe_tensor;
+
+typedef struct moe_st moe_st; /* an opened safetensors file, read whole into memory */
+
+/* Reads and validates `path`: header length against file size, JSON syntax, dtypes, shapes
+ * against byte ranges, ranges inside the data area and not overlapping. */
+moe_status moe_st_open(moe_st **out, const char *path);
+void moe_st_free(moe_st *f);
+int moe_st_count(const moe_st *f);
+moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t);
+/* MOE_ERR_MISSING if absent. */
+moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t);
+/* Like moe_st_get but also requires dtype F32; returns the data. */
+moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, const float **data);
+/* __metadata__ entries; NULL if absent. */
+const char *moe_st_meta(const moe_st *f, const char *key);
+int moe_st_meta_count(const moe_st *f);
+moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char **value);
+
+typedef struct moe_st_writer moe_st_writer; /* collects tensors, then writes one file */
+moe_status moe_st_writer_create(moe_st_writer **out);
+void moe_st_writer_free(moe_st_writer *w);
+/* Records a tensor. `data` is NOT copied: it must stay valid until moe_st_writer_write().
+ * Names must be unique. ndim 0 = scalar. */
+moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype, int ndim,
+                             const int64_t *shape, const void *data);
+/* Adds a __metadata__ string entry (copied). A repeated key replaces the earlier value. */
+moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *value);
+/* Writes atomically: `path`.tmp.<pid>, fsync, rename, fsync of the directory. On failure the old
+ * file at `path` (if any) is untouched and the temporary is removed. */
+moe_status moe_st_writer_write(moe_st_writer *w, const char *path);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The sparsely-gated MoE layer (SPEC 1.1-1.5).                                                */
+typedef struct {
+    int d;              /* model width: input and output size */
+    int h;              /* expert hidden size */
+    int n;              /* number of experts */
+    int k;              /* experts per token, 1 <= k <= n */
+    int bias;           /* 1: experts have b1 [n,h] and b2 [n,d]; 0: none (the paper) */
+    float w_importance; /* weight of CV(Importance)^2 */
+    float w_load;       /* weight of CV(Load)^2 */
+    float noise_eps;    /* sigma = softplus(x W_noise) + noise_eps */
+} moe_layer_config;
+
+/* d=512 h=1024 n=16 k=4 bias=0 w_importance=w_load=0.1 noise_eps=0.01 */
+moe_layer_config moe_layer_config_default(void);
+/* MOE_OK or MOE_ERR_CONFIG with the reason in moe_last_error(). */
+moe_status moe_layer_config_check(const moe_layer_config *cfg);
+
+typedef struct moe_layer moe_layer;
+
+typedef enum { MOE_EVAL = 0, MOE_TRAIN = 1 } moe_mode;
+
+/* Statistics of the last forward pass. */
+typedef struct {
+    float loss_importance; /* w_importance * CV(Importance)^2 */
+    float loss_load;       /* w_load * CV(Load)^2 */
+    float cv_importance;   /* CV of Importance over the n experts */
+    float cv_load;         /* CV of Load (the smooth estimator in training, counts otherwise) */
+    float max_mean_load;   /* max over experts of routed-token count / mean count */
+    int B;                 /* tokens in the batch */
+} moe_layer_stats;
+
+/* Allocates a layer: gate weights zero (SPEC 1.3), experts from a seeded uniform
+ * (+-1/sqrt(fan_in)), biases zero. The seed also starts the noise stream. */
+moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed);
+void moe_layer_free(moe_layer *l);
+moe_layer_config moe_layer_get_config(const moe_layer *l);
+
+/* y [B,d] = MoE(x [B,d]). In MOE_TRAIN the gate adds noise: `noise` [B,n] gives the standard
+ * normal draws eps (for replaying another framework's run); NULL draws them from the layer's
+ * counter-based stream (seed, call counter), so the same seed gives the same run.
+ * `noise` is ignored in MOE_EVAL. Keeps what backward needs until the next forward.
+ * Fails with MOE_ERR_NONFINITE on NaN/Inf in x or noise, leaving the layer unchanged. */
+moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
+                             const float *noise, moe_layer_stats *stats);
+
+/* Backward of the last forward for the total loss  sum(y * dy) + L_importance + L_load:
+ * parameter gradients += into the layer's gradient buffers, dx [B,d] += (dx may be NULL).
+ * MOE_ERR_STATE without a preceding forward. */
+moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy);
+
+/* From the last forward: dense gates [B,n] (zeros off the top k); per-expert token counts [n];
+ * Importance [n] and Load [n] (SPEC 1.4). */
+moe_status moe_layer_gates(const moe_layer *l, float *gates);
+moe_status moe_layer_counts(const moe_layer *l, int *counts);
+moe_status moe_layer_importance(const moe_layer *l, float *importance);
+moe_status moe_layer_load_vec(const moe_layer *l, float *load);
+
+/* Parameters, in the order of SPEC 1.5: gate.w_gate, gate.w_noise, experts.w1, [experts.b1],
+ * experts.w2, [experts.b2]. All live in one contiguous arena (and grads in a parallel one). */
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[3];
+    size_t numel;
+    float *data; /* owned by the layer */
+    float *grad; /* owned by the layer; same layout as data */
+} moe_param;
+
+int moe_layer_num_params(const moe_layer *l);
+moe_status moe_layer_param(moe_layer *l, int i, moe_param *p);
+moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *p);
+/* Whole arenas (for an optimiser): *count floats each. */
+moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count);
+void moe_layer_zero_grad(moe_layer *l);
+/* Copies `count` floats in/out of the named parameter; MOE_ERR_SHAPE if count differs.
+ * set_param rejects NaN/Inf. */
+moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst, size_t count);
+moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src, size_t count);
+
+/* Noise stream position (for exact resume). */
+void moe_layer_get_rng(const moe_layer *l, uint64_t *seed, uint64_t *counter);
+void moe_layer_set_rng(moe_layer *l, uint64_t seed, uint64_t counter);
+
+/* Save/load in the SPEC 1.5 layout (settings in __metadata__ as strings). Save is atomic.
+ * Load checks every tensor's presence, dtype and shape against the metadata. */
+moe_status moe_layer_save(const moe_layer *l, const char *path);
+moe_status moe_layer_load(moe_layer **out, const char *path);
+/* Reads the settings from an opened file's metadata and tensor shapes. */
+moe_status moe_layer_config_from_st(const moe_st *f, moe_layer_config *cfg);
+/* Copies the parameters from an opened file into an existing layer of matching shape. */
+moe_status moe_layer_load_st(moe_layer *l, const moe_st *f);
+
+/* Threads used by the layer (OpenMP and BLAS); <= 0 means all cores. */
+void moe_set_threads(int nthreads);
+int moe_get_threads(void);
+
+/* How expert products share the threads: AUTO picks by rows per expert; BLAS runs experts in
+ * turn with multi-threaded products; EXPERTS runs experts in parallel, one thread each. */
+typedef enum { MOE_PAR_AUTO = 0, MOE_PAR_BLAS = 1, MOE_PAR_EXPERTS = 2 } moe_parallel;
+void moe_set_parallel(moe_parallel p);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Adam (with optional beta1 = 0 and factored second moment, SPEC 1.7).                         */
+typedef struct {
+    float beta1, beta2, eps;
+    float weight_decay; /* decoupled (AdamW) when > 0 */
+} moe_adam_config;
+
+moe_adam_config moe_adam_config_default(void); /* 0.9, 0.999, 1e-8, 0 */
+typedef struct moe_adam moe_adam;
+moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *cfg);
+void moe_adam_free(moe_adam *a);
+/* params[count] -= lr * mhat / (sqrt(vhat) + eps). MOE_ERR_NONFINITE (params untouched) if a
+ * gradient is NaN/Inf. */
+moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr);
+/* The optimiser's state for checkpoints: m and v [count] and the step counter. */
+moe_status moe_adam_state(moe_adam *a, float **m, float **v, int64_t **step);
+
+/* ------------------------------------------------------------------------------------------ */
+/* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
+typedef struct {
+    int ndim;
+    int64_t shape[4];
+    size_t numel;
+    uint8_t *data; /* unsigned-byte items, row-major; owned: release with moe_idx_free */
+} moe_idx;
+/* Only the unsigned-byte type (0x08) is supported; anything else is MOE_ERR_DTYPE. The header's
+ * sizes are checked against the real data length (MOE_ERR_TRUNCATED / MOE_ERR_FORMAT). */
+moe_status moe_idx_load(const char *path, moe_idx *out);
+void moe_idx_free(moe_idx *m); /* frees data; NULL or an empty struct is fine */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Counter-based random numbers: the same (seed, counter) always gives the same value.          */
+uint64_t moe_rng_u64(uint64_t seed, uint64_t counter);
+float moe_rng_uniform(uint64_t seed, uint64_t counter); /* in [0, 1) */
+float moe_rng_normal(uint64_t seed, uint64_t counter);  /* standard normal */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOE_H */

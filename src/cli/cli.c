@@ -1,0 +1,100 @@
+/* cli.c - option parsing and error reporting shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void cli_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("moe: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+void cli_check(moe_status s, const char *what) {
+    if (s == MOE_OK) return;
+    const char *detail = moe_last_error();
+    fprintf(stderr, "moe: error: %s: %s%s%s\n", what, moe_status_str(s), detail[0] ? ": " : "", detail);
+    exit(1);
+}
+
+void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char *usage) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "moe: error: unexpected argument '%s'\n\n%s", a, usage);
+            exit(2);
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        int found = 0;
+        for (int j = 0; j < nopts && !found; j++) {
+            if (strlen(opts[j].name) != len || strncmp(opts[j].name, name, len) != 0) continue;
+            found = 1;
+            if (opts[j].flag) {
+                if (eq) {
+                    fprintf(stderr, "moe: error: --%s takes no value\n", opts[j].name);
+                    exit(2);
+                }
+                *opts[j].flag = 1;
+            } else if (eq) {
+                *opts[j].str = eq + 1;
+            } else if (i + 1 < argc) {
+                *opts[j].str = argv[++i];
+            } else {
+                fprintf(stderr, "moe: error: --%s needs a value (see --help)\n", opts[j].name);
+                exit(2);
+            }
+        }
+        if (!found) {
+            fprintf(stderr, "moe: error: unknown option '%s'\n\n%s", a, usage);
+            exit(2);
+        }
+    }
+}
+
+int cli_int(const char *opt, const char *v, int lo, int hi) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || errno || x < lo || x > hi)
+        cli_die("--%s expects an integer in [%d, %d], got '%s'", opt, lo, hi, v);
+    return (int)x;
+}
+
+double cli_double(const char *opt, const char *v, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !(x >= lo && x <= hi))
+        cli_die("--%s expects a number in [%g, %g], got '%s'", opt, lo, hi, v);
+    return x;
+}
+
+uint64_t cli_u64(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (end == v || *end || errno || v[0] == '-') cli_die("--%s expects a non-negative integer, got '%s'", opt, v);
+    return (uint64_t)x;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int cli_isatty_stdout(void) { return isatty(STDOUT_FILENO); }

@@ -1,0 +1,38 @@
+/* cli.h - shared pieces of the moe command-line tool: option parsing, errors, timing.
+ * The CLI is the only part of the project that prints and exits. */
+#ifndef MOE_CLI_H
+#define MOE_CLI_H
+
+#include "moe.h"
+
+#include <stdint.h>
+
+typedef struct {
+    const char *name;  /* long option without "--" */
+    const char **str;  /* where a value goes (NULL for a flag) */
+    int *flag;         /* set to 1 when a flag is present */
+} cli_opt;
+
+/* Parses argv[1..] against opts. "--help"/"-h" prints `usage` and exits 0; an unknown option
+ * or a missing value prints what was wrong and exits 2. */
+void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char *usage);
+
+/* Prints "moe: <msg>" to stderr and exits with status 1 (2 for usage errors). */
+void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Dies with the library's words for a failed status. */
+void cli_check(moe_status s, const char *what);
+
+/* Strict number parsing of an option's value; dies with a clear message otherwise. */
+int cli_int(const char *opt, const char *v, int lo, int hi);
+double cli_double(const char *opt, const char *v, double lo, double hi);
+uint64_t cli_u64(const char *opt, const char *v);
+
+double cli_now(void); /* monotonic seconds */
+int cli_isatty_stdout(void);
+
+int cmd_layer(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

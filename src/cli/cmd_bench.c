@@ -1,0 +1,178 @@
+/* cmd_bench.c - `moe bench layer`: forward and forward+backward throughput of one MoE layer,
+ * with, in the same run, the dense FFN of equal active FLOPs (d -> k*h -> d) and a large sgemm
+ * as the machine's ceiling. Medians over --reps runs after a warm-up. */
+#include "cli.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *BENCH_USAGE =
+    "usage: moe bench layer [--B 16384] [--d 512] [--h 1024] [--n 64] [--k 4] [--bias]\n"
+    "                       [--threads T] [--reps 5] [--strategy auto|blas|experts]\n"
+    "                       [--no-dense] [--json]\n"
+    "\n"
+    "Times one MoE layer in training mode (noisy gating, both balancing losses): forward, and\n"
+    "forward+backward; then the dense FFN d -> k*h -> d (same active FLOPs) and a 2048^3 sgemm.\n"
+    "GFLOP/s count the expert matrix products only: 2*B*k*2*d*h forward, 3x that with backward.\n"
+    "--json prints one JSON object (fwd_tokens_per_s, fwdbwd_tokens_per_s, fwdbwd_gflops,\n"
+    "dense_fwdbwd_tokens_per_s, sgemm_gflops, ...).\n";
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static float *alloc_fill(size_t n, float a, uint64_t seed) {
+    float *p = malloc(sizeof(float) * n);
+    if (!p) cli_die("out of memory (%zu floats)", n);
+    for (size_t i = 0; i < n; i++) p[i] = a * (2.0f * moe_rng_uniform(seed, i) - 1.0f);
+    return p;
+}
+
+/* Dense FFN y = relu(x W1) W2 with its backward: the compute-matched baseline. */
+typedef struct {
+    int B, d, H;
+    float *w1, *w2, *dw1, *dw2, *a, *y, *da, *dx;
+} dense_ffn;
+
+static void dense_forward(dense_ffn *f, const float *x) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f->B, f->H, f->d, 1.0f, x, f->d, f->w1, f->H, 0.0f, f->a, f->H);
+    for (size_t i = 0; i < (size_t)f->B * f->H; i++) f->a[i] = f->a[i] > 0.0f ? f->a[i] : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f->B, f->d, f->H, 1.0f, f->a, f->H, f->w2, f->d, 0.0f, f->y, f->d);
+}
+
+static void dense_backward(dense_ffn *f, const float *x, const float *dy) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->H, f->d, f->B, 1.0f, f->a, f->H, dy, f->d, 1.0f, f->dw2, f->d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, f->B, f->H, f->d, 1.0f, dy, f->d, f->w2, f->d, 0.0f, f->da, f->H);
+    for (size_t i = 0; i < (size_t)f->B * f->H; i++)
+        if (!(f->a[i] > 0.0f)) f->da[i] = 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f->d, f->H, f->B, 1.0f, x, f->d, f->da, f->H, 1.0f, f->dw1, f->H);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, f->B, f->d, f->H, 1.0f, f->da, f->H, f->w1, f->H, 0.0f, f->dx, f->d);
+}
+
+static int bench_layer(int argc, char **argv) {
+    const char *B_s = "16384", *d_s = "512", *h_s = "1024", *n_s = "64", *k_s = "4";
+    const char *threads_s = NULL, *reps_s = "5", *strat_s = "auto";
+    int json = 0, bias = 0, no_dense = 0;
+    cli_opt opts[] = {{"B", &B_s, NULL},           {"d", &d_s, NULL},         {"h", &h_s, NULL},
+                      {"n", &n_s, NULL},           {"k", &k_s, NULL},         {"threads", &threads_s, NULL},
+                      {"reps", &reps_s, NULL},     {"strategy", &strat_s, NULL}, {"json", NULL, &json},
+                      {"bias", NULL, &bias},       {"no-dense", NULL, &no_dense}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], BENCH_USAGE);
+    int B = cli_int("B", B_s, 1, 1 << 24), d = cli_int("d", d_s, 1, 1 << 16);
+    int h = cli_int("h", h_s, 1, 1 << 16), n = cli_int("n", n_s, 1, 1 << 20);
+    int k = cli_int("k", k_s, 1, n), reps = cli_int("reps", reps_s, 1, 1000);
+    if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
+    int threads = moe_get_threads();
+    if (strcmp(strat_s, "auto") == 0) moe_set_parallel(MOE_PAR_AUTO);
+    else if (strcmp(strat_s, "blas") == 0) moe_set_parallel(MOE_PAR_BLAS);
+    else if (strcmp(strat_s, "experts") == 0) moe_set_parallel(MOE_PAR_EXPERTS);
+    else cli_die("--strategy must be auto, blas or experts, got '%s'", strat_s);
+
+    moe_layer_config cfg = moe_layer_config_default();
+    cfg.d = d; cfg.h = h; cfg.n = n; cfg.k = k; cfg.bias = bias;
+    moe_layer *l = NULL;
+    cli_check(moe_layer_create(&l, &cfg, 1), "creating the layer");
+    float *x = alloc_fill((size_t)B * d, 1.0f, 11), *dy = alloc_fill((size_t)B * d, 1.0f, 12);
+    float *y = malloc(sizeof(float) * B * d), *dx = malloc(sizeof(float) * B * d);
+    if (!y || !dx) cli_die("out of memory");
+    double *tf = malloc(sizeof(double) * reps), *tb = malloc(sizeof(double) * reps);
+    moe_layer_stats st;
+    /* warm-up: allocates the workspace and touches every page */
+    cli_check(moe_layer_forward(l, y, x, B, MOE_TRAIN, NULL, &st), "forward");
+    cli_check(moe_layer_backward(l, dx, dy), "backward");
+    for (int r = 0; r < reps; r++) {
+        double t0 = cli_now();
+        moe_layer_forward(l, y, x, B, MOE_TRAIN, NULL, &st);
+        double t1 = cli_now();
+        memset(dx, 0, sizeof(float) * B * d);
+        double t2 = cli_now();
+        moe_layer_backward(l, dx, dy);
+        double t3 = cli_now();
+        tf[r] = t1 - t0;
+        tb[r] = (t1 - t0) + (t3 - t2);
+    }
+    double fwd = median(tf, reps), fb = median(tb, reps);
+    moe_layer_free(l);
+
+    double flop_fwd = 2.0 * B * k * 2.0 * d * h;
+    double dfwd = 0.0, dfb = 0.0;
+    if (!no_dense) {
+        dense_ffn f = {B, d, k * h, alloc_fill((size_t)d * k * h, 0.04f, 21), alloc_fill((size_t)k * h * d, 0.03f, 22),
+                       calloc((size_t)d * k * h, sizeof(float)), calloc((size_t)k * h * d, sizeof(float)),
+                       malloc(sizeof(float) * B * k * h), malloc(sizeof(float) * B * d),
+                       malloc(sizeof(float) * B * k * h), malloc(sizeof(float) * B * d)};
+        if (!f.dw1 || !f.dw2 || !f.a || !f.y || !f.da || !f.dx) cli_die("out of memory for the dense FFN");
+        dense_forward(&f, x);
+        dense_backward(&f, x, dy);
+        for (int r = 0; r < reps; r++) {
+            double t0 = cli_now();
+            dense_forward(&f, x);
+            double t1 = cli_now();
+            dense_backward(&f, x, dy);
+            double t2 = cli_now();
+            tf[r] = t1 - t0;
+            tb[r] = t2 - t0;
+        }
+        dfwd = median(tf, reps);
+        dfb = median(tb, reps);
+        free(f.w1); free(f.w2); free(f.dw1); free(f.dw2); free(f.a); free(f.y); free(f.da); free(f.dx);
+    }
+    /* the ceiling: a large square sgemm */
+    const int S = 2048;
+    float *a = alloc_fill((size_t)S * S, 1.0f, 31), *b = alloc_fill((size_t)S * S, 1.0f, 32);
+    float *c = malloc(sizeof(float) * S * S);
+    if (!c) cli_die("out of memory");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
+    for (int r = 0; r < reps; r++) {
+        double t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
+        tf[r] = cli_now() - t0;
+    }
+    double sg = 2.0 * S * S * (double)S / median(tf, reps) / 1e9;
+    free(a); free(b); free(c);
+
+    double fwd_tps = B / fwd, fb_tps = B / fb, gf = 3.0 * flop_fwd / fb / 1e9;
+    if (json) {
+        printf("{\"impl\":\"moe\",\"B\":%d,\"d\":%d,\"h\":%d,\"n\":%d,\"k\":%d,\"bias\":%d,\"threads\":%d,"
+               "\"strategy\":\"%s\",\"reps\":%d,\"fwd_s\":%.6f,\"fwdbwd_s\":%.6f,\"fwd_tokens_per_s\":%.1f,"
+               "\"fwdbwd_tokens_per_s\":%.1f,\"fwd_gflops\":%.2f,\"fwdbwd_gflops\":%.2f",
+               B, d, h, n, k, bias, threads, strat_s, reps, fwd, fb, fwd_tps, fb_tps, flop_fwd / fwd / 1e9, gf);
+        if (!no_dense)
+            printf(",\"dense_fwd_s\":%.6f,\"dense_fwdbwd_s\":%.6f,\"dense_fwdbwd_tokens_per_s\":%.1f,"
+                   "\"dense_fwdbwd_gflops\":%.2f,\"moe_over_dense\":%.4f",
+                   dfwd, dfb, B / dfb, 3.0 * flop_fwd / dfb / 1e9, dfb / fb);
+        printf(",\"sgemm_gflops\":%.2f,\"max_mean_load\":%.4f}\n", sg, st.max_mean_load);
+    } else {
+        printf("MoE layer B=%d d=%d h=%d n=%d k=%d bias=%d threads=%d strategy=%s (median of %d)\n", B, d, h,
+               n, k, bias, threads, strat_s, reps);
+        printf("  forward          %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", fwd, fwd_tps, flop_fwd / fwd / 1e9);
+        printf("  forward+backward %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", fb, fb_tps, gf);
+        if (!no_dense) {
+            printf("dense FFN d->%d->d (equal active FLOPs)\n", k * h);
+            printf("  forward          %8.4f s  %10.0f tokens/s\n", dfwd, B / dfwd);
+            printf("  forward+backward %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", dfb, B / dfb,
+                   3.0 * flop_fwd / dfb / 1e9);
+            printf("MoE / dense throughput (forward+backward): %.3f\n", dfb / fb);
+        }
+        printf("sgemm %dx%dx%d: %.1f GFLOP/s  (MoE expert products at %.0f%% of it)\n", S, S, S, sg, 100.0 * gf / sg);
+    }
+    free(x); free(dy); free(y); free(dx); free(tf); free(tb);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "layer") == 0) return bench_layer(argc - 1, argv + 1);
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(BENCH_USAGE, stdout);
+        return 0;
+    }
+    fprintf(stderr, "moe: error: unknown benchmark (try: moe bench layer --help)\n");
+    return 2;
+}

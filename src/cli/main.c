@@ -1,0 +1,29 @@
+/* main.c - `moe <subcommand>`: dispatch to the subcommands. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *USAGE =
+    "usage: moe <command> [options]   (moe <command> --help for its options)\n"
+    "\n"
+    "commands:\n"
+    "  classify  train and test an MoE classifier on Fashion-MNIST (the demo)\n"
+    "  layer     evaluate one MoE layer from safetensors files (forward, gradients)\n"
+    "  diff      compare the tensors of two safetensors files\n"
+    "  bench     benchmarks (moe bench layer --help)\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *c = argv[1];
+    if (strcmp(c, "layer") == 0) return cmd_layer(argc - 1, argv + 1);
+    if (strcmp(c, "diff") == 0) return cmd_diff(argc - 1, argv + 1);
+    if (strcmp(c, "classify") == 0) return cmd_classify(argc - 1, argv + 1);
+    if (strcmp(c, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "moe: error: unknown command '%s'\n\n%s", c, USAGE);
+    return 2;
+}

@@ -1,0 +1,22 @@
+/* internal.h - helpers shared by the library's source files; not installed, not public. */
+#ifndef MOE_INTERNAL_H
+#define MOE_INTERNAL_H
+
+#include "moe.h"
+#include <stddef.h>
+
+/* Records a formatted message as moe_last_error() for this thread and returns `s`,
+ * so error paths read:  return moe_fail(MOE_ERR_CONFIG, "k=%d exceeds n=%d", k, n); */
+moe_status moe_fail(moe_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Clears moe_last_error() (called by successful top-level operations that report errors). */
+void moe_clear_error(void);
+
+/* Aligned allocation (64 bytes) of `count` floats; NULL on failure or count overflow.
+ * moe_free_aligned(NULL) is harmless. */
+float *moe_alloc_floats(size_t count);
+void moe_free_aligned(void *p);
+
+/* 1 if all `count` floats are finite. */
+int moe_all_finite(const float *x, size_t count);
+
+#endif

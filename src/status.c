@@ -1,0 +1,54 @@
+/* status.c - status words and the per-thread "last error" message. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static _Thread_local char last_error[512];
+
+const char *moe_status_str(moe_status s) {
+    switch (s) {
+    case MOE_OK: return "ok";
+    case MOE_ERR_INVALID_ARG: return "invalid argument";
+    case MOE_ERR_CONFIG: return "invalid configuration";
+    case MOE_ERR_SHAPE: return "shape mismatch";
+    case MOE_ERR_NOMEM: return "out of memory";
+    case MOE_ERR_IO: return "input/output error";
+    case MOE_ERR_TRUNCATED: return "file truncated";
+    case MOE_ERR_FORMAT: return "malformed file";
+    case MOE_ERR_DTYPE: return "unsupported dtype";
+    case MOE_ERR_MISSING: return "missing tensor or setting";
+    case MOE_ERR_NONFINITE: return "NaN or Inf in input";
+    case MOE_ERR_STATE: return "call out of order";
+    }
+    return "unknown status";
+}
+
+const char *moe_last_error(void) { return last_error; }
+
+void moe_clear_error(void) { last_error[0] = '\0'; }
+
+moe_status moe_fail(moe_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+float *moe_alloc_floats(size_t count) {
+    if (count == 0) count = 1;
+    if (count > ((size_t)-1) / sizeof(float) - 64) return NULL;
+    size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+void moe_free_aligned(void *p) { free(p); }
+
+int moe_all_finite(const float *x, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
