@@ -561,7 +561,7 @@ static moe_status st_tensor(const jparser *jp, const char *path, const char *nam
         return moe_fail(MOE_ERR_FORMAT, "%s: \"%s\" is %s with %zu elements = %zu bytes, but data_offsets span %llu",
                         path, name, dtype_info[d].name, numel, bytes, (unsigned long long)(e->end - e->begin));
     if (e->end > data_len)
-        return moe_fail(MOE_ERR_FORMAT, "%s: \"%s\" bytes [%llu, %llu) run past the %llu-byte data area (file cut short?)",
+        return moe_fail(MOE_ERR_TRUNCATED, "%s: \"%s\" bytes [%llu, %llu) run past the %llu-byte data area: the file is cut short",
                         path, name, (unsigned long long)e->begin, (unsigned long long)e->end,
                         (unsigned long long)data_len);
     e->t.name = name;

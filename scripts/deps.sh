@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# deps.sh - installs the Debian packages moe needs, only those missing. Safe to run repeatedly.
+#   scripts/deps.sh          build + test dependencies + the demo's data set
+#   scripts/deps.sh --torch  also python3-torch/numpy (to regenerate golden files, run bench/*.py)
+set -euo pipefail
+pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev dataset-fashion-mnist fortunes)
+if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then exit 0; fi
+echo "deps: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then SUDO=sudo; else
+    echo "deps: need root to install: apt-get install ${missing[*]}" >&2; exit 1; fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,94 @@
+/* nn.c - the dense building blocks declared in nn.h: linear (two BLAS products forward, up to
+ * three backward), ReLU, softmax cross-entropy and accuracy. Shared by the classifier demo and,
+ * later, the language model. */
+#include "nn.h"
+#include "moe.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void linear_forward(float *out, const float *in, const float *W, const float *b, int B, int i,
+                    int o) {
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < B; r++) memcpy(out + (size_t)r * o, b, sizeof(float) * (size_t)o);
+        beta = 1.0f;
+    }
+    /* out [B,o] (+)= in [B,i] W [i,o] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, o, i, 1.0f, in, i, W, o, beta, out, o);
+}
+
+void linear_backward(float *din, float *dW, float *db, const float *dout, const float *in,
+                     const float *W, int B, int i, int o) {
+    /* forward: out = in W + b;  so din += dout W^T, dW += in^T dout, db += colsum(dout) */
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, i, o, 1.0f, dout, o, W, o, 1.0f, din, i);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i, o, B, 1.0f, in, i, dout, o, 1.0f, dW, o);
+    if (db)
+        for (int r = 0; r < B; r++) {
+            const float *g = dout + (size_t)r * o;
+            for (int j = 0; j < o; j++) db[j] += g[j];
+        }
+}
+
+void relu_forward(float *out, const float *in, size_t count) {
+    for (size_t j = 0; j < count; j++) out[j] = in[j] > 0.0f ? in[j] : 0.0f;
+}
+
+void relu_backward(float *din, const float *dout, const float *out, size_t count) {
+    /* forward: out = max(in, 0);  so din += dout where out > 0 */
+    for (size_t j = 0; j < count; j++)
+        if (out[j] > 0.0f) din[j] += dout[j];
+}
+
+double softmax_xent_forward(float *losses, float *probs, const float *logits, const int *labels,
+                            int B, int C) {
+    double total = 0.0;
+    for (int r = 0; r < B; r++) {
+        const float *z = logits + (size_t)r * C;
+        float *p = probs + (size_t)r * C;
+        float zmax = z[0];
+        for (int c = 1; c < C; c++)
+            if (z[c] > zmax) zmax = z[c];
+        double sum = 0.0;
+        for (int c = 0; c < C; c++) {
+            p[c] = expf(z[c] - zmax);
+            sum += p[c];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int c = 0; c < C; c++) p[c] *= inv;
+        /* -log softmax computed from the logits, not log(p), so a tiny p does not give -inf */
+        double l = log(sum) - (double)(z[labels[r]] - zmax);
+        if (losses) losses[r] = (float)l;
+        total += l;
+    }
+    return total / B;
+}
+
+void softmax_xent_backward(float *dlogits, const float *probs, const int *labels, int B, int C) {
+    /* forward: L = (1/B) sum_b -log softmax(z_b)[y_b];  so dz_b += (p_b - onehot(y_b)) / B */
+    const float s = 1.0f / (float)B;
+    for (int r = 0; r < B; r++) {
+        const float *p = probs + (size_t)r * C;
+        float *dz = dlogits + (size_t)r * C;
+        for (int c = 0; c < C; c++) dz[c] += s * p[c];
+        dz[labels[r]] -= s;
+    }
+}
+
+int argmax_correct(const float *scores, const int *labels, int B, int C) {
+    int correct = 0;
+    for (int r = 0; r < B; r++) {
+        const float *z = scores + (size_t)r * C;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (z[c] > z[best]) best = c;
+        correct += best == labels[r];
+    }
+    return correct;
+}
+
+void nn_init_uniform(float *x, size_t count, float a, uint64_t seed) {
+    for (size_t j = 0; j < count; j++) x[j] = a * (2.0f * moe_rng_uniform(seed, j) - 1.0f);
+}
