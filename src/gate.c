@@ -76,15 +76,14 @@ void gate_forward(float *clean, float *raw, float *sigma, float *H, int *topi, f
     }
 }
 
-/* 1 if expert i is among the first k entries of the ranking ti. */
-static inline int in_topk(const int *ti, int k, int i) {
-    for (int j = 0; j < k; j++)
-        if (ti[j] == i) return 1;
-    return 0;
+/* 1 if expert i (logit hi) is among the k kept. O(1): the ranking orders equal values by index,
+ * so among logits equal to the k-th value exactly those up to the k-th's index are kept. */
+static inline int in_topk(const int *ti, const float *tv, int k, int i, float hi) {
+    return hi > tv[k - 1] || (hi == tv[k - 1] && i <= ti[k - 1]);
 }
 
 void gate_importance_load(double *importance, double *load, float *P, const int *topi,
-                          const float *topv, const float *gk, const float *clean,
+                          const float *topv, const float *gk, const float *H, const float *clean,
                           const float *sigma, int smooth, int B, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
     memset(importance, 0, sizeof(double) * (size_t)n);
@@ -100,10 +99,10 @@ void gate_importance_load(double *importance, double *load, float *P, const int 
     for (int b = 0; b < B; b++) {
         const int *ti = topi + (size_t)b * K1;
         const float *tv = topv + (size_t)b * K1;
-        const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n;
+        const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n, *hrow = H + (size_t)b * n;
         float *p = P + (size_t)b * n;
         for (int i = 0; i < n; i++) {
-            double thr = in_topk(ti, k, i) ? tv[k] : tv[k - 1];
+            double thr = in_topk(ti, tv, k, i, hrow[i]) ? tv[k] : tv[k - 1];
             p[i] = (float)norm_cdf(((double)c[i] - thr) / s[i]);
         }
     }
@@ -140,9 +139,9 @@ double cv_of(const double *v, int n) {
 
 void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw, float *dcd,
                    const float *dgk, const double *dload, const float *x, const float *wg,
-                   const float *wn, const float *clean, const float *raw, const float *sigma,
-                   const float *eps, const int *topi, const float *topv, const float *gk,
-                   int train, int smooth, int B, int d, int n, int k) {
+                   const float *wn, const float *H, const float *clean, const float *raw,
+                   const float *sigma, const float *eps, const int *topi, const float *topv,
+                   const float *gk, int train, int smooth, int B, int d, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
     /* Pass 1 collects dL/dH in dclean and the direct dL/dsigma terms in draw; pass 2 turns
      * them into dL/dclean and dL/draw (dH must be complete before it is split). */
@@ -158,7 +157,7 @@ void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw
         for (int j = 0; j < k; j++) dot += g[j] * dg[j];
         for (int j = 0; j < k; j++) dH[ti[j]] += g[j] * (dg[j] - dot);
         if (!train) continue;
-        const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n;
+        const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n, *hrow = H + (size_t)b * n;
         const float *e = eps + (size_t)b * n, *r = raw + (size_t)b * n, *tv = topv + (size_t)b * K1;
         float *ds = draw + (size_t)b * n;
         float *dcl = dcd + (size_t)b * n; /* the direct dL/dclean terms */
@@ -167,7 +166,7 @@ void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw
              * so with dz = dload_i phi(z_i):  dclean_i += dz / sigma_i,
              * dsigma_i -= dz z_i / sigma_i,  dH_m -= dz / sigma_i */
             for (int i = 0; i < n; i++) {
-                int inside = in_topk(ti, k, i);
+                int inside = in_topk(ti, tv, k, i, hrow[i]);
                 int m = inside ? ti[k] : ti[k - 1];
                 double thr = inside ? tv[k] : tv[k - 1];
                 double z = ((double)c[i] - thr) / s[i];

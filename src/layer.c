@@ -234,7 +234,7 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     const int smooth = train && k < n;
     gate_forward(w->clean, w->raw, w->sigma, w->H, w->topi, w->topv, w->gk, x, pdata(l, P_WG),
                  pdata(l, P_WN), w->eps, train, c->noise_eps, B, d, n, k);
-    gate_importance_load(l->importance, l->load, w->P, w->topi, w->topv, w->gk, w->clean,
+    gate_importance_load(l->importance, l->load, w->P, w->topi, w->topv, w->gk, w->H, w->clean,
                          w->sigma, smooth, B, n, k);
     double li = cv2_loss(l->dimp, l->importance, n, c->w_importance);
     double ll = cv2_loss(l->dload, l->load, n, c->w_load);
@@ -286,7 +286,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
                      d, h, strat);
     if (dx) dispatch_gather_backward(dx, w->dYs, w->pos, B, d, k);
     gate_backward(dx, pgrad(l, P_WG), pgrad(l, P_WN), w->dclean, w->draw, w->P, w->dgk,
-                  l->dload, w->x, pdata(l, P_WG), pdata(l, P_WN), w->clean, w->raw, w->sigma,
+                  l->dload, w->x, pdata(l, P_WG), pdata(l, P_WN), w->H, w->clean, w->raw, w->sigma,
                   w->eps, w->topi, w->topv, w->gk, w->train, w->smooth, B, d, n, k);
     return MOE_OK;
 }

@@ -32,8 +32,8 @@ void gate_forward(float *clean /* [B,n] */, float *raw /* [B,n] */, float *sigma
  * (deterministic for any thread count). */
 void gate_importance_load(double *importance /* [n] */, double *load /* [n] */,
                           float *P /* [B,n] scratch */, const int *topi, const float *topv,
-                          const float *gk, const float *clean, const float *sigma, int smooth,
-                          int B, int n, int k);
+                          const float *gk, const float *H, const float *clean,
+                          const float *sigma, int smooth, int B, int n, int k);
 
 /* w * CV(v)^2 with CV^2 = var / (mean^2 + 1e-10), population variance; and, if dv != NULL,
  * its gradient dv [n] (overwritten). */
@@ -47,10 +47,10 @@ void gate_backward(float *dx /* [B,d] += */, float *dwg /* [d,n] += */, float *d
                    float *dclean /* [B,n] scratch */, float *draw /* [B,n] scratch */,
                    float *dcd /* [B,n] scratch */,
                    const float *dgk /* [B,k] */, const double *dload /* [n] */,
-                   const float *x, const float *wg, const float *wn, const float *clean,
-                   const float *raw, const float *sigma, const float *eps, const int *topi,
-                   const float *topv, const float *gk, int train, int smooth, int B, int d,
-                   int n, int k);
+                   const float *x, const float *wg, const float *wn, const float *H,
+                   const float *clean, const float *raw, const float *sigma, const float *eps,
+                   const int *topi, const float *topv, const float *gk, int train, int smooth,
+                   int B, int d, int n, int k);
 
 /* ---- dispatch.c ---- */
 
