@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan test-valgrind bench clean
 
 all: build
 
@@ -32,3 +32,14 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan
+
+# Memory errors and leaks under valgrind (the fast tests; gradcheck is covered by ASan).
+VALGRIND_TESTS = test_api test_safetensors test_idx test_golden
+test-valgrind: build
+	@command -v valgrind >/dev/null || bash scripts/deps.sh --valgrind
+	@for t in $(VALGRIND_TESTS); do \
+	  OMP_NUM_THREADS=2 valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+	    $(BUILD)/tests/$$t tests/golden > $(BUILD)/valgrind-$$t.log 2>&1; rc=$$?; \
+	  echo "valgrind: $$(grep ' passed, ' $(BUILD)/valgrind-$$t.log)"; \
+	  if [ $$rc -ne 0 ]; then cat $(BUILD)/valgrind-$$t.log; echo "valgrind: $$t failed ($$rc)"; exit 1; fi; \
+	done

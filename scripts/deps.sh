@@ -2,9 +2,13 @@
 # deps.sh - installs the Debian packages moe needs, only those missing. Safe to run repeatedly.
 #   scripts/deps.sh          build + test dependencies + the demo's data set
 #   scripts/deps.sh --torch  also python3-torch/numpy (to regenerate golden files, run bench/*.py)
+#   scripts/deps.sh --valgrind  also valgrind
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev dataset-fashion-mnist fortunes)
-if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy); fi
+case "${1:-}" in
+  --torch) pkgs+=(python3-torch python3-numpy) ;;
+  --valgrind) pkgs+=(valgrind) ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
