@@ -34,7 +34,7 @@ clean:
 	rm -rf $(BUILD) $(BUILD)-asan
 
 # Memory errors and leaks under valgrind (the fast tests; gradcheck is covered by ASan).
-VALGRIND_TESTS = test_api test_safetensors test_idx test_golden
+VALGRIND_TESTS = test_api test_safetensors test_idx test_golden test_textdata test_lstm
 test-valgrind: build
 	@command -v valgrind >/dev/null || bash scripts/deps.sh --valgrind
 	@for t in $(VALGRIND_TESTS); do \

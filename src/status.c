@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static _Thread_local char last_error[512];
 
@@ -31,10 +32,14 @@ const char *moe_last_error(void) { return last_error; }
 void moe_clear_error(void) { last_error[0] = '\0'; }
 
 moe_status moe_fail(moe_status s, const char *fmt, ...) {
+    /* format into a local buffer first: an argument may be moe_last_error() itself, as when
+     * a caller adds context to a lower layer's message */
+    char buf[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
     return s;
 }
 

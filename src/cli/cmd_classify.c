@@ -55,8 +55,7 @@ static const char *CLASSIFY_USAGE =
 
 typedef struct {
     moe_idx images, labels_raw;
-    int N, in;       /* examples, pixels per example */
-    int rows, cols;  /* image size (in = rows * cols) */
+    int N, in; /* examples, pixels per example */
     int *labels; /* [N] */
 } dataset;
 
@@ -95,9 +94,7 @@ static void dataset_load(dataset *ds, const char *dir, const char *prefix, int l
         cli_die("%s: expected %lld labels to match %s, got %s%lld", lpath, (long long)im->shape[0],
                 ipath, lb->ndim == 1 ? "" : "a multi-dimensional tensor of ", (long long)lb->numel);
     ds->N = (int)im->shape[0];
-    ds->rows = (int)im->shape[1];
-    ds->cols = (int)im->shape[2];
-    ds->in = ds->rows * ds->cols;
+    ds->in = (int)(im->shape[1] * im->shape[2]);
     if (limit > 0 && limit < ds->N) ds->N = limit;
     ds->labels = malloc(sizeof(int) * (size_t)ds->N);
     if (!ds->labels) cli_die("out of memory for %d labels", ds->N);
@@ -185,20 +182,12 @@ static void model_free(model *md) {
     free(md->y);
 }
 
-/* Fills x [B,in] and y [B] with examples order[0..B) of ds. flip [B] (or NULL): 1 mirrors
- * that image left to right (augmentation; a mirrored garment is still the same class). */
-static void model_load_batch(model *md, const dataset *ds, const int *order, const uint8_t *flip,
-                             int B) {
+/* Fills x [B,in] and y [B] with examples order[0..B) of ds. */
+static void model_load_batch(model *md, const dataset *ds, const int *order, int B) {
     for (int r = 0; r < B; r++) {
         const uint8_t *src = ds->images.data + (size_t)order[r] * ds->in;
         float *dst = md->x + (size_t)r * md->in;
-        if (flip && flip[r]) {
-            for (int i = 0; i < ds->rows; i++)
-                for (int j = 0; j < ds->cols; j++)
-                    dst[i * ds->cols + j] = md->lut[src[i * ds->cols + ds->cols - 1 - j]];
-        } else {
-            for (int j = 0; j < md->in; j++) dst[j] = md->lut[src[j]];
-        }
+        for (int j = 0; j < md->in; j++) dst[j] = md->lut[src[j]];
         md->y[r] = ds->labels[order[r]];
     }
 }
@@ -238,7 +227,7 @@ static double evaluate(model *md, const dataset *ds, int *idx) {
     for (int i = 0; i < ds->N; i += md->maxB) {
         int B = ds->N - i < md->maxB ? ds->N - i : md->maxB, c = 0;
         for (int r = 0; r < B; r++) idx[r] = i + r;
-        model_load_batch(md, ds, idx, NULL, B);
+        model_load_batch(md, ds, idx, B);
         model_forward(md, B, MOE_EVAL, &c);
         hits += c;
     }
@@ -258,9 +247,9 @@ static void shuffle(int *order, int N, uint64_t seed, int epoch) {
 
 int cmd_classify(int argc, char **argv) {
     const char *epochs_s = "8", *batch_s = "128", *lr_s = "0.002", *lrf_s = "0.02", *d_s = "256";
-    const char *h_s = "512", *n_s = "8", *k_s = "2", *wi_s = "0.1", *wl_s = "0.1";
+    const char *h_s = "512", *n_s = "8", *k_s = "2", *wi_s = "0.1", *wl_s = "0.1", *wd_s = "0";
     const char *threads_s = "1", *seed_s = "1", *dir = DEFAULT_DATA, *limit_s = "0";
-    int raw = 0, no_test_each = 0, no_flip = 0;
+    int raw = 0, no_test_each = 0;
     cli_opt opts[] = {{"epochs", &epochs_s, NULL},  {"batch", &batch_s, NULL},
                       {"lr", &lr_s, NULL},          {"lr-final", &lrf_s, NULL},
                       {"d", &d_s, NULL},            {"h", &h_s, NULL},
@@ -268,8 +257,7 @@ int cmd_classify(int argc, char **argv) {
                       {"w-importance", &wi_s, NULL}, {"w-load", &wl_s, NULL},
                       {"threads", &threads_s, NULL}, {"seed", &seed_s, NULL},
                       {"data", &dir, NULL},         {"limit", &limit_s, NULL},
-                      {"raw", NULL, &raw},          {"no-test-each-epoch", NULL, &no_test_each},
-                      {"no-flip", NULL, &no_flip}};
+                      {"weight-decay", &wd_s, NULL}, {"raw", NULL, &raw},          {"no-test-each-epoch", NULL, &no_test_each}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], CLASSIFY_USAGE);
     const int epochs = cli_int("epochs", epochs_s, 1, 100000);
     const int batch = cli_int("batch", batch_s, 1, 1 << 16);
@@ -310,6 +298,7 @@ int cmd_classify(int argc, char **argv) {
     for (int v = 0; v < 256; v++) md.lut[v] = (float)((v / 255.0 - mean) / sd);
 
     moe_adam_config acfg = moe_adam_config_default();
+    acfg.weight_decay = (float)cli_double("weight-decay", wd_s, 0.0, 1e3);
     moe_adam *opt_dense = NULL, *opt_moe = NULL;
     float *moe_params = NULL, *moe_grads = NULL;
     size_t moe_count = 0;
@@ -328,9 +317,8 @@ int cmd_classify(int argc, char **argv) {
 
     int *order = malloc(sizeof(int) * (size_t)N), *eval_idx = malloc(sizeof(int) * (size_t)batch);
     int *counts = malloc(sizeof(int) * (size_t)n);
-    uint8_t *flip = no_flip ? NULL : malloc((size_t)batch);
     long long *epoch_counts = malloc(sizeof(long long) * (size_t)n);
-    if (!order || !eval_idx || (!no_flip && !flip) || !counts || !epoch_counts) cli_die("out of memory");
+    if (!order || !eval_idx || !counts || !epoch_counts) cli_die("out of memory");
     const long steps_per_epoch = (N + batch - 1) / batch, total_steps = steps_per_epoch * epochs;
     long step = 0;
     const double t0 = cli_now();
@@ -344,10 +332,7 @@ int cmd_classify(int argc, char **argv) {
         for (int i = 0; i < N; i += batch, step++) {
             const int B = N - i < batch ? N - i : batch;
             int c = 0;
-            if (flip)
-                for (int r = 0; r < B; r++)
-                    flip[r] = (uint8_t)(moe_rng_u64(seed ^ 0xf11bULL, (uint64_t)ep * (uint64_t)N + (uint64_t)(i + r)) & 1);
-            model_load_batch(&md, &train, order + i, flip, B);
+            model_load_batch(&md, &train, order + i, B);
             memset(md.grads, 0, sizeof(float) * md.count);
             moe_layer_zero_grad(md.moe);
             loss_sum += model_forward(&md, B, MOE_TRAIN, &c) * B;
@@ -399,7 +384,6 @@ int cmd_classify(int argc, char **argv) {
     dataset_free(&test);
     free(order);
     free(eval_idx);
-    free(flip);
     free(counts);
     free(epoch_counts);
     return 0;
