@@ -204,6 +204,72 @@ moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float l
 moe_status moe_adam_state(moe_adam *a, float **m, float **v, int64_t **step);
 
 /* ------------------------------------------------------------------------------------------ */
+/* The paper's language model (SPEC 2): embedding -> LSTM -> MoE -> LSTM -> softmax, dropout on
+ * each layer's output and a residual connection after each layer but the softmax; the MoE output
+ * goes through a sigmoid. The MoE runs on all T*B positions of a batch at once.               */
+typedef enum {
+    MOE_FFN_MOE = 0,   /* the sparsely-gated MoE layer */
+    MOE_FFN_DENSE = 1, /* compute-matched baseline: one dense FFN d -> k*h -> d */
+    MOE_FFN_NONE = 2,  /* baseline without the middle layer */
+} moe_ffn_kind;
+
+typedef struct {
+    int vocab;          /* V */
+    int d;              /* embedding, LSTM and MoE width */
+    moe_ffn_kind ffn;
+    int n, k, h;        /* experts, experts per token, expert hidden size */
+    float w_importance, w_load, noise_eps;
+    float dropout;      /* probability of dropping, on every layer's output but the softmax */
+} moe_lm_config;
+
+/* vocab 256, d 128, MoE n 16 k 2 h 256, w_importance = w_load = 0.1, noise_eps 0.01, dropout 0.1 */
+moe_lm_config moe_lm_config_default(void);
+
+typedef struct moe_lm moe_lm;
+
+typedef struct {
+    double loss;           /* mean cross-entropy, nats per predicted token */
+    double aux;            /* L_importance + L_load of the MoE (0 without one) */
+    moe_layer_stats moe;   /* the MoE layer's statistics for this batch */
+    int64_t tokens;        /* predicted tokens in the batch (T*B) */
+    double flops;          /* matrix-product FLOPs of this call (forward, + backward if trained) */
+} moe_lm_stats;
+
+moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed);
+void moe_lm_free(moe_lm *m);
+moe_lm_config moe_lm_get_config(const moe_lm *m);
+
+/* One batch. tokens [B, T+1]: row b is stream b; inputs are columns 0..T-1, targets 1..T.
+ * The LSTM state is carried from the previous call (truncated backpropagation through time).
+ * train = 1: dropout and gate noise on, and gradients += for loss + aux;
+ * train = 0: evaluation, no gradients. Errors leave the parameters unchanged. */
+moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train,
+                       moe_lm_stats *stats);
+/* Zero the carried LSTM state (start of a new pass over data). */
+void moe_lm_reset_state(moe_lm *m);
+/* Next-token logits [B, V] after feeding tokens [B] one step (evaluation mode, state carried).*/
+moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *logits);
+
+/* Parameters: the dense ones (embedding, LSTMs, softmax) and the MoE layer's, in two arenas. */
+int moe_lm_num_params(const moe_lm *m);
+moe_status moe_lm_param(moe_lm *m, int i, moe_param *p); /* names like "lstm1.w_ih" */
+moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count);
+moe_layer *moe_lm_moe(moe_lm *m); /* the MoE (or dense FFN) layer; NULL for MOE_FFN_NONE */
+void moe_lm_zero_grad(moe_lm *m);
+/* Parameter counts: total, and active per token (the MoE counts k of its n experts). */
+void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
+
+/* The model's random streams and carried state, for checkpoints that resume exactly. */
+typedef struct {
+    uint64_t seed, dropout_counter, moe_seed, moe_counter;
+} moe_lm_rng;
+moe_lm_rng moe_lm_get_rng(const moe_lm *m);
+void moe_lm_set_rng(moe_lm *m, const moe_lm_rng *r);
+/* The carried LSTM state for B streams: h1, c1, h2, c2, each [B,d] (4*B*d floats). */
+moe_status moe_lm_get_state(const moe_lm *m, float *state, int B);
+moe_status moe_lm_set_state(moe_lm *m, const float *state, int B);
+
+/* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
 typedef struct {
     int ndim;
