@@ -1,12 +1,11 @@
 /* experts.c - the expert feed-forward nets E_i(x) = relu(x W1_i + b1_i) W2_i + b2_i, run on the
  * rows the dispatcher grouped per expert: 2 BLAS products forward, 4 backward, per expert.
  *
- * Threads: with many rows per expert one multi-threaded sgemm per product is fastest; with
- * few rows (many experts) each product is too small to split, so experts are spread over
- * threads instead, largest first, each calling single-threaded BLAS. */
+ * Threads: experts are spread over the threads, largest first, each product single-threaded
+ * (measured fastest here from n = 4 up); or, with MOE_PAR_BLAS, experts run in turn and each
+ * product is split over the threads by moe_sgemm. */
 #include "layer_ops.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,14 +31,14 @@ static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float 
         for (int r = 0; r < c; r++) memcpy(Ae + (size_t)r * h, b1 + (size_t)e * h, sizeof(float) * h);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c, h, d, 1.0f, X, d, W1, h, beta, Ae, h);
+    moe_sgemm(0,  0, c, h, d, 1.0f, X, d, W1, h, beta, Ae, h);
     for (size_t i = 0; i < (size_t)c * h; i++) Ae[i] = Ae[i] > 0.0f ? Ae[i] : 0.0f;
     beta = 0.0f;
     if (b2) {
         for (int r = 0; r < c; r++) memcpy(Y + (size_t)r * d, b2 + (size_t)e * d, sizeof(float) * d);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c, d, h, 1.0f, Ae, h, W2, d, beta, Y, d);
+    moe_sgemm(0,  0, c, d, h, 1.0f, Ae, h, W2, d, beta, Y, d);
 }
 
 static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, float *db2,
@@ -52,25 +51,25 @@ static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, fl
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
     float *dW1 = dw1 + (size_t)e * d * h, *dW2 = dw2 + (size_t)e * h * d;
     /* forward: Y = A W2 + b2;  so dW2 += A^T dY, db2 += colsum(dY), dA = dY W2^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h, d, c, 1.0f, Ae, h, dY, d, 1.0f, dW2, d);
+    moe_sgemm(1,  0, h, d, c, 1.0f, Ae, h, dY, d, 1.0f, dW2, d);
     if (db2) {
         float *g = db2 + (size_t)e * d;
         for (int r = 0; r < c; r++)
             for (int j = 0; j < d; j++) g[j] += dY[(size_t)r * d + j];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c, h, d, 1.0f, dY, d, W2, d, 0.0f, dAe, h);
+    moe_sgemm(0,  1, c, h, d, 1.0f, dY, d, W2, d, 0.0f, dAe, h);
     /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
     for (size_t i = 0; i < (size_t)c * h; i++)
         if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
     /* forward: pre = X W1 + b1;  so dW1 += X^T dpre, db1 += colsum(dpre), dX = dpre W1^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, h, c, 1.0f, X, d, dAe, h, 1.0f, dW1, h);
+    moe_sgemm(1,  0, d, h, c, 1.0f, X, d, dAe, h, 1.0f, dW1, h);
     if (db1) {
         float *g = db1 + (size_t)e * h;
         for (int r = 0; r < c; r++)
             for (int j = 0; j < h; j++) g[j] += dAe[(size_t)r * h + j];
     }
     /* dX may alias dY: every read of this expert's dY rows is above */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c, d, h, 1.0f, dAe, h, W1, h, 0.0f, dX, d);
+    moe_sgemm(0,  1, c, d, h, 1.0f, dAe, h, W1, h, 0.0f, dX, d);
 }
 
 /* Experts ordered by descending row count, so the dynamic schedule balances the threads. */
@@ -102,11 +101,8 @@ void experts_forward(float *A, float *Ys, const float *Xs, const float *w1, cons
         for (int e = 0; e < n; e++) expert_fwd(e, A, Ys, Xs, w1, b1, w2, b2, offsets, d, h);
         return;
     }
-    int nt = moe_threads();
-    moe_blas_threads(1);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++) expert_fwd(ord[i], A, Ys, Xs, w1, b1, w2, b2, offsets, d, h);
-    moe_blas_threads(nt);
     free(ord);
 }
 
@@ -120,11 +116,8 @@ void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2
             expert_bwd(e, dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
         return;
     }
-    int nt = moe_threads();
-    moe_blas_threads(1);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++)
         expert_bwd(ord[i], dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
-    moe_blas_threads(nt);
     free(ord);
 }

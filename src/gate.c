@@ -8,7 +8,6 @@
  * expert that holds them. */
 #include "layer_ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -18,8 +17,10 @@ static inline float sigmoidf_(float r) {
     float e = expf(r);
     return e / (1.0f + e);
 }
-static inline double norm_cdf(double z) { return 0.5 * erfc(-z * 0.70710678118654752440); }
-static inline double norm_pdf(double z) { return 0.39894228040143267794 * exp(-0.5 * z * z); }
+/* float versions: P enters the loss through sums kept in double; float keeps these loops,
+ * B*n long, from dominating the gate at thousands of experts */
+static inline float norm_cdf(float z) { return 0.5f * erfcf(-z * 0.70710678118654752440f); }
+static inline float norm_pdf(float z) { return 0.39894228040143267794f * expf(-0.5f * z * z); }
 
 /* Keeps the K1 largest values of row h[n] in descending order; equal values keep index order,
  * because a later (higher-index) value must be strictly greater to move ahead. */
@@ -43,10 +44,10 @@ void gate_forward(float *clean, float *raw, float *sigma, float *H, int *topi, f
                   float *gk, const float *x, const float *wg, const float *wn, const float *eps,
                   int train, float noise_eps, int B, int d, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n, d, 1.0f, x, d, wg, n, 0.0f,
+    moe_sgemm(0,  0, B, n, d, 1.0f, x, d, wg, n, 0.0f,
                 clean, n);
     if (train)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n, d, 1.0f, x, d, wn, n, 0.0f,
+        moe_sgemm(0,  0, B, n, d, 1.0f, x, d, wn, n, 0.0f,
                     raw, n);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
@@ -102,14 +103,19 @@ void gate_importance_load(double *importance, double *load, float *P, const int 
         const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n, *hrow = H + (size_t)b * n;
         float *p = P + (size_t)b * n;
         for (int i = 0; i < n; i++) {
-            double thr = in_topk(ti, tv, k, i, hrow[i]) ? tv[k] : tv[k - 1];
-            p[i] = (float)norm_cdf(((double)c[i] - thr) / s[i]);
+            float thr = in_topk(ti, tv, k, i, hrow[i]) ? tv[k] : tv[k - 1];
+            p[i] = norm_cdf((c[i] - thr) / s[i]);
         }
     }
-    /* column sums in token order: the same result for any number of threads */
-    for (int b = 0; b < B; b++) {
-        const float *p = P + (size_t)b * n;
-        for (int i = 0; i < n; i++) load[i] += p[i];
+    /* column sums, each column in token order by one thread: the same result for any number
+     * of threads */
+#pragma omp parallel for schedule(static) if (n >= 64)
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        const int i1 = i0 + 16 < n ? i0 + 16 : n;
+        for (int b = 0; b < B; b++) {
+            const float *p = P + (size_t)b * n;
+            for (int i = i0; i < i1; i++) load[i] += p[i];
+        }
     }
 }
 
@@ -168,12 +174,12 @@ void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw
             for (int i = 0; i < n; i++) {
                 int inside = in_topk(ti, tv, k, i, hrow[i]);
                 int m = inside ? ti[k] : ti[k - 1];
-                double thr = inside ? tv[k] : tv[k - 1];
-                double z = ((double)c[i] - thr) / s[i];
-                double dz = dload[i] * norm_pdf(z);
-                ds[i] = (float)(-dz * z / s[i]);
-                dH[m] -= (float)(dz / s[i]);
-                dcl[i] = (float)(dz / s[i]);
+                float thr = inside ? tv[k] : tv[k - 1];
+                float z = (c[i] - thr) / s[i];
+                float dzs = (float)dload[i] * norm_pdf(z) / s[i];
+                ds[i] = -dzs * z;
+                dH[m] -= dzs;
+                dcl[i] = dzs;
             }
         }
         /* forward: H = clean + eps sigma, sigma = softplus(raw) + noise_eps;
@@ -185,16 +191,16 @@ void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw
         }
     }
     /* forward: clean = x Wg, raw = x Wn */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, B, 1.0f, x, d, dclean, n, 1.0f,
+    moe_sgemm(1,  0, d, n, B, 1.0f, x, d, dclean, n, 1.0f,
                 dwg, n);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, d, n, 1.0f, dclean, n, wg, n,
+        moe_sgemm(0,  1, B, d, n, 1.0f, dclean, n, wg, n,
                     1.0f, dx, d);
     if (train) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, B, 1.0f, x, d, draw, n, 1.0f,
+        moe_sgemm(1,  0, d, n, B, 1.0f, x, d, draw, n, 1.0f,
                     dwn, n);
         if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, d, n, 1.0f, draw, n, wn, n,
+            moe_sgemm(0,  1, B, d, n, 1.0f, draw, n, wn, n,
                         1.0f, dx, d);
     }
 }

@@ -53,6 +53,9 @@ static moe_status src_read(idx_src *s, void *buf, size_t len, size_t *got) {
             if (r > 0) *got += (size_t)r;
             int err = Z_OK;
             const char *msg = gzerror(s->gz, &err);
+            /* zlib's message reads "<path>: <what>"; keep the what */
+            size_t plen = strlen(s->path);
+            if (strncmp(msg, s->path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0) msg += plen + 2;
             if (err == Z_BUF_ERROR)
                 return moe_fail(MOE_ERR_TRUNCATED, "%s: the gzip stream ends early (%s)", s->path, msg);
             if (err == Z_ERRNO)

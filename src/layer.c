@@ -223,10 +223,8 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
         if (noise) {
             memcpy(w->eps, noise, sizeof(float) * (size_t)B * n);
         } else {
-            const uint64_t base = l->counter;
             const size_t Bn = (size_t)B * n;
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < Bn; i++) w->eps[i] = moe_rng_normal(l->seed, base + i);
+            moe_rng_normal_fill(w->eps, Bn, l->seed, l->counter);
             l->counter += Bn;
         }
     }

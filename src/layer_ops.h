@@ -90,9 +90,11 @@ void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2
                       const float *dYs, const float *Xs, const float *A, const float *w1,
                       const float *w2, const int *offsets, int n, int d, int h, int strategy);
 
-/* ---- threads.c ---- */
+/* ---- threads.c, gemm.c ---- */
 int moe_threads(void);
-/* BLAS thread count for the calls that follow (1 inside an expert-parallel region). */
-void moe_blas_threads(int n);
+/* Row-major C [M,N] = alpha op(A) op(B) + beta C, op = transpose if ta/tb; split over the
+ * library's threads when large (see gemm.c). */
+void moe_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
 
 #endif

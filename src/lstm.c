@@ -9,7 +9,7 @@
 #include "lstm.h"
 #include "internal.h"
 
-#include <cblas.h>
+#include "layer_ops.h"
 #include <math.h>
 #include <string.h>
 
@@ -52,7 +52,7 @@ void lstm_forward(float *h, float *hT, float *cT, float *cache, const float *x, 
         /* a [T*B,4H] = (b_ih + b_hh) + x W_ih^T for every step in one product */
         for (size_t j = 0; j < G; j++) acts[j] = b_ih[j] + b_hh[j];
         for (size_t r = 1; r < N; r++) memcpy(acts + r * G, acts, sizeof(float) * G);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)G, D, 1.0f, x, D, w_ih,
+        moe_sgemm(0,  1, (int)N, (int)G, D, 1.0f, x, D, w_ih,
                     D, 1.0f, acts, (int)G);
     }
     for (int t = 0; t < T; t++) {
@@ -60,7 +60,7 @@ void lstm_forward(float *h, float *hT, float *cT, float *cache, const float *x, 
         const float *cp = t ? cs + (size_t)(t - 1) * BH : cinit; /* c_{t-1} [B,H] */
         float *a = acts + (size_t)t * B * G, *ct = cs + (size_t)t * BH, *ht = h + (size_t)t * BH;
         /* a_t [B,4H] += h_{t-1} [B,H] W_hh^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, (int)G, H, 1.0f, hp, H, w_hh, H,
+        moe_sgemm(0,  1, B, (int)G, H, 1.0f, hp, H, w_hh, H,
                     1.0f, a, (int)G);
 #pragma omp parallel for collapse(2) schedule(static) if (BH >= LSTM_OMP_MIN)
         for (int b = 0; b < B; b++)
@@ -149,7 +149,7 @@ void lstm_backward(float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *d
             }
         /* forward: a_t += h_{t-1} W_hh^T;  so dh_{t-1} [B,H] = da_t [B,4H] W_hh [4H,H] */
         if (t > 0 || dh0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, (int)G, 1.0f, dat,
+            moe_sgemm(0,  0, B, H, (int)G, 1.0f, dat,
                         (int)G, w_hh, H, 0.0f, dhn, H);
     }
     if (dh0) memcpy(dh0, dhn, sizeof(float) * BH);
@@ -159,16 +159,16 @@ void lstm_backward(float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *d
     /* forward: a_t += h_{t-1} W_hh^T;  so dW_hh [4H,H] += sum_t da_t^T h_{t-1}: steps 1..T-1
      * read h_0..h_{T-2} straight from the output, step 0 reads the saved h0 */
     if (T > 1)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)G, H, (T - 1) * B, 1.0f,
+        moe_sgemm(1,  0, (int)G, H, (T - 1) * B, 1.0f,
                     da + (size_t)B * G, (int)G, h, H, 1.0f, dw_hh, H);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)G, H, B, 1.0f, da, (int)G, hinit, H,
+    moe_sgemm(1,  0, (int)G, H, B, 1.0f, da, (int)G, hinit, H,
                 1.0f, dw_hh, H);
     /* forward: a = x W_ih^T + b_ih + b_hh (+ ...);  so dW_ih [4H,D] += da^T x, dx [T*B,D] +=
      * da W_ih, db_ih += colsum(da), db_hh += colsum(da) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)G, D, (int)N, 1.0f, da, (int)G, x, D,
+    moe_sgemm(1,  0, (int)G, D, (int)N, 1.0f, da, (int)G, x, D,
                 1.0f, dw_ih, D);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, D, (int)G, 1.0f, da, (int)G,
+        moe_sgemm(0,  0, (int)N, D, (int)G, 1.0f, da, (int)G,
                     w_ih, D, 1.0f, dx, D);
     colsum2(db_ih, db_hh, da, N, G);
 }

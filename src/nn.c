@@ -4,7 +4,7 @@
 #include "nn.h"
 #include "moe.h"
 
-#include <cblas.h>
+#include "layer_ops.h"
 #include <math.h>
 #include <string.h>
 
@@ -16,15 +16,15 @@ void linear_forward(float *out, const float *in, const float *W, const float *b,
         beta = 1.0f;
     }
     /* out [B,o] (+)= in [B,i] W [i,o] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, o, i, 1.0f, in, i, W, o, beta, out, o);
+    moe_sgemm(0,  0, B, o, i, 1.0f, in, i, W, o, beta, out, o);
 }
 
 void linear_backward(float *din, float *dW, float *db, const float *dout, const float *in,
                      const float *W, int B, int i, int o) {
     /* forward: out = in W + b;  so din += dout W^T, dW += in^T dout, db += colsum(dout) */
     if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, i, o, 1.0f, dout, o, W, o, 1.0f, din, i);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i, o, B, 1.0f, in, i, dout, o, 1.0f, dW, o);
+        moe_sgemm(0,  1, B, i, o, 1.0f, dout, o, W, o, 1.0f, din, i);
+    moe_sgemm(1,  0, i, o, B, 1.0f, in, i, dout, o, 1.0f, dW, o);
     if (db)
         for (int r = 0; r < B; r++) {
             const float *g = dout + (size_t)r * o;

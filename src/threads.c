@@ -1,4 +1,5 @@
-/* threads.c - one place that decides how many threads OpenMP regions and OpenBLAS use. */
+/* threads.c - one place that decides how many threads the library uses. OpenBLAS always runs
+ * single-threaded; the library's OpenMP threads split the work (see gemm.c). */
 #include "layer_ops.h"
 #include "moe.h"
 
@@ -20,7 +21,7 @@ void moe_set_threads(int nthreads) {
 #ifdef _OPENMP
     omp_set_num_threads(g_threads);
 #endif
-    openblas_set_num_threads(g_threads);
+    openblas_set_num_threads(1);
 }
 
 int moe_get_threads(void) { return moe_threads(); }
@@ -29,5 +30,3 @@ int moe_threads(void) {
     if (g_threads == 0) moe_set_threads(0);
     return g_threads;
 }
-
-void moe_blas_threads(int n) { openblas_set_num_threads(n); }
