@@ -9,13 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows per expert above which a product is big enough to share between threads. */
-#define EXPERTS_ROWS_FOR_BLAS_THREADS 512
-
 int experts_pick_strategy(int strategy, int R, int n, int nthreads) {
+    (void)R;
     if (strategy == EXPERTS_PAR_BLAS || strategy == EXPERTS_PAR_EXPERTS) return strategy;
-    if (nthreads <= 1) return EXPERTS_PAR_BLAS;
-    return (R / n >= EXPERTS_ROWS_FOR_BLAS_THREADS) ? EXPERTS_PAR_BLAS : EXPERTS_PAR_EXPERTS;
+    /* measured on 2 cores (BENCHMARKS.md): experts over threads wins from n = 4 to 1024; with
+     * fewer experts than twice the threads, split each product instead */
+    return (nthreads > 1 && n >= 2 * nthreads) ? EXPERTS_PAR_EXPERTS : EXPERTS_PAR_BLAS;
 }
 
 static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float *w1,
