@@ -270,6 +270,70 @@ moe_status moe_lm_get_state(const moe_lm *m, float *state, int B);
 moe_status moe_lm_set_state(moe_lm *m, const float *state, int B);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Training the language model on a text file, with checkpoints that resume exactly.           */
+typedef struct {
+    const char *data;          /* any UTF-8 text file; split 90/5/5 into train/valid/test blocks */
+    int words;                 /* 0: byte (character) tokens; 1: word tokens */
+    int min_count, max_vocab;  /* words: rarer words, and those past max_vocab, become <unk> */
+    int lowercase;             /* words: fold ASCII case */
+    int batch, bptt;           /* B parallel streams, T steps of backpropagation per batch */
+    int64_t steps;             /* stop when this many steps are done (0: no step bound) */
+    double minutes;            /* stop after this much wall time in this run (0: none) */
+    float lr;                  /* peak learning rate (Adam) */
+    int warmup;                /* linear warm-up steps, then lr * sqrt(warmup / step) */
+    float clip;                /* clip the global gradient norm to this (0: off) */
+    int log_every, eval_every, eval_batches, ckpt_every; /* in steps; eval_batches 0 = whole split */
+    const char *checkpoint;    /* written atomically every ckpt_every steps and at the end */
+    uint64_t seed;
+} moe_train_config;
+
+moe_train_config moe_train_config_default(void);
+
+typedef enum { MOE_PROGRESS_TRAIN = 0, MOE_PROGRESS_VALID, MOE_PROGRESS_CHECKPOINT, MOE_PROGRESS_START } moe_progress_kind;
+
+typedef struct {
+    moe_progress_kind kind;
+    int64_t step, steps;       /* steps done; the target (0 when only time-bounded) */
+    double loss, ppl, aux;     /* TRAIN: means over the steps since the last report */
+    double lr, grad_norm;
+    double tokens_per_s, gflops, elapsed_s, eta_s, epoch;
+    double cv_importance, cv_load, max_mean_load; /* means over the interval */
+    const int64_t *expert_tokens; /* [n] tokens routed to each expert over the interval */
+    int n;
+    double valid_loss, valid_ppl; /* VALID */
+    int64_t params_total, params_active, vocab; /* START */
+    const char *path;          /* CHECKPOINT: the file written */
+} moe_train_progress;
+
+/* Called at each report; return non-zero to stop (a checkpoint is written first). */
+typedef int (*moe_train_callback)(const moe_train_progress *p, void *user);
+
+/* Trains from scratch (resume = NULL, model settings from mc) or continues the checkpoint at
+ * `resume` (mc may be NULL; if given it must agree with the checkpoint, as must the data file,
+ * tokenizer, batch and bptt: anything else is MOE_ERR_CONFIG with the difference named).
+ * N steps, then N more from the checkpoint, give the same parameters as 2N straight (same
+ * thread count). */
+moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
+                     moe_train_callback cb, void *user);
+
+/* A trained model from a checkpoint, with its tokenizer. */
+typedef struct moe_ckpt moe_ckpt;
+moe_status moe_ckpt_load(moe_ckpt **out, const char *path);
+void moe_ckpt_free(moe_ckpt *c);
+moe_lm *moe_ckpt_model(moe_ckpt *c);
+/* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...). */
+const char *moe_ckpt_meta(const moe_ckpt *c, const char *key);
+int moe_ckpt_meta_count(const moe_ckpt *c);
+moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value);
+/* text -> ids (malloc'ed, the caller frees) and ids -> text (malloc'ed, NUL-terminated). */
+moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
+moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
+/* Mean cross-entropy (nats per token) of the model on one split of a text file
+ * (0 train, 1 valid, 2 test), B streams of T steps, at most max_batches (0 = all). */
+moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
+                         double *loss, uint64_t *tokens);
+
+/* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
 typedef struct {
     int ndim;

@@ -8,6 +8,11 @@ static const char *USAGE =
     "usage: moe <command> [options]   (moe <command> --help for its options)\n"
     "\n"
     "commands:\n"
+    "  train     train the paper's LSTM-MoE language model on a text file\n"
+    "  eval      loss and perplexity of a checkpoint on a text file\n"
+    "  sample    generate text from a checkpoint\n"
+    "  info      a checkpoint's settings and size\n"
+    "  plot      loss and expert-load pictures (SVG) from a training log\n"
     "  classify  train and test an MoE classifier on Fashion-MNIST (the demo)\n"
     "  layer     evaluate one MoE layer from safetensors files (forward, gradients)\n"
     "  diff      compare the tensors of two safetensors files\n"
@@ -24,6 +29,11 @@ int main(int argc, char **argv) {
     if (strcmp(c, "diff") == 0) return cmd_diff(argc - 1, argv + 1);
     if (strcmp(c, "classify") == 0) return cmd_classify(argc - 1, argv + 1);
     if (strcmp(c, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(c, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(c, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(c, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
+    if (strcmp(c, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(c, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
     fprintf(stderr, "moe: error: unknown command '%s'\n\n%s", c, USAGE);
     return 2;
 }

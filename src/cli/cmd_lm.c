@@ -1,0 +1,366 @@
+/* cmd_lm.c - the language-model commands: `moe train` (progress line, JSON-lines log,
+ * checkpoints, Ctrl-C), `moe eval`, `moe sample` and `moe info`. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* textdata.h's fortunes corpus builder is internal; declared here to keep the CLI on the
+ * library's side of the line without exposing the whole header. */
+moe_status td_build_fortunes(const char *dir, const char *out_path, int *nfiles, uint64_t *nbytes);
+
+static const char *TRAIN_USAGE =
+    "usage: moe train [--data FILE] [--words] [--steps 1000 | --minutes M] [--out DIR]\n"
+    "                 [--resume CKPT] [model and training options]\n"
+    "\n"
+    "Trains the paper's language model: embedding -> LSTM -> MoE -> LSTM -> softmax.\n"
+    "  --data FILE        UTF-8 text (default: Debian's fortunes, gathered into DIR/../fortunes.txt)\n"
+    "  --words            word tokens (default: bytes); --min-count 2 --max-vocab 10000 --lowercase\n"
+    "  --steps N          stop at step N (default 1000); --minutes M stops after M minutes\n"
+    "  --out DIR          where model.safetensors and log.jsonl go (default runs/lm)\n"
+    "  --resume CKPT      continue a checkpoint exactly (same --data, --batch, --bptt)\n"
+    "model:  --ffn moe|dense|none (default moe)  --d 128  --experts 16  --k 2  --h 256\n"
+    "        --w-importance 0.1  --w-load 0.1  --noise-eps 0.01  --dropout 0.1\n"
+    "        (dense: one FFN d -> k*h -> d, the compute-matched baseline; none: no middle layer)\n"
+    "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
+    "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
+    "        --ckpt-every 500\n"
+    "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
+
+static volatile sig_atomic_t g_interrupted = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+typedef struct {
+    FILE *log;
+    int tty;
+    int64_t steps;
+    int64_t params_total, params_active;
+} train_ui;
+
+static void fmt_time(char *b, size_t n, double s) {
+    if (!(s < 1e8)) snprintf(b, n, "--");
+    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(b, n, "%.0fs", s);
+}
+
+static int train_cb(const moe_train_progress *p, void *user) {
+    train_ui *ui = user;
+    char eta[32], el[32];
+    fmt_time(eta, sizeof eta, p->eta_s);
+    fmt_time(el, sizeof el, p->elapsed_s);
+    switch (p->kind) {
+    case MOE_PROGRESS_START:
+        printf("model: %lld parameters, %lld active per token; vocabulary %lld; starting at step %lld\n",
+               (long long)p->params_total, (long long)p->params_active, (long long)p->vocab, (long long)p->step);
+        if (ui->log)
+            fprintf(ui->log, "{\"kind\":\"start\",\"step\":%lld,\"params_total\":%lld,\"params_active\":%lld,\"vocab\":%lld}\n",
+                    (long long)p->step, (long long)p->params_total, (long long)p->params_active, (long long)p->vocab);
+        break;
+    case MOE_PROGRESS_TRAIN: {
+        if (ui->tty) {
+            int w = 20, fill = p->steps > 0 ? (int)(w * (double)p->step / p->steps) : 0;
+            char bar[32];
+            for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+            bar[w] = 0;
+            printf("\r[%s] ", bar);
+        }
+        printf("step %lld%s%lld | loss %.4f ppl %.2f | %.0f tok/s %.1f GFLOP/s | CV imp %.3f load %.3f "
+               "max/mean %.2f | lr %.2e | %s, ETA %s",
+               (long long)p->step, p->steps ? "/" : "", (long long)(p->steps ? p->steps : 0), p->loss, p->ppl,
+               p->tokens_per_s, p->gflops, p->cv_importance, p->cv_load, p->max_mean_load, p->lr, el, eta);
+        if (!ui->tty) printf("\n");
+        fflush(stdout);
+        if (ui->log) {
+            fprintf(ui->log,
+                    "{\"kind\":\"train\",\"step\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"aux\":%.6f,\"lr\":%.6g,"
+                    "\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.3f,\"cv_importance\":%.5f,"
+                    "\"cv_load\":%.5f,\"max_mean_load\":%.4f,\"epoch\":%.4f,\"elapsed_s\":%.2f,\"expert_tokens\":[",
+                    (long long)p->step, p->loss, p->ppl, p->aux, p->lr, p->grad_norm, p->tokens_per_s, p->gflops,
+                    p->cv_importance, p->cv_load, p->max_mean_load, p->epoch, p->elapsed_s);
+            for (int e = 0; e < p->n; e++) fprintf(ui->log, "%s%lld", e ? "," : "", (long long)p->expert_tokens[e]);
+            fprintf(ui->log, "]}\n");
+            fflush(ui->log);
+        }
+        break;
+    }
+    case MOE_PROGRESS_VALID:
+        printf("%sstep %lld | valid loss %.4f ppl %.2f\n", ui->tty ? "\n" : "", (long long)p->step, p->valid_loss, p->valid_ppl);
+        if (ui->log) {
+            fprintf(ui->log, "{\"kind\":\"valid\",\"step\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"elapsed_s\":%.2f}\n",
+                    (long long)p->step, p->valid_loss, p->valid_ppl, p->elapsed_s);
+            fflush(ui->log);
+        }
+        break;
+    case MOE_PROGRESS_CHECKPOINT:
+        if (ui->log) {
+            fprintf(ui->log, "{\"kind\":\"checkpoint\",\"step\":%lld,\"path\":\"%s\"}\n", (long long)p->step, p->path);
+            fflush(ui->log);
+        }
+        break;
+    }
+    return g_interrupted;
+}
+
+static int mkdir_p(const char *dir) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *data = NULL, *steps_s = NULL, *minutes_s = NULL, *out = "runs/lm", *resume = NULL;
+    const char *ffn_s = NULL, *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *wi_s = NULL, *wl_s = NULL;
+    const char *ne_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
+    const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
+    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL;
+    int words = 0, lower = 0;
+    cli_opt opts[] = {
+        {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
+        {"minutes", &minutes_s, NULL},  {"out", &out, NULL},             {"resume", &resume, NULL},
+        {"ffn", &ffn_s, NULL},          {"d", &d_s, NULL},               {"experts", &n_s, NULL},
+        {"k", &k_s, NULL},              {"h", &h_s, NULL},               {"w-importance", &wi_s, NULL},
+        {"w-load", &wl_s, NULL},        {"noise-eps", &ne_s, NULL},      {"dropout", &drop_s, NULL},
+        {"batch", &batch_s, NULL},      {"bptt", &bptt_s, NULL},         {"lr", &lr_s, NULL},
+        {"warmup", &warm_s, NULL},      {"clip", &clip_s, NULL},         {"seed", &seed_s, NULL},
+        {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
+        {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
+        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
+    if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
+    moe_train_config tc = moe_train_config_default();
+    moe_lm_config mc = moe_lm_config_default();
+    int model_given = ffn_s || d_s || n_s || k_s || h_s || wi_s || wl_s || ne_s || drop_s;
+    if (ffn_s) {
+        if (strcmp(ffn_s, "moe") == 0) mc.ffn = MOE_FFN_MOE;
+        else if (strcmp(ffn_s, "dense") == 0) mc.ffn = MOE_FFN_DENSE;
+        else if (strcmp(ffn_s, "none") == 0) mc.ffn = MOE_FFN_NONE;
+        else cli_die("--ffn must be moe, dense or none, got '%s'", ffn_s);
+    }
+    if (d_s) mc.d = cli_int("d", d_s, 1, 65536);
+    if (n_s) mc.n = cli_int("experts", n_s, 1, 1 << 20);
+    if (k_s) mc.k = cli_int("k", k_s, 1, 1 << 20);
+    if (h_s) mc.h = cli_int("h", h_s, 1, 1 << 20);
+    if (mc.ffn == MOE_FFN_MOE && mc.k > mc.n) cli_die("--k %d exceeds --experts %d: each token picks k of the n experts", mc.k, mc.n);
+    if (wi_s) mc.w_importance = (float)cli_double("w-importance", wi_s, 0, 1e6);
+    if (wl_s) mc.w_load = (float)cli_double("w-load", wl_s, 0, 1e6);
+    if (ne_s) mc.noise_eps = (float)cli_double("noise-eps", ne_s, 0, 1e6);
+    if (drop_s) mc.dropout = (float)cli_double("dropout", drop_s, 0, 0.99);
+    if (steps_s) tc.steps = cli_int("steps", steps_s, 0, 2000000000);
+    if (minutes_s) {
+        tc.minutes = cli_double("minutes", minutes_s, 0, 1e7);
+        if (!steps_s) tc.steps = 0;
+    }
+    if (batch_s) tc.batch = cli_int("batch", batch_s, 1, 1 << 16);
+    if (bptt_s) tc.bptt = cli_int("bptt", bptt_s, 1, 1 << 16);
+    if (lr_s) tc.lr = (float)cli_double("lr", lr_s, 1e-9, 10);
+    if (warm_s) tc.warmup = cli_int("warmup", warm_s, 0, 1 << 30);
+    if (clip_s) tc.clip = (float)cli_double("clip", clip_s, 0, 1e9);
+    if (seed_s) tc.seed = cli_u64("seed", seed_s);
+    if (log_s) tc.log_every = cli_int("log-every", log_s, 1, 1 << 30);
+    if (eval_s) tc.eval_every = cli_int("eval-every", eval_s, 0, 1 << 30);
+    if (evb_s) tc.eval_batches = cli_int("eval-batches", evb_s, 0, 1 << 30);
+    if (ck_s) tc.ckpt_every = cli_int("ckpt-every", ck_s, 0, 1 << 30);
+    if (minc_s) tc.min_count = cli_int("min-count", minc_s, 1, 1 << 30);
+    if (maxv_s) tc.max_vocab = cli_int("max-vocab", maxv_s, 0, 1 << 30);
+    tc.words = words;
+    tc.lowercase = lower;
+    if (mkdir_p(out) != 0) cli_die("cannot create the output directory %s: %s", out, strerror(errno));
+    char corpus[4096], ckpt[4096], logp[4096];
+    if (!data) {
+        /* the default corpus: Debian's fortunes, gathered once into one file */
+        snprintf(corpus, sizeof corpus, "%s/../fortunes.txt", out);
+        struct stat sb;
+        if (stat(corpus, &sb) != 0) {
+            int nf = 0;
+            uint64_t nb = 0;
+            cli_check(td_build_fortunes(NULL, corpus, &nf, &nb), "building the default corpus (install it with `apt-get install fortunes` or pass --data FILE)");
+            printf("corpus: %d fortune files, %llu bytes -> %s\n", nf, (unsigned long long)nb, corpus);
+        }
+        data = corpus;
+    }
+    tc.data = data;
+    snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);
+    snprintf(logp, sizeof logp, "%s/log.jsonl", out);
+    tc.checkpoint = ckpt;
+    train_ui ui = {0};
+    ui.tty = cli_isatty_stdout();
+    ui.log = fopen(logp, resume ? "a" : "w");
+    if (!ui.log) cli_die("cannot write the log %s: %s", logp, strerror(errno));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    printf("training on %s (%s tokens), batch %d x bptt %d, checkpoint %s, log %s\n", data, words ? "word" : "byte",
+           tc.batch, tc.bptt, ckpt, logp);
+    moe_status st = moe_train(&tc, resume && !model_given ? NULL : &mc, resume, train_cb, &ui);
+    fclose(ui.log);
+    if (ui.tty) printf("\n");
+    cli_check(st, "training");
+    if (g_interrupted) {
+        printf("interrupted: checkpoint written to %s (continue with --resume %s)\n", ckpt, ckpt);
+        return 130;
+    }
+    printf("done: checkpoint %s, log %s\n", ckpt, logp);
+    return 0;
+}
+
+static int split_of(const char *s) {
+    if (strcmp(s, "train") == 0) return 0;
+    if (strcmp(s, "valid") == 0) return 1;
+    if (strcmp(s, "test") == 0) return 2;
+    cli_die("--split must be train, valid or test, got '%s'", s);
+}
+
+int cmd_eval(int argc, char **argv) {
+    static const char *U =
+        "usage: moe eval --model CKPT --data FILE [--split test] [--batch 16] [--bptt 64]\n"
+        "                [--max-batches 0] [--json] [--threads T]\n"
+        "Mean cross-entropy (nats per token) and perplexity of the model on one split (train,\n"
+        "valid or test: the same 90/5/5 block split that training uses) of a text file.\n";
+    const char *model = NULL, *data = NULL, *split_s = "test", *b_s = "16", *t_s = "64", *mb_s = "0", *th = NULL;
+    int json = 0;
+    cli_opt opts[] = {{"model", &model, NULL}, {"data", &data, NULL},  {"split", &split_s, NULL},
+                      {"batch", &b_s, NULL},   {"bptt", &t_s, NULL},   {"max-batches", &mb_s, NULL},
+                      {"json", NULL, &json},   {"threads", &th, NULL}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], U);
+    if (!model || !data) cli_die("--model and --data are required (see moe eval --help)");
+    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
+    int split = split_of(split_s);
+    moe_ckpt *c = NULL;
+    cli_check(moe_ckpt_load(&c, model), model);
+    double loss = 0;
+    uint64_t tokens = 0;
+    cli_check(moe_ckpt_eval(c, data, split, cli_int("batch", b_s, 1, 1 << 16), cli_int("bptt", t_s, 1, 1 << 16),
+                            cli_int("max-batches", mb_s, 0, 1 << 30), &loss, &tokens),
+              data);
+    if (json) printf("{\"loss\":%.6f,\"ppl\":%.4f,\"tokens\":%llu,\"split\":\"%s\"}\n", loss, exp(loss), (unsigned long long)tokens, split_s);
+    else printf("%s split of %s: loss %.4f nats/token, perplexity %.2f over %llu tokens\n", split_s, data, loss, exp(loss),
+                (unsigned long long)tokens);
+    moe_ckpt_free(c);
+    return 0;
+}
+
+int cmd_sample(int argc, char **argv) {
+    static const char *U =
+        "usage: moe sample --model CKPT [--prompt TEXT] [--temperature 1.0] [--top-k 0]\n"
+        "                  [--length 200] [--seed 1]\n"
+        "Feeds the prompt, then draws --length tokens (top-k 0 = the whole vocabulary).\n";
+    const char *model = NULL, *prompt = "\n", *temp_s = "1.0", *topk_s = "0", *len_s = "200", *seed_s = "1";
+    cli_opt opts[] = {{"model", &model, NULL},     {"prompt", &prompt, NULL}, {"temperature", &temp_s, NULL},
+                      {"top-k", &topk_s, NULL},    {"length", &len_s, NULL},  {"seed", &seed_s, NULL}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], U);
+    if (!model) cli_die("--model is required (see moe sample --help)");
+    double temp = cli_double("temperature", temp_s, 1e-3, 100);
+    int topk = cli_int("top-k", topk_s, 0, 1 << 30), len = cli_int("length", len_s, 0, 1 << 24);
+    uint64_t seed = cli_u64("seed", seed_s);
+    moe_ckpt *c = NULL;
+    cli_check(moe_ckpt_load(&c, model), model);
+    moe_lm *lm = moe_ckpt_model(c);
+    const int V = moe_lm_get_config(lm).vocab;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    cli_check(moe_ckpt_encode(c, prompt, strlen(prompt), &ids, &n), "encoding the prompt");
+    if (n == 0) cli_die("the prompt encodes to no tokens; give some text with --prompt");
+    int32_t *out = malloc(sizeof(int32_t) * (n + (size_t)len));
+    float *logits = malloc(sizeof(float) * V), *pr = malloc(sizeof(float) * V);
+    if (!out || !logits || !pr) cli_die("out of memory");
+    memcpy(out, ids, sizeof(int32_t) * n);
+    moe_lm_reset_state(lm);
+    for (size_t i = 0; i < n; i++) cli_check(moe_lm_next_logits(lm, &ids[i], 1, logits), "sampling");
+    size_t total = n;
+    for (int s = 0; s < len; s++) {
+        /* temperature, then keep the top-k logits, then draw from the softmax */
+        float thr = -INFINITY;
+        if (topk > 0 && topk < V) {
+            memcpy(pr, logits, sizeof(float) * V);
+            /* k-th largest by partial selection */
+            for (int a = 0; a < topk; a++) {
+                int best = a;
+                for (int b = a + 1; b < V; b++)
+                    if (pr[b] > pr[best]) best = b;
+                float t = pr[a];
+                pr[a] = pr[best];
+                pr[best] = t;
+            }
+            thr = pr[topk - 1];
+        }
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < V; v++)
+            if (logits[v] >= thr && logits[v] > mx) mx = logits[v];
+        for (int v = 0; v < V; v++) {
+            pr[v] = logits[v] >= thr ? (float)exp((logits[v] - mx) / temp) : 0.0f;
+            sum += pr[v];
+        }
+        double u = moe_rng_uniform(seed, (uint64_t)s) * sum, acc = 0;
+        int32_t next = V - 1;
+        for (int v = 0; v < V; v++) {
+            acc += pr[v];
+            if (u < acc) {
+                next = v;
+                break;
+            }
+        }
+        out[total++] = next;
+        cli_check(moe_lm_next_logits(lm, &next, 1, logits), "sampling");
+    }
+    char *text = NULL;
+    size_t tl = 0;
+    cli_check(moe_ckpt_decode(c, out, total, &text, &tl), "decoding");
+    fwrite(text, 1, tl, stdout);
+    printf("\n");
+    free(text);
+    free(ids);
+    free(out);
+    free(logits);
+    free(pr);
+    moe_ckpt_free(c);
+    return 0;
+}
+
+int cmd_info(int argc, char **argv) {
+    static const char *U = "usage: moe info CKPT   (or --model CKPT)\nPrints a checkpoint's settings, size and progress.\n";
+    const char *model = NULL;
+    if (argc == 2 && strncmp(argv[1], "--", 2) != 0) model = argv[1];
+    else {
+        cli_opt opts[] = {{"model", &model, NULL}};
+        cli_parse(argc, argv, opts, 1, U);
+    }
+    if (!model) cli_die("give a checkpoint: moe info CKPT");
+    moe_ckpt *c = NULL;
+    cli_check(moe_ckpt_load(&c, model), model);
+    moe_lm *lm = moe_ckpt_model(c);
+    moe_lm_config cfg = moe_lm_get_config(lm);
+    int64_t total = 0, active = 0;
+    moe_lm_param_counts(lm, &total, &active);
+    printf("%s\n", model);
+    printf("  model: vocab %d, d %d, middle layer %s", cfg.vocab, cfg.d,
+           cfg.ffn == MOE_FFN_MOE ? "MoE" : cfg.ffn == MOE_FFN_DENSE ? "dense FFN" : "none");
+    if (cfg.ffn == MOE_FFN_MOE) printf(" (n %d experts, k %d, h %d, w_importance %g, w_load %g)", cfg.n, cfg.k, cfg.h, cfg.w_importance, cfg.w_load);
+    if (cfg.ffn == MOE_FFN_DENSE) printf(" (hidden %d)", cfg.k * cfg.h);
+    printf(", dropout %g\n", cfg.dropout);
+    printf("  parameters: %lld total, %lld active per token\n", (long long)total, (long long)active);
+    const char *keys[] = {"tokenizer.kind", "data", "step", "tokens_seen", "batch", "bptt", "lr", "warmup", "seed"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = moe_ckpt_meta(c, keys[i]);
+        if (v) printf("  %s: %s\n", keys[i], v);
+    }
+    moe_ckpt_free(c);
+    return 0;
+}
