@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan test-valgrind bench clean
+.PHONY: all deps build run classify test test-asan test-valgrind bench clean
 
 all: build
 
@@ -14,8 +14,13 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The main job: train and test the Fashion-MNIST MoE classifier.
+# The main job: train the default MoE language model for a few minutes (MINUTES=3), evaluate,
+# sample, plot.
 run: build
+	MOE=$(BUILD)/moe bash scripts/main.sh
+
+# The Fashion-MNIST MoE classifier demo (about a minute).
+classify: build
 	./$(BUILD)/moe classify
 
 test: build

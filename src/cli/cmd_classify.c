@@ -23,7 +23,7 @@
 static const char *CLASSIFY_USAGE =
     "usage: moe classify [--epochs 10] [--batch 256] [--lr 0.002] [--lr-final 0.02]\n"
     "                    [--weight-decay 0] [--d 256] [--h 256] [--experts 8] [--k 2]\n"
-    "                    [--w-importance 0.1] [--w-load 0.1] [--raw] [--threads 1]\n"
+    "                    [--w-importance 0.1] [--w-load 0.1] [--raw] [--threads T]\n"
     "                    [--seed 1] [--data DIR] [--limit N] [--no-test-each-epoch]\n"
     "\n"
     "Trains pixels -> Linear(784,d)+ReLU = h -> h + MoE(h) -> Linear(d,10) on Fashion-MNIST\n"
@@ -42,10 +42,7 @@ static const char *CLASSIFY_USAGE =
     "                  lets the gate collapse onto a few experts, 1 costs accuracy\n"
     "  --raw           feed pixels/255 (default: standardised with the training pixels'\n"
     "                  mean and standard deviation, about 0.5 points more accurate)\n"
-    "  --threads       threads for OpenMP and BLAS (default 1: with more, OpenMP's and\n"
-    "                  OpenBLAS's idle threads spin against each other unless\n"
-    "                  OMP_WAIT_POLICY=passive is set, and at these sizes one core is\n"
-    "                  nearly as fast as two)\n"
+    "  --threads       threads (default: all cores; results are the same for any count)\n"
     "  --seed          seeds the weights, the gate noise and the shuffling\n"
     "  --data          directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
     "                  (default " DEFAULT_DATA ", from the Debian package\n"
@@ -253,7 +250,7 @@ static void shuffle(int *order, int N, uint64_t seed, int epoch) {
 int cmd_classify(int argc, char **argv) {
     const char *epochs_s = "10", *batch_s = "256", *lr_s = "0.002", *lrf_s = "0.02", *wd_s = "0";
     const char *d_s = "256", *h_s = "256", *n_s = "8", *k_s = "2", *wi_s = "0.1", *wl_s = "0.1";
-    const char *threads_s = "1", *seed_s = "1", *dir = DEFAULT_DATA, *limit_s = "0";
+    const char *threads_s = "0", *seed_s = "1", *dir = DEFAULT_DATA, *limit_s = "0";
     int raw = 0, no_test_each = 0;
     cli_opt opts[] = {{"epochs", &epochs_s, NULL},      {"batch", &batch_s, NULL},
                       {"lr", &lr_s, NULL},              {"lr-final", &lrf_s, NULL},
@@ -280,7 +277,7 @@ int cmd_classify(int argc, char **argv) {
     cfg.w_load = (float)cli_double("w-load", wl_s, 0.0, 1e6);
     const uint64_t seed = cli_u64("seed", seed_s);
     const int limit = cli_int("limit", limit_s, 0, 1 << 30);
-    moe_set_threads(cli_int("threads", threads_s, 1, 1024));
+    moe_set_threads(cli_int("threads", threads_s, 0, 1024));
 
     dataset train, test;
     dataset_load(&train, dir, "train", limit);

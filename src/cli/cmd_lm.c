@@ -74,9 +74,11 @@ static int train_cb(const moe_train_progress *p, void *user) {
             bar[w] = 0;
             printf("\r[%s] ", bar);
         }
-        printf("step %lld%s%lld | loss %.4f ppl %.2f | %.0f tok/s %.1f GFLOP/s | CV imp %.3f load %.3f "
+        char of[32] = "";
+        if (p->steps) snprintf(of, sizeof of, "/%lld", (long long)p->steps);
+        printf("step %lld%s | loss %.4f ppl %.2f | %.0f tok/s %.1f GFLOP/s | CV imp %.3f load %.3f "
                "max/mean %.2f | lr %.2e | %s, ETA %s",
-               (long long)p->step, p->steps ? "/" : "", (long long)(p->steps ? p->steps : 0), p->loss, p->ppl,
+               (long long)p->step, of, p->loss, p->ppl,
                p->tokens_per_s, p->gflops, p->cv_importance, p->cv_load, p->max_mean_load, p->lr, el, eta);
         if (!ui->tty) printf("\n");
         fflush(stdout);
