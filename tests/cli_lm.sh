@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# cli_lm.sh - the language-model commands as a user meets them: train a tiny model on a small
+# text, resume it, evaluate, sample, inspect, plot; and bad input gives a clear message and a
+# non-zero exit without destroying the checkpoint.
+# usage: cli_lm.sh MOE_BINARY TESTS_DIR
+set -u
+moe=$1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok()  { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+expect() { # expect CODE PATTERN -- command...
+  local code=$1 pat=$2; shift 3
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: ${out: -600}"; return; fi
+  if [[ -n "$pat" ]] && ! grep -qiE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: ${out: -600}"; return; fi
+  ok
+}
+for i in $(seq 1 400); do echo "line $i: the quick brown fox jumps over the lazy dog $((i % 7))."; done > "$tmp/text.txt"
+small=(--d 16 --experts 4 --k 2 --h 16 --batch 4 --bptt 16 --log-every 5 --eval-every 10 --eval-batches 2 --threads 2)
+expect 0 "done: checkpoint" -- "$moe" train --data "$tmp/text.txt" --steps 20 --out "$tmp/a" "${small[@]}"
+[[ -s "$tmp/a/model.safetensors" && -s "$tmp/a/log.jsonl" ]] && ok || bad "checkpoint or log missing"
+grep -q '"kind":"valid"' "$tmp/a/log.jsonl" && ok || bad "log has no validation record"
+expect 0 "done" -- "$moe" train --data "$tmp/text.txt" --steps 10 --out "$tmp/b" "${small[@]}"
+expect 0 "starting at step 10" -- "$moe" train --data "$tmp/text.txt" --steps 20 --out "$tmp/b" --resume "$tmp/b/model.safetensors" --batch 4 --bptt 16 --log-every 5 --eval-every 10 --eval-batches 2
+expect 0 "" -- "$moe" diff --got "$tmp/b/model.safetensors" --want "$tmp/a/model.safetensors" --rtol 0
+expect 0 '"ppl"' -- "$moe" eval --model "$tmp/a/model.safetensors" --data "$tmp/text.txt" --split test --batch 2 --bptt 16 --json
+expect 0 "the quick" -- "$moe" sample --model "$tmp/a/model.safetensors" --prompt "the quick" --length 20
+expect 0 "active per token" -- "$moe" info "$tmp/a/model.safetensors"
+expect 0 "load.svg" -- "$moe" plot --log "$tmp/a/log.jsonl"
+for sub in train eval sample info plot; do expect 0 "usage" -- "$moe" $sub --help; done
+# bad input
+expect 1 "no such file|cannot|missing" -- "$moe" train --data "$tmp/none.txt" --steps 2 --out "$tmp/c"
+: > "$tmp/empty.txt"
+expect 1 "empty" -- "$moe" train --data "$tmp/empty.txt" --steps 2 --out "$tmp/c"
+head -c 5000 /dev/urandom > "$tmp/bin.dat"
+expect 1 "UTF-8" -- "$moe" train --data "$tmp/bin.dat" --steps 2 --out "$tmp/c"
+expect 1 "exceeds" -- "$moe" train --data "$tmp/text.txt" --experts 2 --k 3 --out "$tmp/c"
+cp "$tmp/a/model.safetensors" "$tmp/keep.safetensors"
+expect 1 "contradict" -- "$moe" train --data "$tmp/text.txt" --steps 30 --out "$tmp/a" --resume "$tmp/a/model.safetensors" --batch 4 --bptt 16 --experts 8
+expect 1 "batch" -- "$moe" train --data "$tmp/text.txt" --steps 30 --out "$tmp/a" --resume "$tmp/a/model.safetensors" --batch 5 --bptt 16
+cmp -s "$tmp/a/model.safetensors" "$tmp/keep.safetensors" && ok || bad "a refused resume changed the checkpoint"
+head -c 3000 "$tmp/a/model.safetensors" > "$tmp/trunc.safetensors"
+expect 1 "truncated|cut short" -- "$moe" eval --model "$tmp/trunc.safetensors" --data "$tmp/text.txt"
+expect 1 "not a moe language-model checkpoint" -- "$moe" info "$2/golden/n4_k1_bias0_eval.params.safetensors"
+echo "cli_lm: $pass passed, $fail failed"
+[[ $fail -eq 0 && $pass -gt 0 ]]
