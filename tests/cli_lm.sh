@@ -30,6 +30,13 @@ expect 0 "the quick" -- "$moe" sample --model "$tmp/a/model.safetensors" --promp
 expect 0 "active per token" -- "$moe" info "$tmp/a/model.safetensors"
 expect 0 "load.svg" -- "$moe" plot --log "$tmp/a/log.jsonl"
 for sub in train eval sample info plot; do expect 0 "usage" -- "$moe" $sub --help; done
+# Ctrl-C: a checkpoint is written, the exit is clean (130), and the run resumes from it
+"$moe" train --data "$tmp/text.txt" --steps 1000000 --out "$tmp/int" "${small[@]}" > "$tmp/int.log" 2>&1 &
+pid=$!
+for i in $(seq 1 50); do grep -q "step 5" "$tmp/int.log" 2>/dev/null && break; sleep 0.2; done
+kill -INT $pid; wait $pid; rc=$?
+[[ $rc -eq 130 ]] && grep -q "interrupted: checkpoint written" "$tmp/int.log" && ok || bad "Ctrl-C: exit $rc, log: $(tail -2 "$tmp/int.log")"
+expect 0 "starting at step" -- "$moe" train --data "$tmp/text.txt" --steps 1 --out "$tmp/int" --resume "$tmp/int/model.safetensors" --batch 4 --bptt 16
 # bad input
 expect 1 "no such file|cannot|missing" -- "$moe" train --data "$tmp/none.txt" --steps 2 --out "$tmp/c"
 : > "$tmp/empty.txt"
