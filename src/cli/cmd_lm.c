@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 /* textdata.h's fortunes corpus builder is internal; declared here to keep the CLI on the
@@ -60,6 +61,8 @@ static int train_cb(const moe_train_progress *p, void *user) {
     fmt_time(el, sizeof el, p->elapsed_s);
     switch (p->kind) {
     case MOE_PROGRESS_START:
+        ui->params_total = p->params_total;
+        ui->params_active = p->params_active;
         printf("model: %lld parameters, %lld active per token; vocabulary %lld; starting at step %lld\n",
                (long long)p->params_total, (long long)p->params_active, (long long)p->vocab, (long long)p->step);
         if (ui->log)
@@ -219,6 +222,11 @@ int cmd_train(int argc, char **argv) {
         printf("interrupted: checkpoint written to %s (continue with --resume %s)\n", ckpt, ckpt);
         return 130;
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    /* parameters, gradients and Adam's two moments: 4 floats per parameter */
+    printf("memory: peak RSS %.1f MB; parameters + gradients + Adam moments %.1f MB (%lld parameters)\n",
+           ru.ru_maxrss / 1024.0, 16.0 * ui.params_total / 1e6, (long long)ui.params_total);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
     return 0;
 }
