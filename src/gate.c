@@ -5,44 +5,176 @@
  *               P(b,i) = Phi((clean_i - thr_i) / sigma_i), thr_i = H of rank k+1 if i is kept,
  *                        else H of rank k   (the k-th largest of H with i removed)
  * The thresholds are entries of H, so their gradient flows back into clean and sigma of the
- * expert that holds them. */
+ * expert that holds them.
+ *
+ * At thousands of experts the B*n elementwise work (softplus, Phi, the normal density, sigmoid)
+ * rivals the gate's matrix products, so each token's row is handled in one pass while it is in
+ * cache, and the functions below are branch-free float code that the compiler vectorises
+ * (glibc's expf, log1pf and erfcf are scalar calls). */
 #include "layer_ops.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
-static inline float softplusf(float r) { return fmaxf(r, 0.0f) + log1pf(expf(-fabsf(r))); }
-static inline float sigmoidf_(float r) {
-    if (r >= 0) return 1.0f / (1.0f + expf(-r));
-    float e = expf(r);
-    return e / (1.0f + e);
+/* ---- vectorisable float functions: a few ulp (float rounding); NaN in, NaN out; exact
+ * limits at +-inf ---- */
+
+typedef union {
+    float f;
+    uint32_t u;
+} f32bits;
+static inline uint32_t f2u(float f) {
+    f32bits v;
+    v.f = f;
+    return v.u;
 }
-/* float versions: P enters the loss through sums kept in double; float keeps these loops,
- * B*n long, from dominating the gate at thousands of experts */
-static inline float norm_cdf(float z) { return 0.5f * erfcf(-z * 0.70710678118654752440f); }
-static inline float norm_pdf(float z) { return 0.39894228040143267794f * expf(-0.5f * z * z); }
+static inline float u2f(uint32_t u) {
+    f32bits v;
+    v.u = u;
+    return v.f;
+}
+/* c ? a : b on the bits. Written as a float ?: the compiler may move arithmetic that follows
+ * into one arm, which it then will not execute speculatively (traps), and the loop stays
+ * scalar; as bit operations it is always a vector blend. */
+static inline float sel(int c, float a, float b) {
+    uint32_t m = 0u - (uint32_t)c;
+    return u2f((f2u(a) & m) | (f2u(b) & ~m));
+}
+
+/* e^x = 2^n * p:  n = round(x / ln2), r = x - n ln2 (ln2 split in two, |r| <= ln2/2),
+ * p = the degree-7 Taylor polynomial of e^r (truncation below 6e-9). n is garbage (no UB)
+ * where |x| > 2^21 or x is NaN; callers select those cases away (NaN stays in p). */
+static inline float exp_reduce(float x, int32_t *n) {
+    const float shift = 0x1.8p23f; /* adding it rounds to an integer, kept in the low bits */
+    float kf = fmaf(x, 0x1.715476p+0f, shift);
+    *n = (int32_t)(f2u(kf) - 0x4b400000u);
+    kf -= shift;
+    float r = fmaf(kf, -0x1.62e43p-1f, x);
+    r = fmaf(kf, 0x1.05c61p-29f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    return fmaf(p, r, 1.0f);
+}
+
+/* e^x (within 1 ulp). x is first clamped to [-104, 88.8], where e^x rounds to 0 and overflows
+ * (a NaN passes). 2^n is applied as two factors so that subnormal results come out right. */
+static inline float exp_f(float x) {
+    x = sel(x > 88.8f, 88.8f, x);
+    x = sel(x < -104.0f, -104.0f, x);
+    int32_t n;
+    float p = exp_reduce(x, &n);
+    int32_t j = n / 2;
+    return p * u2f((uint32_t)(n - j + 127) << 23) * u2f((uint32_t)(j + 127) << 23);
+}
+
+/* log(1 + t) for 0 <= t <= 1 (within 1.2 ulp): 2 atanh(s), s = t / (2 + t) <= 1/3, by its
+ * series to s^15; s is corrected for the rounding of 2 + t. */
+static inline float log1p_01(float t) {
+    float u = 2.0f + t, ulo = t - (u - 2.0f);
+    float s = t / u;
+    s += (fmaf(-s, u, t) - s * ulo) / u;
+    float s2 = s * s;
+    float p = 2.0f / 15.0f;
+    p = fmaf(p, s2, 2.0f / 13.0f);
+    p = fmaf(p, s2, 2.0f / 11.0f);
+    p = fmaf(p, s2, 2.0f / 9.0f);
+    p = fmaf(p, s2, 2.0f / 7.0f);
+    p = fmaf(p, s2, 2.0f / 5.0f);
+    p = fmaf(p, s2, 2.0f / 3.0f);
+    return fmaf(p, s2 * s, 2.0f * s);
+}
+
+/* erfc(x) (within 2.9 ulp where the result is a normal float; glibc's erfcf measured the same
+ * way, against long double erfcl over all floats |x| < 12: 3.1). For a = |x|:
+ * (1 + 2a) e^(a^2) erfc(a) = 1 + w h(w), w = 2a / (a + 2) in [0, 2), with h a polynomial
+ * (our Chebyshev interpolant of degree 11 on w in [0, 1.67], i.e. a <= 10.1; its error is
+ * about 3e-9; the form is Shepherd and Laframboise's, Math. Comp. 36 (1981)). The division by
+ * 1 + 2a and e^(-a^2) (with the rounding error of a^2) are carried out with their rounding
+ * errors corrected; erfc(a) = 0 in float beyond a = 10.06. erfc(-a) = 2 - erfc(a). */
+static inline float erfc_f(float x) {
+    float a = fabsf(x);
+    a = sel(a > 10.5f, 10.5f, a); /* erfc(10.5) = 0 in float; also catches a = inf */
+    float w = (a + a) / (a + 2.0f);
+    float v = fmaf(w, 0x1.32963ap+0f, -1.0f); /* [0, 1.67] -> [-1, 1] */
+    float h = 0x1.ca548ep-19f;
+    h = fmaf(h, v, 0x1.584bp-17f);
+    h = fmaf(h, v, -0x1.03be82p-16f);
+    h = fmaf(h, v, -0x1.f22f2p-14f);
+    h = fmaf(h, v, -0x1.019d1cp-14f);
+    h = fmaf(h, v, 0x1.fa57bp-11f);
+    h = fmaf(h, v, 0x1.a537a6p-10f);
+    h = fmaf(h, v, -0x1.2d823p-7f);
+    h = fmaf(h, v, -0x1.0fc664p-6f);
+    h = fmaf(h, v, 0x1.3b23bap-3f);
+    h = fmaf(h, v, -0x1.7826b4p-2f);
+    h = fmaf(h, v, 0x1.5ff282p-2f);
+    float q = w * h; /* in [0, 0.29] */
+    /* r = (1 + q) / (1 + 2a): numerator and denominator as exact sums hi + lo */
+    float nh = 1.0f + q, nl = q - (nh - 1.0f);
+    float t2 = a + a, d = t2 + 1.0f;
+    float big = sel(t2 >= 1.0f, t2, 1.0f), small = sel(t2 >= 1.0f, 1.0f, t2);
+    float dl = small - (d - big);
+    float rc = 1.0f / d, r0 = nh * rc;
+    float r = fmaf(fmaf(-r0, d, nh) + (nl - r0 * dl), rc, r0);
+    /* times e^-(a2 + a2lo), a2 + a2lo = a^2 exactly; scaled by 2^64 until the last step */
+    float a2 = a * a, a2lo = fmaf(a, a, -a2);
+    int32_t n;
+    float e = exp_reduce(-a2, &n);
+    float y = r * (e * u2f((uint32_t)(n + 64 + 127) << 23));
+    y = fmaf(-y, a2lo, y) * 0x1p-64f;
+    return fmaf(sel(x < 0.0f, -1.0f, 1.0f), y, sel(x < 0.0f, 2.0f, 0.0f)); /* 2 - y for x < 0 */
+}
+
+/* float versions: P enters the loss through sums kept in double */
+static inline float norm_cdf(float z) { return 0.5f * erfc_f(-z * 0.70710678118654752440f); }
+static inline float norm_pdf(float z) { return 0.39894228040143267794f * exp_f(-0.5f * z * z); }
 
 /* Keeps the K1 largest values of row h[n] in descending order; equal values keep index order,
  * because a later (higher-index) value must be strictly greater to move ahead. */
-static void topk_row(int *ti, float *tv, const float *h, int n, int K1) {
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        float v = h[i];
-        if (m == K1 && !(v > tv[K1 - 1])) continue;
-        int p = (m < K1) ? m++ : K1 - 1;
-        while (p > 0 && v > tv[p - 1]) {
-            tv[p] = tv[p - 1];
-            ti[p] = ti[p - 1];
-            p--;
-        }
-        tv[p] = v;
-        ti[p] = i;
+static inline void topk_insert(int *ti, float *tv, int *m, int K1, float v, int i) {
+    int p = (*m < K1) ? (*m)++ : K1 - 1;
+    while (p > 0 && v > tv[p - 1]) {
+        tv[p] = tv[p - 1];
+        ti[p] = ti[p - 1];
+        p--;
     }
+    tv[p] = v;
+    ti[p] = i;
 }
 
-void gate_forward(float *clean, float *raw, float *sigma, float *H, int *topi, float *topv,
-                  float *gk, const float *x, const float *wg, const float *wn, const float *eps,
-                  int train, float noise_eps, int B, int d, int n, int k) {
+static void topk_row(int *ti, float *tv, const float *h, int n, int K1) {
+    int m = 0, i = 0;
+    for (; i < n && m < K1; i++) topk_insert(ti, tv, &m, K1, h[i], i);
+    /* The list is full: a value enters only if it beats the last kept one, which only rises.
+     * Blocks of 16 in which none does are skipped with one vector test. */
+    for (; i + 16 <= n; i += 16) {
+        const float last = tv[K1 - 1];
+        int any = 0;
+        for (int j = 0; j < 16; j++) any |= h[i + j] > last;
+        if (!any) continue;
+        for (int j = i; j < i + 16; j++)
+            if (h[j] > tv[K1 - 1]) topk_insert(ti, tv, &m, K1, h[j], j);
+    }
+    for (; i < n; i++)
+        if (h[i] > tv[K1 - 1]) topk_insert(ti, tv, &m, K1, h[i], i);
+}
+
+/* 1 if expert i (logit hi) is among the k kept. O(1): the ranking orders equal values by index,
+ * so among logits equal to the k-th value exactly those up to the k-th's index are kept.
+ * (hk, ik) = (tv[k-1], ti[k-1]). */
+static inline int in_topk(float hk, int ik, int i, float hi) {
+    return (hi > hk) | ((hi == hk) & (i <= ik));
+}
+
+void gate_forward(float *clean, float *raw, float *sigma, float *H, float *P, int *topi,
+                  float *topv, float *gk, const float *x, const float *wg, const float *wn,
+                  const float *eps, int train, float noise_eps, int B, int d, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
     moe_sgemm(0,  0, B, n, d, 1.0f, x, d, wg, n, 0.0f,
                 clean, n);
@@ -54,11 +186,15 @@ void gate_forward(float *clean, float *raw, float *sigma, float *H, int *topi, f
         const float *c = clean + (size_t)b * n;
         float *hrow = H + (size_t)b * n;
         if (train) {
-            const float *r = raw + (size_t)b * n, *e = eps + (size_t)b * n;
-            float *s = sigma + (size_t)b * n;
+            /* t = e^-|r|:  softplus(r) = max(r, 0) + log1p(t),
+             * sigmoid(r) = 1 / (1 + t) for r >= 0, t / (1 + t) below (kept in raw for backward) */
+            float *r = raw + (size_t)b * n, *s = sigma + (size_t)b * n;
+            const float *e = eps + (size_t)b * n;
             for (int i = 0; i < n; i++) {
-                s[i] = softplusf(r[i]) + noise_eps;
+                float ri = r[i], t = exp_f(-fabsf(ri));
+                s[i] = (sel(ri > 0.0f, ri, 0.0f) + log1p_01(t)) + noise_eps;
                 hrow[i] = c[i] + e[i] * s[i];
+                r[i] = sel(ri >= 0.0f, 1.0f, t) / (1.0f + t);
             }
         } else {
             memcpy(hrow, c, sizeof(float) * (size_t)n);
@@ -74,18 +210,21 @@ void gate_forward(float *clean, float *raw, float *sigma, float *H, int *topi, f
             sum += g[j];
         }
         for (int j = 0; j < k; j++) g[j] /= sum;
+        if (P) {
+            const float *s = sigma + (size_t)b * n;
+            float *p = P + (size_t)b * n;
+            const float hk = tv[k - 1], thr_in = tv[k], thr_out = tv[k - 1];
+            const int ik = ti[k - 1];
+            for (int i = 0; i < n; i++) {
+                float thr = sel(in_topk(hk, ik, i, hrow[i]), thr_in, thr_out);
+                p[i] = norm_cdf((c[i] - thr) / s[i]);
+            }
+        }
     }
 }
 
-/* 1 if expert i (logit hi) is among the k kept. O(1): the ranking orders equal values by index,
- * so among logits equal to the k-th value exactly those up to the k-th's index are kept. */
-static inline int in_topk(const int *ti, const float *tv, int k, int i, float hi) {
-    return hi > tv[k - 1] || (hi == tv[k - 1] && i <= ti[k - 1]);
-}
-
-void gate_importance_load(double *importance, double *load, float *P, const int *topi,
-                          const float *topv, const float *gk, const float *H, const float *clean,
-                          const float *sigma, int smooth, int B, int n, int k) {
+void gate_importance_load(double *importance, double *load, const float *P, const int *topi,
+                          const float *gk, int smooth, int B, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
     memset(importance, 0, sizeof(double) * (size_t)n);
     memset(load, 0, sizeof(double) * (size_t)n);
@@ -96,22 +235,13 @@ void gate_importance_load(double *importance, double *load, float *P, const int 
             for (int j = 0; j < k; j++) load[topi[(size_t)b * K1 + j]] += 1.0;
         return;
     }
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        const int *ti = topi + (size_t)b * K1;
-        const float *tv = topv + (size_t)b * K1;
-        const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n, *hrow = H + (size_t)b * n;
-        float *p = P + (size_t)b * n;
-        for (int i = 0; i < n; i++) {
-            float thr = in_topk(ti, tv, k, i, hrow[i]) ? tv[k] : tv[k - 1];
-            p[i] = norm_cdf((c[i] - thr) / s[i]);
-        }
-    }
     /* column sums, each column in token order by one thread: the same result for any number
-     * of threads */
+     * of threads. A thread sweeps its own range of columns row by row. */
+    const int nt = moe_threads();
+    const int cw = ((n + nt - 1) / nt + 15) & ~15;
 #pragma omp parallel for schedule(static) if (n >= 64)
-    for (int i0 = 0; i0 < n; i0 += 16) {
-        const int i1 = i0 + 16 < n ? i0 + 16 : n;
+    for (int i0 = 0; i0 < n; i0 += cw) {
+        const int i1 = i0 + cw < n ? i0 + cw : n;
         for (int b = 0; b < B; b++) {
             const float *p = P + (size_t)b * n;
             for (int i = i0; i < i1; i++) load[i] += p[i];
@@ -143,51 +273,86 @@ double cv_of(const double *v, int n) {
     return mean != 0.0 ? sqrt(var) / fabs(mean) : 0.0;
 }
 
-void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw, float *dcd,
+void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw,
                    const float *dgk, const double *dload, const float *x, const float *wg,
-                   const float *wn, const float *H, const float *clean, const float *raw,
+                   const float *wn, const float *H, const float *clean, const float *sgraw,
                    const float *sigma, const float *eps, const int *topi, const float *topv,
                    const float *gk, int train, int smooth, int B, int d, int n, int k) {
     const int K1 = k < n ? k + 1 : n;
-    /* Pass 1 collects dL/dH in dclean and the direct dL/dsigma terms in draw; pass 2 turns
-     * them into dL/dclean and dL/draw (dH must be complete before it is split). */
-    memset(dclean, 0, sizeof(float) * (size_t)B * n);
-    if (train) memset(draw, 0, sizeof(float) * (size_t)B * n);
+    /* Per token: dL/dH is nonzero only at the k kept experts (softmax) and at the two
+     * threshold holders ti[k-1], ti[k] (load). Every other entry gets only the direct terms
+     * of the load estimator, so one dense pass writes those and a pass over the K1 ranked
+     * experts completes the rest. */
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         const int *ti = topi + (size_t)b * K1;
         const float *g = gk + (size_t)b * k, *dg = dgk + (size_t)b * k;
-        float *dH = dclean + (size_t)b * n;
+        float *dcl = dclean + (size_t)b * n;
         /* forward: g = softmax(v);  so dv_j = g_j (dg_j - sum_l g_l dg_l) */
         float dot = 0.0f;
         for (int j = 0; j < k; j++) dot += g[j] * dg[j];
-        for (int j = 0; j < k; j++) dH[ti[j]] += g[j] * (dg[j] - dot);
-        if (!train) continue;
+        if (!train) {
+            memset(dcl, 0, sizeof(float) * (size_t)n);
+            for (int j = 0; j < k; j++) dcl[ti[j]] += g[j] * (dg[j] - dot);
+            continue;
+        }
         const float *c = clean + (size_t)b * n, *s = sigma + (size_t)b * n, *hrow = H + (size_t)b * n;
-        const float *e = eps + (size_t)b * n, *r = raw + (size_t)b * n, *tv = topv + (size_t)b * K1;
-        float *ds = draw + (size_t)b * n;
-        float *dcl = dcd + (size_t)b * n; /* the direct dL/dclean terms */
+        const float *e = eps + (size_t)b * n, *sg = sgraw + (size_t)b * n, *tv = topv + (size_t)b * K1;
+        float *dr = draw + (size_t)b * n;
+        float sum_out = 0.0f, sum_in = 0.0f;
+        const float hk = tv[k - 1];
+        const int ik = ti[k - 1];
         if (smooth) {
             /* forward: P_i = Phi(z_i), z_i = (clean_i - H_m) / sigma_i, H_m the threshold.
              * so with dz = dload_i phi(z_i):  dclean_i += dz / sigma_i,
-             * dsigma_i -= dz z_i / sigma_i,  dH_m -= dz / sigma_i */
+             * dsigma_i -= dz z_i / sigma_i,  dH_m -= dz / sigma_i;
+             * and (below) draw = dsigma * sigmoid(raw) */
+            const float thr_in = tv[k], thr_out = tv[k - 1];
             for (int i = 0; i < n; i++) {
-                int inside = in_topk(ti, tv, k, i, hrow[i]);
-                int m = inside ? ti[k] : ti[k - 1];
-                float thr = inside ? tv[k] : tv[k - 1];
-                float z = (c[i] - thr) / s[i];
+                float z = (c[i] - sel(in_topk(hk, ik, i, hrow[i]), thr_in, thr_out)) / s[i];
                 float dzs = (float)dload[i] * norm_pdf(z) / s[i];
-                ds[i] = -dzs * z;
-                dH[m] -= dzs;
                 dcl[i] = dzs;
+                dr[i] = (-dzs * z) * sg[i];
+            }
+            /* sum_in, sum_out: the dz / sigma of the kept / other experts, for dH_m; eight
+             * partial sums in a fixed order */
+            float so[8] = {0}, si[8] = {0};
+            int i = 0;
+            for (; i + 8 <= n; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    int inside = in_topk(hk, ik, i + l, hrow[i + l]);
+                    so[l] += sel(inside, 0.0f, dcl[i + l]);
+                    si[l] += sel(inside, dcl[i + l], 0.0f);
+                }
+            for (int l = 0; i < n; i++, l++) {
+                int inside = in_topk(hk, ik, i, hrow[i]);
+                so[l] += sel(inside, 0.0f, dcl[i]);
+                si[l] += sel(inside, dcl[i], 0.0f);
+            }
+            sum_out = ((so[0] + so[1]) + (so[2] + so[3])) + ((so[4] + so[5]) + (so[6] + so[7]));
+            sum_in = ((si[0] + si[1]) + (si[2] + si[3])) + ((si[4] + si[5]) + (si[6] + si[7]));
+        } else {
+            for (int i = 0; i < n; i++) {
+                dcl[i] = 0.0f;
+                dr[i] = 0.0f * sg[i];
             }
         }
         /* forward: H = clean + eps sigma, sigma = softplus(raw) + noise_eps;
          * so dclean = dH (+ direct), dsigma = dH eps (+ direct), draw = dsigma * sigmoid(raw) */
-        for (int i = 0; i < n; i++) {
-            float dsig = dH[i] * e[i] + ds[i];
-            if (smooth) dH[i] += dcl[i];
-            ds[i] = dsig * sigmoidf_(r[i]);
+        for (int j = 0; j < K1; j++) {
+            const int i = ti[j];
+            float dh = j < k ? g[j] * (dg[j] - dot) : 0.0f;
+            float dzs = 0.0f, dsd = 0.0f;
+            if (smooth) {
+                if (j == k - 1) dh -= sum_out;
+                if (j == k) dh -= sum_in;
+                float z = (c[i] - (in_topk(hk, ik, i, hrow[i]) ? tv[k] : tv[k - 1])) / s[i];
+                dzs = dcl[i];
+                dsd = -dzs * z;
+            }
+            float dsig = dh * e[i] + dsd;
+            dcl[i] = dh + dzs;
+            dr[i] = dsig * sg[i];
         }
     }
     /* forward: clean = x Wg, raw = x Wn */

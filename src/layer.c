@@ -21,8 +21,8 @@ typedef struct {
 /* Buffers sized for the largest batch seen; R = B*k rows after dispatch. */
 typedef struct {
     int capB;
-    float *clean, *raw, *sigma, *H, *eps, *P; /* [B,n] */
-    float *dclean, *draw;                     /* [B,n] backward scratch (draw shares P) */
+    float *clean, *raw, *sigma, *H, *eps, *P; /* [B,n]; raw ends as sigmoid(x Wn), P = Phi */
+    float *dclean, *draw;                     /* [B,n] backward scratch */
     int *topi;                                /* [B,K1] */
     float *topv;                              /* [B,K1] */
     float *gk, *dgk;                          /* [B,k] */
@@ -230,10 +230,9 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     }
     const int K1 = k < n ? k + 1 : n;
     const int smooth = train && k < n;
-    gate_forward(w->clean, w->raw, w->sigma, w->H, w->topi, w->topv, w->gk, x, pdata(l, P_WG),
-                 pdata(l, P_WN), w->eps, train, c->noise_eps, B, d, n, k);
-    gate_importance_load(l->importance, l->load, w->P, w->topi, w->topv, w->gk, w->H, w->clean,
-                         w->sigma, smooth, B, n, k);
+    gate_forward(w->clean, w->raw, w->sigma, w->H, smooth ? w->P : NULL, w->topi, w->topv, w->gk,
+                 x, pdata(l, P_WG), pdata(l, P_WN), w->eps, train, c->noise_eps, B, d, n, k);
+    gate_importance_load(l->importance, l->load, w->P, w->topi, w->gk, smooth, B, n, k);
     double li = cv2_loss(l->dimp, l->importance, n, c->w_importance);
     double ll = cv2_loss(l->dload, l->load, n, c->w_load);
     if (!smooth) memset(l->dload, 0, sizeof(double) * (size_t)n); /* counts: no gradient */
@@ -283,7 +282,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
                      w->dA, w->dYs, w->Xs, w->A, pdata(l, P_W1), pdata(l, P_W2), l->offsets, n,
                      d, h, strat);
     if (dx) dispatch_gather_backward(dx, w->dYs, w->pos, B, d, k);
-    gate_backward(dx, pgrad(l, P_WG), pgrad(l, P_WN), w->dclean, w->draw, w->P, w->dgk,
+    gate_backward(dx, pgrad(l, P_WG), pgrad(l, P_WN), w->dclean, w->draw, w->dgk,
                   l->dload, w->x, pdata(l, P_WG), pdata(l, P_WN), w->H, w->clean, w->raw, w->sigma,
                   w->eps, w->topi, w->topv, w->gk, w->train, w->smooth, B, d, n, k);
     return MOE_OK;

@@ -17,23 +17,26 @@
 
 /* Noisy top-k gating. K1 = min(k+1, n) entries of each row's ranking are kept (the (k+1)-th
  * is the load estimator's threshold).
- *   train:  clean = x Wg, raw = x Wn, sigma = softplus(raw) + noise_eps, H = clean + eps*sigma
+ *   train:  clean = x Wg, raw = x Wn, sigma = softplus(raw) + noise_eps, H = clean + eps*sigma;
+ *           on return raw holds sigmoid(x Wn), what backward needs
  *   eval:   H = clean (raw, sigma, eps unused)
  *   topi [B,K1], topv [B,K1]: indices/values of H by descending value, ties to the lower index
- *   gk   [B,k]: softmax of the k kept values */
+ *   gk   [B,k]: softmax of the k kept values
+ *   P    [B,n] or NULL: when given (training with k < n), the load estimator's
+ *        P = Phi((clean - thr)/sigma) (SPEC 1.4) */
 void gate_forward(float *clean /* [B,n] */, float *raw /* [B,n] */, float *sigma /* [B,n] */,
-                  float *H /* [B,n] */, int *topi /* [B,K1] */, float *topv /* [B,K1] */,
-                  float *gk /* [B,k] */, const float *x /* [B,d] */, const float *wg /* [d,n] */,
-                  const float *wn /* [d,n] */, const float *eps /* [B,n] or NULL */, int train,
-                  float noise_eps, int B, int d, int n, int k);
+                  float *H /* [B,n] */, float *P /* [B,n] or NULL */, int *topi /* [B,K1] */,
+                  float *topv /* [B,K1] */, float *gk /* [B,k] */, const float *x /* [B,d] */,
+                  const float *wg /* [d,n] */, const float *wn /* [d,n] */,
+                  const float *eps /* [B,n] or NULL */, int train, float noise_eps, int B, int d,
+                  int n, int k);
 
-/* Importance [n] = sum_b G[b,:]; Load [n] = sum_b Phi((clean - thr)/sigma) when `smooth`
- * (training with k < n), else token counts. P [B,n] is scratch. Sums run in a fixed order
- * (deterministic for any thread count). */
+/* Importance [n] = sum_b G[b,:]; Load [n] = sum_b P[b,:] (P from gate_forward) when `smooth`
+ * (training with k < n), else token counts. Sums run in a fixed order (deterministic for any
+ * thread count). */
 void gate_importance_load(double *importance /* [n] */, double *load /* [n] */,
-                          float *P /* [B,n] scratch */, const int *topi, const float *topv,
-                          const float *gk, const float *H, const float *clean,
-                          const float *sigma, int smooth, int B, int n, int k);
+                          const float *P /* [B,n], used when smooth */, const int *topi,
+                          const float *gk, int smooth, int B, int n, int k);
 
 /* w * CV(v)^2 with CV^2 = var / (mean^2 + 1e-10), population variance; and, if dv != NULL,
  * its gradient dv [n] (overwritten). */
@@ -42,13 +45,13 @@ double cv2_loss(double *dv, const double *v, int n, double w);
 double cv_of(const double *v, int n);
 
 /* Backward of the gate. dgk [B,k] = dL/d(gate value), dload [n] = dL/dLoad (used when smooth).
- * dW_g, dW_n += ; dx += (may be NULL). dclean, draw, dcd [B,n] are scratch. */
+ * dW_g, dW_n += ; dx += (may be NULL). dclean, draw [B,n] are scratch. sgraw is the raw buffer
+ * as gate_forward left it: sigmoid(x Wn). */
 void gate_backward(float *dx /* [B,d] += */, float *dwg /* [d,n] += */, float *dwn /* [d,n] += */,
                    float *dclean /* [B,n] scratch */, float *draw /* [B,n] scratch */,
-                   float *dcd /* [B,n] scratch */,
                    const float *dgk /* [B,k] */, const double *dload /* [n] */,
                    const float *x, const float *wg, const float *wn, const float *H,
-                   const float *clean, const float *raw, const float *sigma, const float *eps,
+                   const float *clean, const float *sgraw, const float *sigma, const float *eps,
                    const int *topi, const float *topv, const float *gk, int train, int smooth,
                    int B, int d, int n, int k);
 
