@@ -187,21 +187,38 @@ typedef enum { MOE_PAR_AUTO = 0, MOE_PAR_BLAS = 1, MOE_PAR_EXPERTS = 2 } moe_par
 void moe_set_parallel(moe_parallel p);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Adam (with optional beta1 = 0 and factored second moment, SPEC 1.7).                         */
+/* Adam, and the paper's memory-saving variant (SPEC 1.7): beta1 = 0 keeps no first moment, and
+ * `factored` keeps the second moment of each declared matrix [rows, cols] as row and column
+ * means R, C with V_ij = R_i C_j / mean(R) (rows + cols floats instead of rows * cols).
+ * Parameters that no declared matrix covers (biases) keep a full second moment.               */
 typedef struct {
     float beta1, beta2, eps;
     float weight_decay; /* decoupled (AdamW) when > 0 */
+    int factored;       /* 1: factored second moment for the declared matrices */
 } moe_adam_config;
 
-moe_adam_config moe_adam_config_default(void); /* 0.9, 0.999, 1e-8, 0 */
+moe_adam_config moe_adam_config_default(void);  /* 0.9, 0.999, 1e-8, 0, not factored */
+moe_adam_config moe_adam_config_factored(void); /* the paper's: beta1 = 0, factored */
 typedef struct moe_adam moe_adam;
 moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *cfg);
 void moe_adam_free(moe_adam *a);
-/* params[count] -= lr * mhat / (sqrt(vhat) + eps). MOE_ERR_NONFINITE (params untouched) if a
- * gradient is NaN/Inf. */
+/* Declares params[offset, offset + count*rows*cols) to be `count` matrices [rows, cols] (row
+ * major), e.g. the n experts' w1 [n, d, h]. Call before the first step; blocks must not overlap.
+ * Without cfg.factored the declaration changes nothing. */
+moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int64_t rows, int64_t cols);
+/* params[count] -= lr * mhat / (sqrt(vhat) + eps) (mhat = the gradient when beta1 = 0).
+ * MOE_ERR_NONFINITE (params untouched) if a gradient is NaN/Inf. */
 moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr);
-/* The optimiser's state for checkpoints: m and v [count] and the step counter. */
-moe_status moe_adam_state(moe_adam *a, float **m, float **v, int64_t **step);
+/* The optimiser's state, for checkpoints: writable views into it. Fixes the layout of the
+ * declared matrices (no more moe_adam_set_matrices after it). */
+typedef struct {
+    float *m;       /* [m_count] first moment; NULL and m_count 0 when beta1 = 0 */
+    size_t m_count;
+    float *v;       /* [v_count] second moment (per element, or R and C of factored matrices) */
+    size_t v_count;
+    int64_t *step;  /* steps taken */
+} moe_adam_state_view;
+moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *state);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The paper's language model (SPEC 2): embedding -> LSTM -> MoE -> LSTM -> softmax, dropout on
@@ -282,6 +299,8 @@ typedef struct {
     float lr;                  /* peak learning rate (Adam) */
     int warmup;                /* linear warm-up steps, then lr * sqrt(warmup / step) */
     float clip;                /* clip the global gradient norm to this (0: off) */
+    const char *optim;         /* "adam" or "factored" (beta1 = 0, factored second moment,
+                                  SPEC 1.7); NULL: adam, or the checkpoint's on resume */
     int log_every, eval_every, eval_batches, ckpt_every; /* in steps; eval_batches 0 = whole split */
     const char *checkpoint;    /* written atomically every ckpt_every steps and at the end */
     uint64_t seed;
@@ -302,6 +321,7 @@ typedef struct {
     int n;
     double valid_loss, valid_ppl; /* VALID */
     int64_t params_total, params_active, vocab; /* START */
+    int64_t optim_floats;      /* START: floats of optimiser state (both moments) */
     const char *path;          /* CHECKPOINT: the file written */
 } moe_train_progress;
 

@@ -2,7 +2,8 @@
  *
  * A checkpoint is one safetensors file (written atomically) holding everything a run depends on:
  *   lm.<param>, moe.<param>        the weights (SPEC 1.5 names for the MoE layer)
- *   optim.lm.m/v, optim.moe.m/v    Adam's moments, flat over each arena
+ *   optim.lm.m/v, optim.moe.m/v    Adam's moments over each arena (no m with beta1 = 0; v holds
+ *                                  row and column means of matrices with --optim factored)
  *   state                          the LSTM state carried between batches [4,B,d]
  *   __metadata__                   model and training settings, the tokenizer, the step, Adam's
  *                                  step, the random streams' counters, the data position
@@ -25,7 +26,7 @@
 moe_train_config moe_train_config_default(void) {
     moe_train_config c = {.data = NULL, .words = 0, .min_count = 2, .max_vocab = 10000,
                           .lowercase = 0, .batch = 32, .bptt = 64, .steps = 1000, .minutes = 0.0,
-                          .lr = 2e-3f, .warmup = 200, .clip = 1.0f, .log_every = 20,
+                          .lr = 2e-3f, .warmup = 200, .clip = 1.0f, .optim = NULL, .log_every = 20,
                           .eval_every = 200, .eval_batches = 0, .ckpt_every = 500,
                           .checkpoint = NULL, .seed = 1};
     return c;
@@ -105,6 +106,7 @@ typedef struct {
     moe_lm *lm;
     tok *tk;
     moe_adam *opt_lm, *opt_moe; /* may be NULL (inference) */
+    int factored;               /* the optimiser is the paper's factored variant */
     const moe_train_config *tc;
     int64_t step;
     td_pos pos;
@@ -185,18 +187,15 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
     moe_adam *opts[2] = {r->opt_lm, r->opt_moe};
     const char *onames[2][2] = {{"optim.lm.m", "optim.lm.v"}, {"optim.moe.m", "optim.moe.v"}};
     const char *stepnames[2] = {"optim.lm.step", "optim.moe.step"};
+    if (r->opt_lm) meta_str(&m, "optim", r->factored ? "factored" : "adam");
     for (int o = 0; o < 2 && !m.st; o++) {
         if (!opts[o]) continue;
-        float *mm, *vv;
-        int64_t *stp;
-        moe_adam_state(opts[o], &mm, &vv, &stp);
-        size_t count = 0;
-        if (o == 0) moe_lm_arena(r->lm, NULL, NULL, &count);
-        else moe_layer_arena(ml, NULL, NULL, &count);
-        int64_t sh[1] = {(int64_t)count};
-        m.st = moe_st_writer_add(w, onames[o][0], MOE_F32, 1, sh, mm);
-        if (!m.st) m.st = moe_st_writer_add(w, onames[o][1], MOE_F32, 1, sh, vv);
-        meta_i64(&m, stepnames[o], *stp);
+        moe_adam_state_view sv;
+        if ((m.st = moe_adam_state(opts[o], &sv))) break;
+        int64_t shm[1] = {(int64_t)sv.m_count}, shv[1] = {(int64_t)sv.v_count};
+        if (sv.m) m.st = moe_st_writer_add(w, onames[o][0], MOE_F32, 1, shm, sv.m);
+        if (!m.st) m.st = moe_st_writer_add(w, onames[o][1], MOE_F32, 1, shv, sv.v);
+        meta_i64(&m, stepnames[o], *sv.step);
     }
     if (!m.st) m.st = moe_st_writer_write(w, path);
     moe_st_writer_free(w);
@@ -387,6 +386,30 @@ static moe_status check_resume(const moe_st *f, const moe_train_config *tc, cons
     return MOE_OK;
 }
 
+/* The optimiser: tc->optim if given (and, on resume, the checkpoint's must agree), else the
+ * checkpoint's, else plain Adam. */
+static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int *factored) {
+    const char *want = tc->optim, *have = ck ? moe_st_meta(ck, "optim") : NULL;
+    if (ck && !have) have = "adam"; /* checkpoints from before the option */
+    if (want && strcmp(want, "adam") != 0 && strcmp(want, "factored") != 0)
+        return moe_fail(MOE_ERR_CONFIG, "unknown optimiser '%s': use adam or factored", want);
+    if (want && have && strcmp(want, have) != 0)
+        return moe_fail(MOE_ERR_CONFIG, "the checkpoint was trained with the %s optimiser, not %s: drop the setting when resuming",
+                        have, want);
+    const char *o = want ? want : have ? have : "adam";
+    *factored = strcmp(o, "factored") == 0;
+    return MOE_OK;
+}
+
+/* Tensors of rank >= 2 are matrices [.., rows, cols] to the optimiser (a stack of experts is
+ * `n` matrices). */
+static moe_status declare_matrix(moe_adam *a, const moe_param *p, const float *arena) {
+    if (p->ndim < 2) return MOE_OK;
+    int64_t count = 1;
+    for (int j = 0; j < p->ndim - 2; j++) count *= p->shape[j];
+    return moe_adam_set_matrices(a, (size_t)(p->data - arena), count, p->shape[p->ndim - 2], p->shape[p->ndim - 1]);
+}
+
 moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
                      moe_train_callback cb, void *user) {
     moe_status st = check_train_cfg(tc);
@@ -420,7 +443,9 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         c.vocab = tok_vocab_size(tk);
         if ((st = moe_lm_create(&lm, &c, tc->seed))) goto done;
     }
-    moe_adam_config ac = moe_adam_config_default();
+    int factored = 0;
+    if ((st = optim_choice(ck, tc, &factored))) goto done;
+    moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
     float *plm, *glm, *pmoe = NULL, *gmoe = NULL;
     size_t nlm, nmoe = 0;
     moe_lm_arena(lm, &plm, &glm, &nlm);
@@ -428,23 +453,34 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     if (ml) moe_layer_arena(ml, &pmoe, &gmoe, &nmoe);
     if ((st = moe_adam_create(&opt_lm, nlm, &ac))) goto done;
     if (ml && (st = moe_adam_create(&opt_moe, nmoe, &ac))) goto done;
+    for (int i = 0; i < moe_lm_num_params(lm) && !st; i++) {
+        moe_param p;
+        moe_lm_param(lm, i, &p);
+        st = declare_matrix(opt_lm, &p, plm);
+    }
+    for (int i = 0; ml && i < moe_layer_num_params(ml) && !st; i++) {
+        moe_param p;
+        moe_layer_param(ml, i, &p);
+        st = declare_matrix(opt_moe, &p, pmoe);
+    }
+    if (st) goto done;
     if ((st = td_iter_create(&it, f, tk, TD_TRAIN, tc->batch, tc->bptt))) goto done;
     const int B = tc->batch, T = tc->bptt;
     const moe_lm_config cfg = moe_lm_get_config(lm);
     if (resume) {
         /* optimiser moments and steps, random streams, carried state, data position */
-        float *m, *v;
-        int64_t *stp;
-        moe_adam_state(opt_lm, &m, &v, &stp);
-        if ((st = load_tensor(ck, "optim.lm.m", m, nlm)) || (st = load_tensor(ck, "optim.lm.v", v, nlm)) ||
-            (st = get_i64(ck, "optim.lm.step", stp)))
-            goto done;
-        if (opt_moe) {
-            moe_adam_state(opt_moe, &m, &v, &stp);
-            if ((st = load_tensor(ck, "optim.moe.m", m, nmoe)) || (st = load_tensor(ck, "optim.moe.v", v, nmoe)) ||
-                (st = get_i64(ck, "optim.moe.step", stp)))
-                goto done;
+        moe_adam *opts[2] = {opt_lm, opt_moe};
+        const char *onames[2][2] = {{"optim.lm.m", "optim.lm.v"}, {"optim.moe.m", "optim.moe.v"}};
+        const char *stepnames[2] = {"optim.lm.step", "optim.moe.step"};
+        for (int o = 0; o < 2 && !st; o++) {
+            if (!opts[o]) continue;
+            moe_adam_state_view sv;
+            if ((st = moe_adam_state(opts[o], &sv))) break;
+            if (sv.m) st = load_tensor(ck, onames[o][0], sv.m, sv.m_count);
+            if (!st) st = load_tensor(ck, onames[o][1], sv.v, sv.v_count);
+            if (!st) st = get_i64(ck, stepnames[o], sv.step);
         }
+        if (st) goto done;
         moe_lm_rng r;
         if ((st = get_u64(ck, "rng.seed", &r.seed)) || (st = get_u64(ck, "rng.dropout_counter", &r.dropout_counter)) ||
             (st = get_u64(ck, "rng.moe_seed", &r.moe_seed)) || (st = get_u64(ck, "rng.moe_counter", &r.moe_counter)))
@@ -478,6 +514,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     rs.tk = tk;
     rs.opt_lm = opt_lm;
     rs.opt_moe = opt_moe;
+    rs.factored = factored;
     tokbuf = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     const int n = ml ? moe_layer_get_config(ml).n : 0;
     expert_tokens = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
@@ -494,6 +531,11 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     pr.n = n;
     pr.vocab = cfg.vocab;
     moe_lm_param_counts(lm, &pr.params_total, &pr.params_active);
+    for (int o = 0; o < 2; o++) {
+        moe_adam_state_view sv;
+        moe_adam *a = o ? opt_moe : opt_lm;
+        if (a && !moe_adam_state(a, &sv)) pr.optim_floats += (int64_t)(sv.m_count + sv.v_count);
+    }
     int stop = cb ? cb(&pr, user) : 0;
     const int64_t first_step = rs.step;
     double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;

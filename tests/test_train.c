@@ -118,6 +118,38 @@ int main(void) {
     CHECK(moe_train(&t, NULL, ck_b, NULL, NULL) == MOE_OK, "resume to 40: %s", moe_last_error());
     CHECK(same_tensors(ck_a, ck_b), "20 + 20 resumed equals 40 straight (weights, optimiser, state)");
 
+    /* the same with the paper's factored optimiser, which must also learn */
+    {
+        char fa[512], fb[512];
+        path(fa, "fa.safetensors");
+        path(fb, "fb.safetensors");
+        losses lf = {0};
+        t = small_train(data, fa, 40);
+        t.optim = "factored";
+        CHECK(moe_train(&t, &mc, NULL, cb, &lf) == MOE_OK, "factored: train 40: %s", moe_last_error());
+        CHECK(lf.reports >= 4 && lf.last < lf.first - 0.3, "factored: loss falls: %.3f -> %.3f", lf.first, lf.last);
+        t = small_train(data, fb, 20);
+        t.optim = "factored";
+        CHECK(moe_train(&t, &mc, NULL, NULL, NULL) == MOE_OK, "factored: train 20: %s", moe_last_error());
+        t.steps = 40;
+        t.optim = NULL; /* taken from the checkpoint */
+        CHECK(moe_train(&t, NULL, fb, NULL, NULL) == MOE_OK, "factored: resume to 40: %s", moe_last_error());
+        CHECK(same_tensors(fa, fb), "factored: 20 + 20 resumed equals 40 straight");
+        moe_st *f = NULL;
+        moe_tensor tv, tw;
+        CHECK(moe_st_open(&f, fa) == MOE_OK && moe_st_get(f, "optim.moe.m", &tv) != MOE_OK &&
+                  moe_st_get(f, "optim.moe.v", &tv) == MOE_OK && moe_st_get(f, "moe.experts.w1", &tw) == MOE_OK &&
+                  tv.numel < tw.numel,
+              "factored checkpoint: no first moment, second moment smaller than one expert weight tensor");
+        moe_st_free(f);
+        t.steps = 45;
+        t.optim = "adam";
+        CHECK(moe_train(&t, NULL, fb, NULL, NULL) == MOE_ERR_CONFIG, "resuming factored with adam refused: %s",
+              moe_last_error());
+        t.optim = "sgd";
+        CHECK(moe_train(&t, &mc, NULL, NULL, NULL) == MOE_ERR_CONFIG, "unknown optimiser refused");
+    }
+
     /* the checkpoint serves inference */
     moe_ckpt *c = NULL;
     CHECK(moe_ckpt_load(&c, ck_a) == MOE_OK, "load: %s", moe_last_error());

@@ -32,6 +32,8 @@ static const char *TRAIN_USAGE =
     "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
     "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
     "        --ckpt-every 500\n"
+    "        --optim adam|factored (factored: the paper's memory-saving Adam, beta1 = 0 and a\n"
+    "        factored second moment; default adam, or the checkpoint's on --resume)\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
 
 static volatile sig_atomic_t g_interrupted = 0;
@@ -44,7 +46,7 @@ typedef struct {
     FILE *log;
     int tty;
     int64_t steps;
-    int64_t params_total, params_active;
+    int64_t params_total, params_active, optim_floats;
 } train_ui;
 
 static void fmt_time(char *b, size_t n, double s) {
@@ -62,6 +64,7 @@ static int train_cb(const moe_train_progress *p, void *user) {
     switch (p->kind) {
     case MOE_PROGRESS_START:
         ui->params_total = p->params_total;
+        ui->optim_floats = p->optim_floats;
         ui->params_active = p->params_active;
         printf("model: %lld parameters, %lld active per token; vocabulary %lld; starting at step %lld\n",
                (long long)p->params_total, (long long)p->params_active, (long long)p->vocab, (long long)p->step);
@@ -133,7 +136,7 @@ int cmd_train(int argc, char **argv) {
     const char *ffn_s = NULL, *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *wi_s = NULL, *wl_s = NULL;
     const char *ne_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
-    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL;
+    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL;
     int words = 0, lower = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
@@ -145,7 +148,7 @@ int cmd_train(int argc, char **argv) {
         {"warmup", &warm_s, NULL},      {"clip", &clip_s, NULL},         {"seed", &seed_s, NULL},
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
-        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower}};
+        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     moe_train_config tc = moe_train_config_default();
@@ -177,6 +180,9 @@ int cmd_train(int argc, char **argv) {
     if (warm_s) tc.warmup = cli_int("warmup", warm_s, 0, 1 << 30);
     if (clip_s) tc.clip = (float)cli_double("clip", clip_s, 0, 1e9);
     if (seed_s) tc.seed = cli_u64("seed", seed_s);
+    if (optim_s && strcmp(optim_s, "adam") != 0 && strcmp(optim_s, "factored") != 0)
+        cli_die("--optim must be adam or factored, got '%s'", optim_s);
+    tc.optim = optim_s;
     if (log_s) tc.log_every = cli_int("log-every", log_s, 1, 1 << 30);
     if (eval_s) tc.eval_every = cli_int("eval-every", eval_s, 0, 1 << 30);
     if (evb_s) tc.eval_batches = cli_int("eval-batches", evb_s, 0, 1 << 30);
@@ -224,9 +230,8 @@ int cmd_train(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    /* parameters, gradients and Adam's two moments: 4 floats per parameter */
-    printf("memory: peak RSS %.1f MB; parameters + gradients + Adam moments %.1f MB (%lld parameters)\n",
-           ru.ru_maxrss / 1024.0, 16.0 * ui.params_total / 1e6, (long long)ui.params_total);
+    printf("memory: peak RSS %.1f MB; parameters + gradients %.1f MB (%lld parameters); optimiser state %.1f MB\n",
+           ru.ru_maxrss / 1024.0, 8.0 * ui.params_total / 1e6, (long long)ui.params_total, 4.0 * ui.optim_floats / 1e6);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
     return 0;
 }
