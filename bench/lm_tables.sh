@@ -3,13 +3,15 @@
 # fortunes, byte tokens): (1) at equal operations per timestep and equal training tokens,
 # validation perplexity for the dense baseline and n = 4, 16, 64, 256 experts (k = 2, h = 256;
 # the dense FFN has hidden k*h); (2) balancing weights 0/0, 0.1/0.1 and 1/1 at n = 16.
-# usage: bench/lm_tables.sh [MOE_BINARY] [STEPS]       (results: bench/results/lm-*.md)
+# usage: bench/lm_tables.sh [MOE_BINARY] [STEPS] > bench/results/lm-tables-DATE.md
+# The runs (checkpoints, logs) go to runs/lm-tables-DATE/, outside version control.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 moe=${1:-build/moe}
 steps=${2:-600}
-out=bench/results/lm-$(date -u +%Y%m%dT%H%M%SZ)
+out=runs/lm-tables-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
+echo "<!-- $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null) $moe $steps; runs in $out -->"
 common=(--steps "$steps" --d 128 --k 2 --h 256 --batch 32 --bptt 64 --log-every 50 --eval-every 0 --ckpt-every 0 --seed 1)
 row() { # name, extra args...
   local name=$1; shift

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include "layer_ops.h"
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -24,6 +25,52 @@ static inline float sigmoidf_(float r) {
     if (r >= 0) return 1.0f / (1.0f + expf(-r));
     float e = expf(r);
     return e / (1.0f + e);
+}
+
+/* Rows of the batch per recurrence task; fixed, so results do not depend on the thread count. */
+#define LSTM_ROW_BLOCK 16
+/* Below this many multiply-adds in the whole recurrence one thread runs it. */
+#define LSTM_OMP_MIN_REC (1 << 20)
+
+/* One row of one step: a [4H] pre-activations -> i, f, g, o in place; c_t, h_t [H]. */
+static inline void lstm_cell_forward(float *a, float *ct, float *ht, const float *cp, int H) {
+    for (int j = 0; j < H; j++) {
+        const float ig = sigmoidf_(a[j]), fg = sigmoidf_(a[H + j]);
+        const float gg = tanhf(a[2 * H + j]), og = sigmoidf_(a[3 * H + j]);
+        a[j] = ig;
+        a[H + j] = fg;
+        a[2 * H + j] = gg;
+        a[3 * H + j] = og;
+        ct[j] = fg * cp[j] + ig * gg;
+        ht[j] = og * tanhf(ct[j]);
+    }
+}
+
+/* One row of one step backward: da [4H] from the activations a, c_t, c_{t-1}, the output's
+ * gradient dht and the running dhn, dcn [H] (dh_t and dc_t arriving from step t+1); dcn
+ * becomes dc_{t-1}. */
+static inline void lstm_cell_backward(float *da, const float *dhn, float *dcn, const float *a, const float *ct,
+                                      const float *cp, const float *dht, int H) {
+    for (int j = 0; j < H; j++) {
+        const float ig = a[j], fg = a[H + j], gg = a[2 * H + j], og = a[3 * H + j];
+        /* h_t feeds the loss directly and the next step: both gradients add up */
+        const float dhk = dht[j] + dhn[j];
+        /* forward: h_t = o * tanh(c_t);  so do = dh tanh(c_t),
+         * dc_t = dc (from step t+1) + dh o (1 - tanh(c_t)^2) */
+        const float tc = tanhf(ct[j]);
+        const float dog = dhk * tc;
+        const float dc = dcn[j] + dhk * og * (1.0f - tc * tc);
+        /* forward: c_t = f * c_{t-1} + i * g;  so di = dc g, df = dc c_{t-1}, dg = dc i,
+         * dc_{t-1} = dc f */
+        const float dig = dc * gg, dfg = dc * cp[j], dgg = dc * ig;
+        dcn[j] = dc * fg;
+        /* forward: i, f, o = sigmoid(a), g = tanh(a);  so da = d(gate) s (1 - s) for the
+         * sigmoids and dg (1 - g^2) for the tanh */
+        da[j] = dig * ig * (1.0f - ig);
+        da[H + j] = dfg * fg * (1.0f - fg);
+        da[2 * H + j] = dgg * (1.0f - gg * gg);
+        da[3 * H + j] = dog * og * (1.0f - og);
+    }
 }
 
 size_t lstm_cache_floats(int T, int B, int H) {
@@ -55,27 +102,23 @@ void lstm_forward(float *h, float *hT, float *cT, float *cache, const float *x, 
         moe_sgemm(0,  1, (int)N, (int)G, D, 1.0f, x, D, w_ih,
                     D, 1.0f, acts, (int)G);
     }
-    for (int t = 0; t < T; t++) {
-        const float *hp = t ? h + (size_t)(t - 1) * BH : hinit; /* h_{t-1} [B,H] */
-        const float *cp = t ? cs + (size_t)(t - 1) * BH : cinit; /* c_{t-1} [B,H] */
-        float *a = acts + (size_t)t * B * G, *ct = cs + (size_t)t * BH, *ht = h + (size_t)t * BH;
-        /* a_t [B,4H] += h_{t-1} [B,H] W_hh^T */
-        moe_sgemm(0,  1, B, (int)G, H, 1.0f, hp, H, w_hh, H,
-                    1.0f, a, (int)G);
-#pragma omp parallel for collapse(2) schedule(static) if (BH >= LSTM_OMP_MIN)
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < H; j++) {
-                float *ab = a + (size_t)b * G;
-                const size_t k = (size_t)b * H + j;
-                const float ig = sigmoidf_(ab[j]), fg = sigmoidf_(ab[H + j]);
-                const float gg = tanhf(ab[2 * H + j]), og = sigmoidf_(ab[3 * H + j]);
-                ab[j] = ig;
-                ab[H + j] = fg;
-                ab[2 * H + j] = gg;
-                ab[3 * H + j] = og;
-                ct[k] = fg * cp[k] + ig * gg;
-                ht[k] = og * tanhf(ct[k]);
-            }
+    /* Batch rows never interact in the recurrence, so fixed blocks of rows run all T steps on
+     * their own: no barrier per step, and the same products whatever the thread count. */
+    const int nblk = (B + LSTM_ROW_BLOCK - 1) / LSTM_ROW_BLOCK;
+#pragma omp parallel for schedule(static) if (nblk > 1 && (size_t)T * BH * G >= LSTM_OMP_MIN_REC)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int b0 = blk * LSTM_ROW_BLOCK, nb = B - b0 < LSTM_ROW_BLOCK ? B - b0 : LSTM_ROW_BLOCK;
+        const size_t r0 = (size_t)b0 * H; /* offset of row b0 in a [B,H] buffer */
+        for (int t = 0; t < T; t++) {
+            const float *hp = (t ? h + (size_t)(t - 1) * BH : hinit) + r0; /* h_{t-1} [nb,H] */
+            const float *cp = (t ? cs + (size_t)(t - 1) * BH : cinit) + r0; /* c_{t-1} [nb,H] */
+            float *a = acts + ((size_t)t * B + b0) * G, *ct = cs + (size_t)t * BH + r0;
+            float *ht = h + (size_t)t * BH + r0;
+            /* a_t [nb,4H] += h_{t-1} [nb,H] W_hh^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)G, H, 1.0f, hp, H, w_hh, H, 1.0f, a, (int)G);
+            for (int b = 0; b < nb; b++)
+                lstm_cell_forward(a + (size_t)b * G, ct + (size_t)b * H, ht + (size_t)b * H, cp + (size_t)b * H, H);
+        }
     }
     const float *hlast = T ? h + (size_t)(T - 1) * BH : hinit;
     const float *clast = T ? cs + (size_t)(T - 1) * BH : cinit;
@@ -117,40 +160,26 @@ void lstm_backward(float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *d
     if (dcT) memcpy(dcn, dcT, sizeof(float) * BH);
     else memset(dcn, 0, sizeof(float) * BH);
 
-    for (int t = T - 1; t >= 0; t--) {
-        const float *a = acts + (size_t)t * B * G, *ct = cs + (size_t)t * BH;
-        const float *cp = t ? cs + (size_t)(t - 1) * BH : cinit; /* c_{t-1} */
-        const float *dht = dh + (size_t)t * BH;
-        float *dat = da + (size_t)t * B * G;
-#pragma omp parallel for collapse(2) schedule(static) if (BH >= LSTM_OMP_MIN)
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < H; j++) {
-                const float *ab = a + (size_t)b * G;
-                float *dab = dat + (size_t)b * G;
-                const size_t k = (size_t)b * H + j;
-                const float ig = ab[j], fg = ab[H + j], gg = ab[2 * H + j], og = ab[3 * H + j];
-                /* h_t feeds the loss directly and the next step: both gradients add up */
-                const float dhk = dht[k] + dhn[k];
-                /* forward: h_t = o * tanh(c_t);  so do = dh tanh(c_t),
-                 * dc_t = dc (from step t+1) + dh o (1 - tanh(c_t)^2) */
-                const float tc = tanhf(ct[k]);
-                const float dog = dhk * tc;
-                const float dc = dcn[k] + dhk * og * (1.0f - tc * tc);
-                /* forward: c_t = f * c_{t-1} + i * g;  so di = dc g, df = dc c_{t-1}, dg = dc i,
-                 * dc_{t-1} = dc f */
-                const float dig = dc * gg, dfg = dc * cp[k], dgg = dc * ig;
-                dcn[k] = dc * fg;
-                /* forward: i, f, o = sigmoid(a), g = tanh(a);  so da = d(gate) s (1 - s) for the
-                 * sigmoids and dg (1 - g^2) for the tanh */
-                dab[j] = dig * ig * (1.0f - ig);
-                dab[H + j] = dfg * fg * (1.0f - fg);
-                dab[2 * H + j] = dgg * (1.0f - gg * gg);
-                dab[3 * H + j] = dog * og * (1.0f - og);
+    const int nblk = (B + LSTM_ROW_BLOCK - 1) / LSTM_ROW_BLOCK;
+#pragma omp parallel for schedule(static) if (nblk > 1 && (size_t)T * BH * G >= LSTM_OMP_MIN_REC)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int b0 = blk * LSTM_ROW_BLOCK, nb = B - b0 < LSTM_ROW_BLOCK ? B - b0 : LSTM_ROW_BLOCK;
+        const size_t r0 = (size_t)b0 * H;
+        for (int t = T - 1; t >= 0; t--) {
+            const float *a = acts + ((size_t)t * B + b0) * G, *ct = cs + (size_t)t * BH + r0;
+            const float *cp = (t ? cs + (size_t)(t - 1) * BH : cinit) + r0; /* c_{t-1} */
+            const float *dht = dh + (size_t)t * BH + r0;
+            float *dat = da + ((size_t)t * B + b0) * G;
+            for (int b = 0; b < nb; b++) {
+                const size_t o = (size_t)b * H;
+                lstm_cell_backward(dat + (size_t)b * G, dhn + r0 + o, dcn + r0 + o, a + (size_t)b * G, ct + o,
+                                   cp + o, dht + o, H);
             }
-        /* forward: a_t += h_{t-1} W_hh^T;  so dh_{t-1} [B,H] = da_t [B,4H] W_hh [4H,H] */
-        if (t > 0 || dh0)
-            moe_sgemm(0,  0, B, H, (int)G, 1.0f, dat,
-                        (int)G, w_hh, H, 0.0f, dhn, H);
+            /* forward: a_t += h_{t-1} W_hh^T;  so dh_{t-1} [nb,H] = da_t [nb,4H] W_hh [4H,H] */
+            if (t > 0 || dh0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, H, (int)G, 1.0f, dat, (int)G, w_hh, H, 0.0f,
+                            dhn + r0, H);
+        }
     }
     if (dh0) memcpy(dh0, dhn, sizeof(float) * BH);
     if (dc0) memcpy(dc0, dcn, sizeof(float) * BH);
