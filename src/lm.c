@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "lstm.h"
 #include "nn.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -191,7 +192,6 @@ moe_layer *moe_lm_moe(moe_lm *m) { return m ? m->moe : NULL; }
 static float *P(const moe_lm *m, int p) { return m->params + m->slots[p].offset; }
 static float *G(const moe_lm *m, int p) { return m->grads + m->slots[p].offset; }
 
-static inline float sigm(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
 
 /* FLOPs of the matrix products for N positions (a multiply-add = 2). */
 static double step_flops(const moe_lm *m, double N, int train) {
@@ -240,7 +240,7 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
         st = moe_layer_forward(m->moe, m->mo, m->x1, N, train ? MOE_TRAIN : MOE_EVAL, NULL, &ms);
         if (st) return st;
         /* forward: x2 = x1 + drop(sigmoid(mo)) */
-        for (size_t i = 0; i < Nd; i++) m->sg[i] = sigm(m->mo[i]);
+        for (size_t i = 0; i < Nd; i++) m->sg[i] = sigmoid_f(m->mo[i]);
         dropout_forward(m->x2, m->sg, Nd, p, m->seed, ctr[2]);
         for (size_t i = 0; i < Nd; i++) m->x2[i] += m->x1[i];
         x2 = m->x2;

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include "layer_ops.h"
+#include "vmath.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -21,43 +22,42 @@
  * each row, so a task reads contiguous memory and owns its outputs (no races, fixed order). */
 #define COLS_PER_TASK 64
 
-static inline float sigmoidf_(float r) {
-    if (r >= 0) return 1.0f / (1.0f + expf(-r));
-    float e = expf(r);
-    return e / (1.0f + e);
-}
-
 /* Rows of the batch per recurrence task; fixed, so results do not depend on the thread count. */
 #define LSTM_ROW_BLOCK 16
 /* Below this many multiply-adds in the whole recurrence one thread runs it. */
 #define LSTM_OMP_MIN_REC (1 << 20)
 
 /* One row of one step: a [4H] pre-activations -> i, f, g, o in place; c_t, h_t [H]. */
-static inline void lstm_cell_forward(float *a, float *ct, float *ht, const float *cp, int H) {
+static inline void lstm_cell_forward(float *a, float *restrict ct, float *restrict ht, const float *restrict cp,
+                                     int H) {
+    float *restrict ai = a, *restrict af = a + H, *restrict ag = a + 2 * H, *restrict ao = a + 3 * H;
     for (int j = 0; j < H; j++) {
-        const float ig = sigmoidf_(a[j]), fg = sigmoidf_(a[H + j]);
-        const float gg = tanhf(a[2 * H + j]), og = sigmoidf_(a[3 * H + j]);
-        a[j] = ig;
-        a[H + j] = fg;
-        a[2 * H + j] = gg;
-        a[3 * H + j] = og;
+        const float ig = sigmoid_f(ai[j]), fg = sigmoid_f(af[j]);
+        const float gg = tanh_f(ag[j]), og = sigmoid_f(ao[j]);
+        ai[j] = ig;
+        af[j] = fg;
+        ag[j] = gg;
+        ao[j] = og;
         ct[j] = fg * cp[j] + ig * gg;
-        ht[j] = og * tanhf(ct[j]);
+        ht[j] = og * tanh_f(ct[j]);
     }
 }
 
 /* One row of one step backward: da [4H] from the activations a, c_t, c_{t-1}, the output's
  * gradient dht and the running dhn, dcn [H] (dh_t and dc_t arriving from step t+1); dcn
  * becomes dc_{t-1}. */
-static inline void lstm_cell_backward(float *da, const float *dhn, float *dcn, const float *a, const float *ct,
-                                      const float *cp, const float *dht, int H) {
+static inline void cell_backward(float *restrict di, float *restrict df, float *restrict dg, float *restrict dout,
+                                 const float *restrict dhn, float *restrict dcn, const float *restrict ai,
+                                 const float *restrict af, const float *restrict ag, const float *restrict ao,
+                                 const float *restrict ct, const float *restrict cp, const float *restrict dht,
+                                 int H) {
     for (int j = 0; j < H; j++) {
-        const float ig = a[j], fg = a[H + j], gg = a[2 * H + j], og = a[3 * H + j];
+        const float ig = ai[j], fg = af[j], gg = ag[j], og = ao[j];
         /* h_t feeds the loss directly and the next step: both gradients add up */
         const float dhk = dht[j] + dhn[j];
         /* forward: h_t = o * tanh(c_t);  so do = dh tanh(c_t),
          * dc_t = dc (from step t+1) + dh o (1 - tanh(c_t)^2) */
-        const float tc = tanhf(ct[j]);
+        const float tc = tanh_f(ct[j]);
         const float dog = dhk * tc;
         const float dc = dcn[j] + dhk * og * (1.0f - tc * tc);
         /* forward: c_t = f * c_{t-1} + i * g;  so di = dc g, df = dc c_{t-1}, dg = dc i,
@@ -66,11 +66,15 @@ static inline void lstm_cell_backward(float *da, const float *dhn, float *dcn, c
         dcn[j] = dc * fg;
         /* forward: i, f, o = sigmoid(a), g = tanh(a);  so da = d(gate) s (1 - s) for the
          * sigmoids and dg (1 - g^2) for the tanh */
-        da[j] = dig * ig * (1.0f - ig);
-        da[H + j] = dfg * fg * (1.0f - fg);
-        da[2 * H + j] = dgg * (1.0f - gg * gg);
-        da[3 * H + j] = dog * og * (1.0f - og);
+        di[j] = dig * ig * (1.0f - ig);
+        df[j] = dfg * fg * (1.0f - fg);
+        dg[j] = dgg * (1.0f - gg * gg);
+        dout[j] = dog * og * (1.0f - og);
     }
+}
+static inline void lstm_cell_backward(float *da, const float *dhn, float *dcn, const float *a, const float *ct,
+                                      const float *cp, const float *dht, int H) {
+    cell_backward(da, da + H, da + 2 * H, da + 3 * H, dhn, dcn, a, a + H, a + 2 * H, a + 3 * H, ct, cp, dht, H);
 }
 
 size_t lstm_cache_floats(int T, int B, int H) {

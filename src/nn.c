@@ -5,7 +5,9 @@
 #include "moe.h"
 
 #include "layer_ops.h"
+#include "vmath.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void linear_forward(float *out, const float *in, const float *W, const float *b, int B, int i,
@@ -42,27 +44,49 @@ void relu_backward(float *din, const float *dout, const float *out, size_t count
         if (out[j] > 0.0f) din[j] += dout[j];
 }
 
+/* Rows per task of the softmax: fixed, so the loss is summed in the same order for any number
+ * of threads. */
+#define SOFTMAX_ROWS 64
+
+static double softmax_row(float *restrict p, const float *restrict z, int label, int C) {
+    float zmax = z[0];
+    for (int c = 1; c < C; c++) zmax = z[c] > zmax ? z[c] : zmax;
+    for (int c = 0; c < C; c++) p[c] = exp_f(z[c] - zmax);
+    double sum = 0.0;
+    for (int c = 0; c < C; c++) sum += p[c];
+    const float inv = (float)(1.0 / sum);
+    for (int c = 0; c < C; c++) p[c] *= inv;
+    /* -log softmax computed from the logits, not log(p), so a tiny p does not give -inf */
+    return log(sum) - (double)(z[label] - zmax);
+}
+
 double softmax_xent_forward(float *losses, float *probs, const float *logits, const int *labels,
                             int B, int C) {
-    double total = 0.0;
-    for (int r = 0; r < B; r++) {
-        const float *z = logits + (size_t)r * C;
-        float *p = probs + (size_t)r * C;
-        float zmax = z[0];
-        for (int c = 1; c < C; c++)
-            if (z[c] > zmax) zmax = z[c];
-        double sum = 0.0;
-        for (int c = 0; c < C; c++) {
-            p[c] = expf(z[c] - zmax);
-            sum += p[c];
+    const int ntask = (B + SOFTMAX_ROWS - 1) / SOFTMAX_ROWS;
+    double part_small[64], *part = ntask <= 64 ? part_small : malloc(sizeof(double) * (size_t)ntask);
+    if (!part) { /* no memory for the partial sums: one thread, same order */
+        double total = 0.0;
+        for (int r = 0; r < B; r++) {
+            double l = softmax_row(probs + (size_t)r * C, logits + (size_t)r * C, labels[r], C);
+            if (losses) losses[r] = (float)l;
+            total += l;
         }
-        const float inv = (float)(1.0 / sum);
-        for (int c = 0; c < C; c++) p[c] *= inv;
-        /* -log softmax computed from the logits, not log(p), so a tiny p does not give -inf */
-        double l = log(sum) - (double)(z[labels[r]] - zmax);
-        if (losses) losses[r] = (float)l;
-        total += l;
+        return total / B;
     }
+#pragma omp parallel for schedule(static) if ((size_t)B * C >= 65536)
+    for (int task = 0; task < ntask; task++) {
+        const int r1 = (task + 1) * SOFTMAX_ROWS < B ? (task + 1) * SOFTMAX_ROWS : B;
+        double t = 0.0;
+        for (int r = task * SOFTMAX_ROWS; r < r1; r++) {
+            double l = softmax_row(probs + (size_t)r * C, logits + (size_t)r * C, labels[r], C);
+            if (losses) losses[r] = (float)l;
+            t += l;
+        }
+        part[task] = t;
+    }
+    double total = 0.0;
+    for (int task = 0; task < ntask; task++) total += part[task];
+    if (part != part_small) free(part);
     return total / B;
 }
 
