@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,25 @@ static float *alloc_fill(size_t n, float a, uint64_t seed) {
     if (!p) cli_die("out of memory (%zu floats)", n);
     for (size_t i = 0; i < n; i++) p[i] = a * (2.0f * moe_rng_uniform(seed, i) - 1.0f);
     return p;
+}
+
+/* The machine's ceiling: a 2048^3 sgemm on OpenBLAS's own threads (set by the caller), GFLOP/s,
+ * the median of reps after a warm-up. */
+static double sgemm_ceiling(int reps) {
+    const int S = 2048;
+    float *a = alloc_fill((size_t)S * S, 1.0f, 31), *b = alloc_fill((size_t)S * S, 1.0f, 32);
+    float *c = malloc(sizeof(float) * S * S);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    if (!c || !t) cli_die("out of memory");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
+    for (int r = 0; r < reps; r++) {
+        double t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
+        t[r] = cli_now() - t0;
+    }
+    double g = 2.0 * S * S * (double)S / median(t, reps) / 1e9;
+    free(a); free(b); free(c); free(t);
+    return g;
 }
 
 /* Dense FFN y = relu(x W1) W2 with its backward: the compute-matched baseline. */
@@ -128,19 +148,7 @@ static int bench_layer(int argc, char **argv) {
         dfb = median(tb, reps);
         free(f.w1); free(f.w2); free(f.dw1); free(f.dw2); free(f.a); free(f.y); free(f.da); free(f.dx);
     }
-    /* the ceiling: a large square sgemm */
-    const int S = 2048;
-    float *a = alloc_fill((size_t)S * S, 1.0f, 31), *b = alloc_fill((size_t)S * S, 1.0f, 32);
-    float *c = malloc(sizeof(float) * S * S);
-    if (!c) cli_die("out of memory");
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
-    for (int r = 0; r < reps; r++) {
-        double t0 = cli_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, S, S, 1.0f, a, S, b, S, 0.0f, c, S);
-        tf[r] = cli_now() - t0;
-    }
-    double sg = 2.0 * S * S * (double)S / median(tf, reps) / 1e9;
-    free(a); free(b); free(c);
+    double sg = sgemm_ceiling(reps);
     openblas_set_num_threads(1);
 
     double fwd_tps = B / fwd, fb_tps = B / fb, gf = 3.0 * flop_fwd / fb / 1e9;
@@ -166,18 +174,120 @@ static int bench_layer(int argc, char **argv) {
                    3.0 * flop_fwd / dfb / 1e9);
             printf("MoE / dense throughput (forward+backward): %.3f\n", dfb / fb);
         }
-        printf("sgemm %dx%dx%d: %.1f GFLOP/s  (MoE expert products at %.0f%% of it)\n", S, S, S, sg, 100.0 * gf / sg);
+        printf("sgemm 2048x2048x2048: %.1f GFLOP/s  (MoE expert products at %.0f%% of it)\n", sg, 100.0 * gf / sg);
     }
     free(x); free(dy); free(y); free(dx); free(tf); free(tb);
     return 0;
 }
 
+
+static const char *BENCH_LM_USAGE =
+    "usage: moe bench lm [--d 128] [--experts 16] [--k 2] [--h 256] [--ffn moe|dense|none]\n"
+    "                    [--batch 32] [--bptt 64] [--steps 30] [--reps 3] [--threads T] [--json]\n"
+    "\n"
+    "Times training steps of the language model (forward, backward, gradient clipping and Adam, as\n"
+    "moe train runs them; the defaults are moe train's model) on random tokens, and in the same run\n"
+    "a 2048^3 sgemm on as many threads: the achieved GFLOP/s of all matrix products against that\n"
+    "ceiling. Each rep times --steps steps; medians over --reps.\n";
+
+static int bench_lm(int argc, char **argv) {
+    const char *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *ffn_s = "moe", *b_s = "32", *t_s = "64";
+    const char *steps_s = "30", *reps_s = "3", *threads_s = NULL;
+    int json = 0;
+    cli_opt opts[] = {{"d", &d_s, NULL},         {"experts", &n_s, NULL},     {"k", &k_s, NULL},
+                      {"h", &h_s, NULL},         {"ffn", &ffn_s, NULL},       {"batch", &b_s, NULL},
+                      {"bptt", &t_s, NULL},      {"steps", &steps_s, NULL},   {"reps", &reps_s, NULL},
+                      {"threads", &threads_s, NULL}, {"json", NULL, &json}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], BENCH_LM_USAGE);
+    if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
+    const int threads = moe_get_threads();
+    moe_lm_config c = moe_lm_config_default();
+    if (d_s) c.d = cli_int("d", d_s, 1, 65536);
+    if (n_s) c.n = cli_int("experts", n_s, 1, 1 << 20);
+    if (k_s) c.k = cli_int("k", k_s, 1, 1 << 20);
+    if (h_s) c.h = cli_int("h", h_s, 1, 1 << 20);
+    if (strcmp(ffn_s, "moe") == 0) c.ffn = MOE_FFN_MOE;
+    else if (strcmp(ffn_s, "dense") == 0) c.ffn = MOE_FFN_DENSE;
+    else if (strcmp(ffn_s, "none") == 0) c.ffn = MOE_FFN_NONE;
+    else cli_die("--ffn must be moe, dense or none, got '%s'", ffn_s);
+    if (c.ffn == MOE_FFN_MOE && c.k > c.n) cli_die("--k %d exceeds --experts %d", c.k, c.n);
+    const int B = cli_int("batch", b_s, 1, 1 << 16), T = cli_int("bptt", t_s, 1, 1 << 16);
+    const int steps = cli_int("steps", steps_s, 1, 1 << 20), reps = cli_int("reps", reps_s, 1, 1000);
+    moe_lm *m = NULL;
+    cli_check(moe_lm_create(&m, &c, 1), "creating the model");
+    float *p1, *g1, *p2 = NULL, *g2 = NULL;
+    size_t n1, n2 = 0;
+    moe_lm_arena(m, &p1, &g1, &n1);
+    moe_layer *ml = moe_lm_moe(m);
+    if (ml) moe_layer_arena(ml, &p2, &g2, &n2);
+    moe_adam_config ac = moe_adam_config_default();
+    moe_adam *o1 = NULL, *o2 = NULL;
+    cli_check(moe_adam_create(&o1, n1, &ac), "optimiser");
+    if (ml) cli_check(moe_adam_create(&o2, n2, &ac), "optimiser");
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
+    double *tt = malloc(sizeof(double) * (size_t)reps);
+    if (!tok || !tt) cli_die("out of memory");
+    double flops = 0.0;
+    uint64_t ctr = 0;
+    for (int r = -1; r < reps; r++) { /* rep -1 warms up */
+        double t0 = cli_now();
+        for (int s = 0; s < steps; s++) {
+            for (size_t i = 0; i < (size_t)B * (T + 1); i++)
+                tok[i] = (int32_t)(moe_rng_uniform(77, ctr++) * c.vocab) % c.vocab;
+            moe_lm_zero_grad(m);
+            moe_lm_stats st;
+            cli_check(moe_lm_step(m, tok, B, T, 1, &st), "training step");
+            /* clip as moe train does (norm over both arenas) */
+            double nrm = 0.0;
+            for (size_t i = 0; i < n1; i++) nrm += (double)g1[i] * g1[i];
+            for (size_t i = 0; i < n2; i++) nrm += (double)g2[i] * g2[i];
+            nrm = sqrt(nrm);
+            if (nrm > 1.0) {
+                float sc = (float)(1.0 / nrm);
+                for (size_t i = 0; i < n1; i++) g1[i] *= sc;
+                for (size_t i = 0; i < n2; i++) g2[i] *= sc;
+            }
+            cli_check(moe_adam_step(o1, p1, g1, 1e-3f), "Adam");
+            if (o2) cli_check(moe_adam_step(o2, p2, g2, 1e-3f), "Adam");
+            flops = st.flops;
+        }
+        if (r >= 0) tt[r] = (cli_now() - t0) / steps;
+    }
+    const double step_s = median(tt, reps), gf = flops / step_s / 1e9;
+    moe_adam_free(o1);
+    moe_adam_free(o2);
+    moe_lm_free(m);
+    free(tok);
+    free(tt);
+    openblas_set_num_threads(threads);
+    const double sg = sgemm_ceiling(5);
+    openblas_set_num_threads(1);
+    const char *fn = c.ffn == MOE_FFN_MOE ? "moe" : c.ffn == MOE_FFN_DENSE ? "dense" : "none";
+    if (json)
+        printf("{\"impl\":\"moe_lm\",\"ffn\":\"%s\",\"d\":%d,\"n\":%d,\"k\":%d,\"h\":%d,\"batch\":%d,\"bptt\":%d,"
+               "\"threads\":%d,\"step_s\":%.6f,\"tokens_per_s\":%.1f,\"gflop_per_step\":%.4f,\"gflops\":%.2f,"
+               "\"sgemm_gflops\":%.2f,\"fraction_of_sgemm\":%.4f}\n",
+               fn, c.d, c.n, c.k, c.h, B, T, threads, step_s, B * T / step_s, flops / 1e9, gf, sg, gf / sg);
+    else {
+        printf("language model ffn=%s d=%d n=%d k=%d h=%d, batch %d x bptt %d, %d threads (median of %d x %d steps)\n",
+               fn, c.d, c.n, c.k, c.h, B, T, threads, reps, steps);
+        printf("  training step %8.4f s  %10.0f tokens/s  %.3f GFLOP  %7.1f GFLOP/s\n", step_s, B * T / step_s,
+               flops / 1e9, gf);
+        printf("sgemm 2048x2048x2048: %.1f GFLOP/s  (the training step's products at %.0f%% of it)\n", sg,
+               100.0 * gf / sg);
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "layer") == 0) return bench_layer(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "lm") == 0) return bench_lm(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fputs(BENCH_USAGE, stdout);
+        fputs("\n", stdout);
+        fputs(BENCH_LM_USAGE, stdout);
         return 0;
     }
-    fprintf(stderr, "moe: error: unknown benchmark (try: moe bench layer --help)\n");
+    fprintf(stderr, "moe: error: unknown benchmark: use moe bench layer or moe bench lm (each has --help)\n");
     return 2;
 }
