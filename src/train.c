@@ -620,7 +620,11 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         }
         if (tc->checkpoint && ((tc->ckpt_every > 0 && rs.step % tc->ckpt_every == 0) || last || stop)) {
             rs.pos = td_iter_get_pos(it);
-            if ((st = ckpt_write(&rs, tc->checkpoint))) goto done;
+            if ((st = ckpt_write(&rs, tc->checkpoint))) {
+                st = moe_fail(st, "saving the checkpoint at step %lld failed (%s); the file from the last successful save is unchanged",
+                              (long long)rs.step, moe_last_error());
+                goto done;
+            }
             memset(&pr, 0, sizeof pr);
             pr.kind = MOE_PROGRESS_CHECKPOINT;
             pr.step = rs.step;

@@ -48,6 +48,14 @@ cp "$tmp/a/model.safetensors" "$tmp/keep.safetensors"
 expect 1 "contradict" -- "$moe" train --data "$tmp/text.txt" --steps 30 --out "$tmp/a" --resume "$tmp/a/model.safetensors" --batch 4 --bptt 16 --experts 8
 expect 1 "batch" -- "$moe" train --data "$tmp/text.txt" --steps 30 --out "$tmp/a" --resume "$tmp/a/model.safetensors" --batch 5 --bptt 16
 cmp -s "$tmp/a/model.safetensors" "$tmp/keep.safetensors" && ok || bad "a refused resume changed the checkpoint"
+# a disk that fills up while saving (a file-size limit stands in for it: writes past it fail
+# with EFBIG): the error is reported and the previous checkpoint survives, byte for byte
+expect 1 "checkpoint|write|space|large" -- bash -c "trap '' XFSZ; ulimit -f 64; exec \"\$0\" \"\$@\"" "$moe" train --data "$tmp/text.txt" --steps 30 --out "$tmp/a" --resume "$tmp/a/model.safetensors" --batch 4 --bptt 16
+cmp -s "$tmp/a/model.safetensors" "$tmp/keep.safetensors" && ok || bad "a failed save changed the previous checkpoint"
+ls "$tmp/a" | grep -q 'tmp' && bad "a failed save left a temporary file: $(ls "$tmp/a")" || ok
+expect 1 "adam or factored" -- "$moe" train --data "$tmp/text.txt" --steps 2 --out "$tmp/c" --optim sgd
+expect 0 "optimiser state" -- "$moe" train --data "$tmp/text.txt" --steps 4 --out "$tmp/f" "${small[@]}" --optim factored
+expect 1 "factored optimiser, not adam" -- "$moe" train --data "$tmp/text.txt" --steps 8 --out "$tmp/f" --resume "$tmp/f/model.safetensors" --batch 4 --bptt 16 --optim adam
 head -c 3000 "$tmp/a/model.safetensors" > "$tmp/trunc.safetensors"
 expect 1 "truncated|cut short" -- "$moe" eval --model "$tmp/trunc.safetensors" --data "$tmp/text.txt"
 expect 1 "not a moe language-model checkpoint" -- "$moe" info "$2/golden/n4_k1_bias0_eval.params.safetensors"
