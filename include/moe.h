@@ -33,6 +33,8 @@ typedef enum {
     MOE_ERR_MISSING = 9,     /* a required tensor or setting is absent */
     MOE_ERR_NONFINITE = 10,  /* NaN or Inf found in an input */
     MOE_ERR_STATE = 11,      /* call out of order, e.g. backward without a forward */
+    MOE_ERR_UNSUPPORTED = 12, /* this build lacks the feature (e.g. MPI) */
+    MOE_ERR_COMM = 13,       /* a collective across processes failed, or the ranks disagree */
 } moe_status;
 
 /* Words for a status ("invalid configuration", ...). Never NULL. */
@@ -167,6 +169,41 @@ moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src,
 /* Noise stream position (for exact resume). */
 void moe_layer_get_rng(const moe_layer *l, uint64_t *seed, uint64_t *counter);
 void moe_layer_set_rng(moe_layer *l, uint64_t seed, uint64_t counter);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Expert parallelism over processes (SPEC 1.7): each expert lives on one rank; the gate is
+ * replicated. Needs a build with MPI (moe_have_mpi()); without it these calls give
+ * MOE_ERR_UNSUPPORTED. mpi.h is never needed by callers.                                      */
+typedef struct moe_comm moe_comm;
+int moe_have_mpi(void); /* 1 if this build has the MPI backend */
+/* Initialises MPI if nobody has (threads: MPI_THREAD_FUNNELED: only the calling thread talks
+ * to MPI) and returns a handle on MPI_COMM_WORLD. Under mpirun a rank that dies or exits with
+ * a non-zero status ends the whole job (OpenMPI's default), so a failing rank never leaves the
+ * others waiting in a collective. */
+moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv);
+/* Frees the handle; finalises MPI if moe_comm_world initialised it. NULL is harmless. */
+void moe_comm_free(moe_comm *c);
+int moe_comm_rank(const moe_comm *c);
+int moe_comm_size(const moe_comm *c);
+/* In place: buf[count] = the sum over ranks (the same order on every rank). */
+moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count);
+/* Every rank must pass the same value (settings, sizes); MOE_ERR_COMM naming `what` if not. */
+moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what);
+/* Ends every rank of the job with `code` (for a rank that cannot go on while others wait). */
+void moe_comm_abort(moe_comm *c, int code);
+
+/* A layer whose experts are split over the ranks of `comm`: rank r holds experts
+ * [n*r/P, n*(r+1)/P) (P <= n; uneven counts are fine), the parameters of a layer created with
+ * the same seed on one process. Every rank calls forward and backward with its own tokens
+ * (any B per rank); the tokens travel to their experts' ranks and back (MPI_Alltoallv), so
+ * together the ranks compute exactly the layer applied to the concatenation of their batches
+ * (rank 0's tokens first): the same y, the balancing losses over the whole batch, and, after
+ * backward, the same gradients (the gate's summed over ranks, each expert's on its rank).
+ * Seeded noise is drawn for each token's global position. `comm` must outlive the layer. */
+moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed,
+                                    moe_comm *comm);
+/* The experts this layer holds: [first, first + count). A plain layer holds them all. */
+void moe_layer_shard(const moe_layer *l, int *first, int *count);
 
 /* Save/load in the SPEC 1.5 layout (settings in __metadata__ as strings). Save is atomic.
  * Load checks every tensor's presence, dtype and shape against the metadata. */

@@ -4,7 +4,7 @@
 #   scripts/deps.sh --torch  also python3-torch/numpy (to regenerate golden files, run bench/*.py)
 #   scripts/deps.sh --valgrind  also valgrind
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev dataset-fashion-mnist fortunes)
+pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes)
 case "${1:-}" in
   --torch) pkgs+=(python3-torch python3-numpy) ;;
   --valgrind) pkgs+=(valgrind) ;;

@@ -1,51 +1,17 @@
 /* layer.c - the moe_layer handle: parameter arena, forward/backward workspace, and the public
  * layer API that strings gate.c, dispatch.c and experts.c together (see layer_ops.h). */
 #include "internal.h"
+#include "layer_impl.h"
 #include "layer_ops.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_WG, P_WN, P_W1, P_B1, P_W2, P_B2, P_COUNT };
 static const char *const PARAM_NAMES[P_COUNT] = {"gate.w_gate", "gate.w_noise", "experts.w1",
                                                  "experts.b1",  "experts.w2",   "experts.b2"};
 
-typedef struct {
-    int present;
-    int ndim;
-    int64_t shape[3];
-    size_t numel, offset; /* offset in floats into the arenas, 16-float aligned */
-} param_slot;
-
-/* Buffers sized for the largest batch seen; R = B*k rows after dispatch. */
-typedef struct {
-    int capB;
-    float *clean, *raw, *sigma, *H, *eps, *P; /* [B,n]; raw ends as sigmoid(x Wn), P = Phi */
-    float *dclean, *draw;                     /* [B,n] backward scratch */
-    int *topi;                                /* [B,K1] */
-    float *topv;                              /* [B,K1] */
-    float *gk, *dgk;                          /* [B,k] */
-    int *tok, *pos;                           /* [R] */
-    float *Xs, *Ys, *dYs;                     /* [R,d] (dXs reuses dYs) */
-    float *A, *dA;                            /* [R,h] */
-    const float *x;                           /* the forward input, borrowed until backward */
-    int B, train, smooth, valid;
-} workspace;
-
-struct moe_layer {
-    moe_layer_config cfg;
-    param_slot slots[P_COUNT];
-    float *params, *grads; /* arenas */
-    size_t arena_count;
-    int *counts, *offsets; /* [n], [n+1] */
-    double *importance, *load, *dimp, *dload; /* [n] */
-    moe_layer_stats stats;
-    uint64_t seed, counter;
-    workspace ws;
-};
-
-static int g_strategy = EXPERTS_PAR_AUTO;
+int g_moe_strategy = EXPERTS_PAR_AUTO;
 
 moe_layer_config moe_layer_config_default(void) {
     moe_layer_config c = {.d = 512, .h = 1024, .n = 16, .k = 4, .bias = 0,
@@ -120,16 +86,15 @@ static moe_status ws_reserve(moe_layer *l, int B) {
     return MOE_OK;
 }
 
-moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
-    if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
-    *out = NULL;
-    moe_status st = moe_layer_config_check(cfg);
-    if (st) return st;
+/* A layer holding experts [e0, e0 + nloc) of cfg->n (all of them unless sharded). */
+static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, int e0, int nloc) {
     moe_layer *l = calloc(1, sizeof *l);
     if (!l) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the layer");
     l->cfg = *cfg;
-    const int64_t d = cfg->d, h = cfg->h, n = cfg->n;
-    const int64_t shapes[P_COUNT][3] = {{d, n, 0}, {d, n, 0}, {n, d, h}, {n, h, 0}, {n, h, d}, {n, d, 0}};
+    l->e0 = e0;
+    l->nloc = nloc;
+    const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc;
+    const int64_t shapes[P_COUNT][3] = {{d, n, 0}, {d, n, 0}, {nl, d, h}, {nl, h, 0}, {nl, h, d}, {nl, d, 0}};
     const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
@@ -165,11 +130,12 @@ moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64
      * in +-1/sqrt(fan_in), each value a pure function of (seed, position). */
     float *w1 = l->params + l->slots[P_W1].offset, *w2 = l->params + l->slots[P_W2].offset;
     float a1 = 1.0f / sqrtf((float)d), a2 = 1.0f / sqrtf((float)h);
-    size_t nw = l->slots[P_W1].numel;
+    /* expert e's values are those of position e in the full stack, wherever e lives */
+    size_t nw = l->slots[P_W1].numel, g0 = (size_t)e0 * (size_t)(d * h);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < nw; i++) {
-        w1[i] = a1 * (2.0f * moe_rng_uniform(seed ^ 0x5731ULL, i) - 1.0f);
-        w2[i] = a2 * (2.0f * moe_rng_uniform(seed ^ 0x5732ULL, i) - 1.0f);
+        w1[i] = a1 * (2.0f * moe_rng_uniform(seed ^ 0x5731ULL, g0 + i) - 1.0f);
+        w2[i] = a2 * (2.0f * moe_rng_uniform(seed ^ 0x5732ULL, g0 + i) - 1.0f);
     }
     l->seed = seed;
     l->counter = 0;
@@ -177,9 +143,43 @@ moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64
     return MOE_OK;
 }
 
+moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
+    if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    moe_status st = moe_layer_config_check(cfg);
+    if (st) return st;
+    return layer_create(out, cfg, seed, 0, cfg->n);
+}
+
+moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm) {
+    if (!out || !comm) return moe_fail(MOE_ERR_INVALID_ARG, "out and comm must not be NULL");
+    *out = NULL;
+    moe_status st = moe_layer_config_check(cfg);
+    if (st) return st;
+    const int P = moe_comm_size(comm), r = moe_comm_rank(comm);
+    if (P > cfg->n)
+        return moe_fail(MOE_ERR_CONFIG, "%d ranks but only n=%d experts: each rank needs at least one expert (use at most %d ranks)",
+                        P, cfg->n, cfg->n);
+    /* every rank must build the same layer: a mismatch would exchange garbage */
+    const int64_t sig[] = {cfg->d, cfg->h, cfg->n, cfg->k, cfg->bias, (int64_t)seed};
+    const char *what[] = {"the layer's d", "the layer's h", "the layer's n", "the layer's k", "bias", "the seed"};
+    for (int i = 0; i < 6; i++)
+        if ((st = moe_comm_check_same(comm, sig[i], what[i]))) return st;
+    const int e0 = shard_first(cfg->n, P, r), e1 = shard_first(cfg->n, P, r + 1);
+    if ((st = layer_create(out, cfg, seed, e0, e1 - e0))) return st;
+    (*out)->comm = comm;
+    return MOE_OK;
+}
+
+void moe_layer_shard(const moe_layer *l, int *first, int *count) {
+    if (first) *first = l ? l->e0 : 0;
+    if (count) *count = l ? l->nloc : 0;
+}
+
 void moe_layer_free(moe_layer *l) {
     if (!l) return;
     ws_free(&l->ws);
+    shard_free(&l->sw);
     moe_free_aligned(l->params);
     moe_free_aligned(l->grads);
     free(l->counts);
@@ -193,14 +193,8 @@ void moe_layer_free(moe_layer *l) {
 
 moe_layer_config moe_layer_get_config(const moe_layer *l) { return l->cfg; }
 
-void moe_set_parallel(moe_parallel p) { g_strategy = (int)p; }
+void moe_set_parallel(moe_parallel p) { g_moe_strategy = (int)p; }
 
-static float *pdata(const moe_layer *l, int p) {
-    return l->slots[p].present ? l->params + l->slots[p].offset : NULL;
-}
-static float *pgrad(const moe_layer *l, int p) {
-    return l->slots[p].present ? l->grads + l->slots[p].offset : NULL;
-}
 
 moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
                              const float *noise, moe_layer_stats *stats) {
@@ -219,6 +213,11 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     if (st) return st;
     workspace *w = &l->ws;
     w->valid = 0;
+    if (l->comm) {
+        if ((st = shard_forward(l, y, x, B, train, noise))) return st;
+        if (stats) *stats = l->stats;
+        return MOE_OK;
+    }
     if (train) {
         if (noise) {
             memcpy(w->eps, noise, sizeof(float) * (size_t)B * n);
@@ -239,7 +238,7 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
 
     dispatch_build(l->counts, l->offsets, w->tok, w->pos, w->topi, B, n, k, K1);
     const int R = B * k;
-    const int strat = experts_pick_strategy(g_strategy, R, n, moe_threads());
+    const int strat = experts_pick_strategy(g_moe_strategy, R, n, moe_threads());
     dispatch_gather(w->Xs, x, w->tok, R, d);
     experts_forward(w->A, w->Ys, w->Xs, pdata(l, P_W1), pdata(l, P_B1), pdata(l, P_W2),
                     pdata(l, P_B2), l->offsets, n, d, h, strat);
@@ -271,8 +270,9 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     const int d = c->d, n = c->n, k = c->k, h = c->h, B = w->B, R = B * k;
     if (!moe_all_finite(dy, (size_t)B * d))
         return moe_fail(MOE_ERR_NONFINITE, "grad_output dy [%d,%d] contains NaN or Inf", B, d);
+    if (l->comm) return shard_backward(l, dx, dy);
     const int K1 = k < n ? k + 1 : n;
-    const int strat = experts_pick_strategy(g_strategy, R, n, moe_threads());
+    const int strat = experts_pick_strategy(g_moe_strategy, R, n, moe_threads());
     dispatch_combine_backward(w->dgk, w->dYs, dy, w->Ys, w->gk, w->pos, B, d, k);
     /* forward: Importance_e = sum_b G[b,e];  so dG[b,e] += dL_imp/dImportance_e */
     for (int b = 0; b < B; b++)
@@ -303,6 +303,10 @@ moe_status moe_layer_gates(const moe_layer *l, float *gates) {
 moe_status moe_layer_counts(const moe_layer *l, int *counts) {
     if (!l || !counts) return moe_fail(MOE_ERR_INVALID_ARG, "layer and counts must not be NULL");
     if (!l->ws.valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
+    if (l->comm) { /* over all ranks' tokens */
+        memcpy(counts, l->sw.gcounts, sizeof(int) * (size_t)l->cfg.n);
+        return MOE_OK;
+    }
     /* dispatch_build leaves the per-expert cursors equal to the counts */
     for (int e = 0; e < l->cfg.n; e++) counts[e] = l->offsets[e + 1] - l->offsets[e];
     return MOE_OK;

@@ -23,6 +23,8 @@ const char *moe_status_str(moe_status s) {
     case MOE_ERR_MISSING: return "missing tensor or setting";
     case MOE_ERR_NONFINITE: return "NaN or Inf in input";
     case MOE_ERR_STATE: return "call out of order";
+    case MOE_ERR_UNSUPPORTED: return "not supported by this build";
+    case MOE_ERR_COMM: return "communication between processes failed";
     }
     return "unknown status";
 }

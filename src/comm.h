@@ -1,0 +1,19 @@
+/* comm.h - internal collectives over a moe_comm (comm.c); every call is collective: all ranks
+ * of the communicator make it, in the same order. */
+#ifndef MOE_COMM_H
+#define MOE_COMM_H
+
+#include "moe.h"
+
+#include <stddef.h>
+
+moe_status comm_allreduce_sum_f64(moe_comm *c, double *buf, int count);
+moe_status comm_allgather_int(moe_comm *c, const int *send, int count, int *recv /* [P*count] */);
+/* counts and displacements in floats, one per rank */
+moe_status comm_alltoallv_f32(moe_comm *c, const float *send, const int *scounts, const int *sdispls,
+                              float *recv, const int *rcounts, const int *rdispls);
+moe_status comm_bcast(moe_comm *c, void *buf, size_t bytes, int root);
+moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *recv, const int *rcounts,
+                            const int *rdispls, int root);
+
+#endif

@@ -1,0 +1,81 @@
+/* layer_impl.h - the moe_layer handle's inside, shared by layer.c (the plain layer) and
+ * shard.c (experts split over processes). Internal. */
+#ifndef MOE_LAYER_IMPL_H
+#define MOE_LAYER_IMPL_H
+
+#include "moe.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { P_WG, P_WN, P_W1, P_B1, P_W2, P_B2, P_COUNT };
+
+typedef struct {
+    int present;
+    int ndim;
+    int64_t shape[3];
+    size_t numel, offset; /* offset in floats into the arenas, 16-float aligned */
+} param_slot;
+
+/* Buffers sized for the largest batch seen; R = B*k rows after dispatch. */
+typedef struct {
+    int capB;
+    float *clean, *raw, *sigma, *H, *eps, *P; /* [B,n]; raw ends as sigmoid(x Wn), P = Phi */
+    float *dclean, *draw;                     /* [B,n] backward scratch */
+    int *topi;                                /* [B,K1] */
+    float *topv;                              /* [B,K1] */
+    float *gk, *dgk;                          /* [B,k] */
+    int *tok, *pos;                           /* [R] */
+    float *Xs, *Ys, *dYs;                     /* [R,d] (dXs reuses dYs) */
+    float *A, *dA;                            /* [R,h] */
+    const float *x;                           /* the forward input, borrowed until backward */
+    int B, train, smooth, valid;
+} workspace;
+
+/* A sharded layer's exchange: this rank's rows sorted by expert (Xs) go to the experts'
+ * ranks; rows arrive grouped by source rank (recv) and are permuted to expert order (xe). */
+typedef struct {
+    int *ball;                 /* [P] tokens on each rank in the last forward */
+    int *allc;                 /* [P,n] rows each rank sent to each expert */
+    int *gcounts;              /* [n] rows per expert over all ranks */
+    int *sc, *sd, *rc, *rd;    /* [P] alltoallv counts and displacements (floats, d per row) */
+    int *loff;                 /* [nloc+1] row offsets of the local experts in xe */
+    int *perm;                 /* [capR] xe row q came in as recv row perm[q] */
+    int Rloc, capR;            /* rows held by the local experts; buffer capacity */
+    float *recv, *xe, *ye;     /* [capR,d] */
+    float *a, *da;             /* [capR,h] */
+    float *dgate;              /* [2*d*n] this backward's gate gradients, summed over ranks */
+} shard_ws;
+
+struct moe_layer {
+    moe_layer_config cfg;
+    param_slot slots[P_COUNT];
+    float *params, *grads; /* arenas */
+    size_t arena_count;
+    int *counts, *offsets; /* [n], [n+1] */
+    double *importance, *load, *dimp, *dload; /* [n] */
+    moe_layer_stats stats;
+    uint64_t seed, counter;
+    workspace ws;
+    moe_comm *comm; /* NULL: a plain layer, all experts here */
+    int e0, nloc;   /* experts held: [e0, e0 + nloc) */
+    shard_ws sw;
+};
+
+extern int g_moe_strategy;
+
+static inline float *pdata(const moe_layer *l, int p) {
+    return l->slots[p].present ? l->params + l->slots[p].offset : NULL;
+}
+static inline float *pgrad(const moe_layer *l, int p) {
+    return l->slots[p].present ? l->grads + l->slots[p].offset : NULL;
+}
+
+/* shard.c */
+moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int train, const float *noise);
+moe_status shard_backward(moe_layer *l, float *dx, const float *dy);
+void shard_free(shard_ws *sw);
+/* the first expert of rank r of P for n experts */
+static inline int shard_first(int n, int P, int r) { return (int)((int64_t)n * r / P); }
+
+#endif
