@@ -256,6 +256,10 @@ typedef struct {
     int64_t *step;  /* steps taken */
 } moe_adam_state_view;
 moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *state);
+/* The state of one parameter, params[offset, offset + len) (for checkpoints that store it per
+ * tensor): writable m (NULL when beta1 = 0; else len floats) and v (*v_len floats: len, or
+ * count * (rows + cols) for a factored block, which the range must then cover exactly). */
+moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The paper's language model (SPEC 2): embedding -> LSTM -> MoE -> LSTM -> softmax, dropout on
@@ -290,6 +294,13 @@ typedef struct {
 } moe_lm_stats;
 
 moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed);
+/* The same model with the MoE's experts split over the ranks of comm (moe_layer_create_sharded);
+ * everything else is replicated (data parallelism). */
+moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm);
+/* Data parallelism: this model's batches are streams [b0, b0 + B) of a global batch of Bglobal
+ * streams. Dropout masks become those of the global positions, and the loss gradient is scaled
+ * by B / Bglobal: the sum of the ranks' gradients is the gradient of the global mean loss. */
+moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal);
 void moe_lm_free(moe_lm *m);
 moe_lm_config moe_lm_get_config(const moe_lm *m);
 
@@ -341,6 +352,8 @@ typedef struct {
     int log_every, eval_every, eval_batches, ckpt_every; /* in steps; eval_batches 0 = whole split */
     const char *checkpoint;    /* written atomically every ckpt_every steps and at the end */
     uint64_t seed;
+    moe_comm *comm;            /* NULL: one process; else data parallel over its ranks, the
+                                  MoE's experts split over them; rank 0 calls back and writes */
 } moe_train_config;
 
 moe_train_config moe_train_config_default(void);

@@ -44,6 +44,7 @@ struct moe_lm {
     float *cache1, *cache2, *scratch, *g1, *g2;
     uint64_t ctr[4]; /* dropout counters of the last training forward */
     int T, B, valid;
+    int b0, Bg;      /* data parallel: this model's streams are [b0, b0+B) of Bg (0: all) */
 };
 
 moe_lm_config moe_lm_config_default(void) {
@@ -111,7 +112,7 @@ static moe_status state_reserve(moe_lm *m, int B) {
     return MOE_OK;
 }
 
-moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) {
+static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = check_cfg(cfg);
@@ -165,7 +166,10 @@ moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) 
             lc.h = cfg->k * cfg->h;
             lc.w_importance = lc.w_load = 0.0f;
         }
-        st = moe_layer_create(&m->moe, &lc, seed ^ 0x6d6f65ULL);
+        /* experts split over the ranks; the dense baseline's one expert is replicated */
+        st = comm && moe_comm_size(comm) > 1 && cfg->ffn == MOE_FFN_MOE
+                 ? moe_layer_create_sharded(&m->moe, &lc, seed ^ 0x6d6f65ULL, comm)
+                 : moe_layer_create(&m->moe, &lc, seed ^ 0x6d6f65ULL);
         if (st) {
             moe_lm_free(m);
             return st;
@@ -173,6 +177,23 @@ moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) 
     }
     m->seed = seed;
     *out = m;
+    return MOE_OK;
+}
+
+moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) {
+    return lm_create(out, cfg, seed, NULL);
+}
+
+moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
+    if (!comm) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
+    return lm_create(out, cfg, seed, comm);
+}
+
+moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal) {
+    if (!m || b0 < 0 || Bglobal < 1 || b0 >= Bglobal)
+        return moe_fail(MOE_ERR_INVALID_ARG, "slice [%d, ..) of %d streams is impossible", b0, Bglobal);
+    m->b0 = b0;
+    m->Bg = Bglobal;
     return MOE_OK;
 }
 
@@ -202,6 +223,32 @@ static double step_flops(const moe_lm *m, double N, int train) {
     return N * f * (train ? 3.0 : 1.0);
 }
 
+/* Dropout masks are drawn by the element's position in the global batch [T, Bg, d], so the
+ * ranks of a data-parallel run together draw exactly the masks of one process. For t, this
+ * model's rows are the contiguous range [b0, b0+B) of the global step. */
+static void drop_fwd(const moe_lm *m, float *out, const float *in, float p, uint64_t ctr, int T, int B) {
+    const size_t d = (size_t)m->cfg.d;
+    if (m->Bg == 0 || (m->b0 == 0 && m->Bg == B)) {
+        dropout_forward(out, in, (size_t)T * B * d, p, m->seed, ctr);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        const size_t o = (size_t)t * B * d;
+        dropout_forward(out + o, in + o, (size_t)B * d, p, m->seed, ctr + ((size_t)t * m->Bg + m->b0) * d);
+    }
+}
+static void drop_bwd(const moe_lm *m, float *dx, const float *dout, float p, uint64_t ctr, int T, int B) {
+    const size_t d = (size_t)m->cfg.d;
+    if (m->Bg == 0 || (m->b0 == 0 && m->Bg == B)) {
+        dropout_backward(dx, dout, (size_t)T * B * d, p, m->seed, ctr);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        const size_t o = (size_t)t * B * d;
+        dropout_backward(dx + o, dout + o, (size_t)B * d, p, m->seed, ctr + ((size_t)t * m->Bg + m->b0) * d);
+    }
+}
+
 moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train, moe_lm_stats *stats) {
     if (!m || !tokens) return moe_fail(MOE_ERR_INVALID_ARG, "model and tokens must not be NULL");
     if (B < 1 || T < 1) return moe_fail(MOE_ERR_SHAPE, "batch B=%d, T=%d: both must be >= 1", B, T);
@@ -222,16 +269,20 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
         }
     const float p = train ? c->dropout : 0.0f;
     const size_t Nd = (size_t)N * d;
+    if (m->Bg && m->b0 + B > m->Bg)
+        return moe_fail(MOE_ERR_SHAPE, "streams [%d, %d) do not fit the global batch of %d", m->b0, m->b0 + B, m->Bg);
+    const int Bg = m->Bg ? m->Bg : B;
+    const size_t NdG = (size_t)T * Bg * d; /* dropout draws of one layer over the global batch */
     uint64_t *ctr = m->ctr;
-    for (int i = 0; i < 4; i++) ctr[i] = m->drop_ctr + (uint64_t)i * Nd;
+    for (int i = 0; i < 4; i++) ctr[i] = m->drop_ctr + (uint64_t)i * NdG;
     float *h1 = m->state, *c1 = h1 + (size_t)B * d, *h2 = c1 + (size_t)B * d, *c2 = h2 + (size_t)B * d;
 
     embedding_forward(m->x0, m->in_tok, P(m, E_EMB), N, V, d);
-    dropout_forward(m->x0, m->x0, Nd, p, m->seed, ctr[0]);
+    drop_fwd(m, m->x0, m->x0, p, ctr[0], T, B);
     lstm_forward(m->a1, h1, c1, m->cache1, m->x0, h1, c1, P(m, L1_WIH), P(m, L1_WHH), P(m, L1_BIH),
                  P(m, L1_BHH), T, B, d, d);
     /* forward: x1 = x0 + drop(a1) */
-    dropout_forward(m->x1, m->a1, Nd, p, m->seed, ctr[1]);
+    drop_fwd(m, m->x1, m->a1, p, ctr[1], T, B);
     for (size_t i = 0; i < Nd; i++) m->x1[i] += m->x0[i];
     moe_layer_stats ms;
     memset(&ms, 0, sizeof ms);
@@ -241,17 +292,17 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
         if (st) return st;
         /* forward: x2 = x1 + drop(sigmoid(mo)) */
         for (size_t i = 0; i < Nd; i++) m->sg[i] = sigmoid_f(m->mo[i]);
-        dropout_forward(m->x2, m->sg, Nd, p, m->seed, ctr[2]);
+        drop_fwd(m, m->x2, m->sg, p, ctr[2], T, B);
         for (size_t i = 0; i < Nd; i++) m->x2[i] += m->x1[i];
         x2 = m->x2;
     }
     lstm_forward(m->a3, h2, c2, m->cache2, x2, h2, c2, P(m, L2_WIH), P(m, L2_WHH), P(m, L2_BIH),
                  P(m, L2_BHH), T, B, d, d);
-    dropout_forward(m->x3, m->a3, Nd, p, m->seed, ctr[3]);
+    drop_fwd(m, m->x3, m->a3, p, ctr[3], T, B);
     for (size_t i = 0; i < Nd; i++) m->x3[i] += x2[i];
     linear_forward(m->dlogits, m->x3, P(m, O_W), P(m, O_B), N, d, V); /* logits, reused below */
     double loss = softmax_xent_forward(NULL, m->probs, m->dlogits, m->tgt, N, V);
-    if (train) m->drop_ctr += 4 * (uint64_t)Nd;
+    if (train) m->drop_ctr += 4 * (uint64_t)NdG;
     if (!isfinite(loss))
         return moe_fail(MOE_ERR_NONFINITE, "the loss is %g: the model diverged (lower the learning rate)", loss);
     if (stats) {
@@ -267,31 +318,35 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
     const int64_t Vd = (int64_t)N * V;
     memset(m->dlogits, 0, sizeof(float) * (size_t)Vd);
     softmax_xent_backward(m->dlogits, m->probs, m->tgt, N, V);
+    if (m->Bg && m->Bg != B) { /* this rank's share of the global batch's mean loss */
+        const float gs = (float)B / (float)m->Bg;
+        for (size_t i = 0; i < (size_t)Vd; i++) m->dlogits[i] *= gs;
+    }
     memset(m->g1, 0, sizeof(float) * Nd);
     linear_backward(m->g1, G(m, O_W), G(m, O_B), m->dlogits, m->x3, P(m, O_W), N, d, V);
     /* forward: x3 = x2 + drop(a3);  g1 = dx3 becomes dx2 after the LSTM adds its input grad */
     memset(m->g2, 0, sizeof(float) * Nd);
-    dropout_backward(m->g2, m->g1, Nd, p, m->seed, ctr[3]);
+    drop_bwd(m, m->g2, m->g1, p, ctr[3], T, B);
     lstm_backward(m->g1, G(m, L2_WIH), G(m, L2_WHH), G(m, L2_BIH), G(m, L2_BHH), NULL, NULL,
                   m->scratch, m->g2, NULL, NULL, x2, m->a3, m->cache2, P(m, L2_WIH), P(m, L2_WHH), T,
                   B, d, d);
     if (m->moe) {
         /* forward: x2 = x1 + drop(s), s = sigmoid(mo);  so dmo = drop'(dx2) * s (1 - s) */
         memset(m->g2, 0, sizeof(float) * Nd);
-        dropout_backward(m->g2, m->g1, Nd, p, m->seed, ctr[2]);
+        drop_bwd(m, m->g2, m->g1, p, ctr[2], T, B);
         for (size_t i = 0; i < Nd; i++) m->g2[i] *= m->sg[i] * (1.0f - m->sg[i]);
         st = moe_layer_backward(m->moe, m->g1, m->g2);
         if (st) return st;
     }
     /* forward: x1 = x0 + drop(a1) */
     memset(m->g2, 0, sizeof(float) * Nd);
-    dropout_backward(m->g2, m->g1, Nd, p, m->seed, ctr[1]);
+    drop_bwd(m, m->g2, m->g1, p, ctr[1], T, B);
     lstm_backward(m->g1, G(m, L1_WIH), G(m, L1_WHH), G(m, L1_BIH), G(m, L1_BHH), NULL, NULL,
                   m->scratch, m->g2, NULL, NULL, m->x0, m->a1, m->cache1, P(m, L1_WIH), P(m, L1_WHH),
                   T, B, d, d);
     /* forward: x0 = drop(emb) */
     memset(m->g2, 0, sizeof(float) * Nd);
-    dropout_backward(m->g2, m->g1, Nd, p, m->seed, ctr[0]);
+    drop_bwd(m, m->g2, m->g1, p, ctr[0], T, B);
     embedding_backward(G(m, E_EMB), m->g2, m->in_tok, N, d);
     m->T = T;
     m->B = B;

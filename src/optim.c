@@ -228,3 +228,29 @@ moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *sv) {
     sv->step = &a->step;
     return MOE_OK;
 }
+
+moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len) {
+    if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
+    moe_status st = layout(a);
+    if (st) return st;
+    if (offset > a->count || len > a->count - offset || len == 0)
+        return moe_fail(MOE_ERR_SHAPE, "range [%zu, %zu) is not inside the %zu parameters", offset, offset + len, a->count);
+    for (int i = 0; i < a->nseg; i++) {
+        const segment *sg = &a->seg[i];
+        if (offset < sg->offset || offset >= sg->offset + sg->len) continue;
+        if (sg->rows == 0) { /* a vector run: any sub-range */
+            if (offset + len > sg->offset + sg->len) break;
+            if (m) *m = a->m ? a->m + offset : NULL;
+            if (v) *v = a->v + sg->voff + (offset - sg->offset);
+            if (v_len) *v_len = len;
+            return MOE_OK;
+        }
+        if (offset != sg->offset || len != sg->len) break; /* a factored block: whole only */
+        if (m) *m = a->m ? a->m + offset : NULL;
+        if (v) *v = a->v + sg->voff;
+        if (v_len) *v_len = (size_t)sg->count * (size_t)(sg->rows + sg->cols);
+        return MOE_OK;
+    }
+    return moe_fail(MOE_ERR_SHAPE, "range [%zu, %zu) is not one declared matrix block nor inside a run of vectors", offset,
+                    offset + len);
+}

@@ -135,6 +135,19 @@ static void run_case(float b1, int factored) {
     CHECK(sv.v_count == want_v, "v holds %zu floats (want %zu)", sv.v_count, want_v);
     CHECK(b1 > 0 ? (sv.m != NULL && sv.m_count == COUNT) : (sv.m == NULL && sv.m_count == 0), "m present iff beta1 > 0");
     CHECK(moe_adam_set_matrices(a, 0, 1, 2, 3) == MOE_ERR_INVALID_ARG, "declaring after the layout is fixed is refused");
+    /* per-tensor views: a vector run, the stack, a part of the stack */
+    float *rm = NULL, *rv = NULL;
+    size_t rl = 0;
+    CHECK(moe_adam_range_state(a, 0, V0, &rm, &rv, &rl) == MOE_OK && rl == V0 && (b1 > 0) == (rm != NULL) &&
+              rv == sv.v,
+          "range state of the leading vector");
+    size_t want_stack = factored ? (size_t)Q * (R1 + C1) : (size_t)Q * R1 * C1;
+    CHECK(moe_adam_range_state(a, OFF1, (size_t)Q * R1 * C1, &rm, &rv, &rl) == MOE_OK && rl == want_stack &&
+              (!rm || rm == sv.m + OFF1),
+          "range state of the stacked matrices (%zu floats of v)", rl);
+    CHECK(moe_adam_range_state(a, OFF1, (size_t)R1 * C1, &rm, &rv, &rl) == (factored ? MOE_ERR_SHAPE : MOE_OK),
+          "one matrix of a factored stack is not a range of its own");
+    CHECK(moe_adam_range_state(a, COUNT - 1, 2, &rm, &rv, &rl) == MOE_ERR_SHAPE, "a range past the end is refused");
     moe_adam_free(a);
     ref_free(&r);
     free(p);
