@@ -202,6 +202,11 @@ void moe_comm_abort(moe_comm *c, int code);
  * Seeded noise is drawn for each token's global position. `comm` must outlive the layer. */
 moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed,
                                     moe_comm *comm);
+/* Where a sharded layer's tokens sit in the whole batch, for its seeded noise: T blocks of
+ * `rows` consecutive tokens, block t at t * stride + first (a time-major [T, B] batch whose B
+ * streams are split over ranks: rows = this rank's streams, stride = B). rows = 0 (the default):
+ * the concatenation of the ranks' batches. */
+moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first);
 /* The experts this layer holds: [first, first + count). A plain layer holds them all. */
 void moe_layer_shard(const moe_layer *l, int *first, int *count);
 

@@ -171,6 +171,16 @@ moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg
     return MOE_OK;
 }
 
+moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first) {
+    if (!l) return moe_fail(MOE_ERR_INVALID_ARG, "layer is NULL");
+    if (rows < 0 || (rows > 0 && (stride < rows || first < 0 || first + rows > stride)))
+        return moe_fail(MOE_ERR_INVALID_ARG, "noise layout rows=%d stride=%d first=%d is impossible", rows, stride, first);
+    l->nz_rows = rows;
+    l->nz_stride = stride;
+    l->nz_first = first;
+    return MOE_OK;
+}
+
 void moe_layer_shard(const moe_layer *l, int *first, int *count) {
     if (first) *first = l ? l->e0 : 0;
     if (count) *count = l ? l->nloc : 0;

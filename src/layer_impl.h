@@ -59,6 +59,7 @@ struct moe_layer {
     workspace ws;
     moe_comm *comm; /* NULL: a plain layer, all experts here */
     int e0, nloc;   /* experts held: [e0, e0 + nloc) */
+    int nz_rows, nz_stride, nz_first; /* seeded noise positions (moe_layer_set_noise_layout) */
     shard_ws sw;
 };
 

@@ -288,6 +288,8 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
     memset(&ms, 0, sizeof ms);
     const float *x2 = m->x1;
     if (m->moe) {
+        /* the MoE's tokens are this model's streams of each step of the global batch */
+        if (m->Bg && (st = moe_layer_set_noise_layout(m->moe, B, m->Bg, m->b0))) return st;
         st = moe_layer_forward(m->moe, m->mo, m->x1, N, train ? MOE_TRAIN : MOE_EVAL, NULL, &ms);
         if (st) return st;
         /* forward: x2 = x1 + drop(sigmoid(mo)) */

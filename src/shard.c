@@ -165,7 +165,13 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     if ((st = moe_comm_check_same(l->comm, train, "training vs evaluation mode"))) return st;
     if (train) {
         if (noise) memcpy(w->eps, noise, sizeof(float) * (size_t)B * n);
-        else moe_rng_normal_fill(w->eps, (size_t)B * n, l->seed, l->counter + (uint64_t)off * n);
+        else if (l->nz_rows == 0) moe_rng_normal_fill(w->eps, (size_t)B * n, l->seed, l->counter + (uint64_t)off * n);
+        else { /* blocks of nz_rows tokens at t * nz_stride + nz_first of the whole batch */
+            if (B % l->nz_rows) return moe_fail(MOE_ERR_SHAPE, "B=%d is not a multiple of the noise layout's %d rows", B, l->nz_rows);
+            for (int t = 0; t < B / l->nz_rows; t++)
+                moe_rng_normal_fill(w->eps + (size_t)t * l->nz_rows * n, (size_t)l->nz_rows * n, l->seed,
+                                    l->counter + ((uint64_t)t * l->nz_stride + (uint64_t)l->nz_first) * n);
+        }
         l->counter += (uint64_t)Btot * n;
     }
     const int K1 = k < n ? k + 1 : n, smooth = train && k < n;

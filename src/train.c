@@ -10,6 +10,7 @@
  * so that resuming continues the exact same sequence of batches, dropout masks and gate noise:
  * N steps then N more give the same parameters as 2N straight. */
 #define _POSIX_C_SOURCE 200809L
+#include "comm.h"
 #include "internal.h"
 #include "textdata.h"
 #include "tokenizer.h"
@@ -22,6 +23,8 @@
 #include <time.h>
 
 #define CKPT_FORMAT "moe-lm-checkpoint-1"
+/* optimiser state per tensor (optim.lm.m.<name>, ...); the arena-wide optim.lm.m of earlier
+ * checkpoints is not read for resuming */
 
 moe_train_config moe_train_config_default(void) {
     moe_train_config c = {.data = NULL, .words = 0, .min_count = 2, .max_vocab = 10000,
@@ -46,7 +49,7 @@ typedef struct {
 } meta_w;
 
 static void meta_str(meta_w *m, const char *k, const char *v) {
-    if (!m->st) m->st = moe_st_writer_meta(m->w, k, v);
+    if (m->w && !m->st) m->st = moe_st_writer_meta(m->w, k, v); /* no writer: not rank 0 */
 }
 static void meta_i64(meta_w *m, const char *k, int64_t v) {
     char b[32];
@@ -107,6 +110,7 @@ typedef struct {
     tok *tk;
     moe_adam *opt_lm, *opt_moe; /* may be NULL (inference) */
     int factored;               /* the optimiser is the paper's factored variant */
+    moe_comm *comm;             /* NULL: one process */
     const moe_train_config *tc;
     int64_t step;
     td_pos pos;
@@ -118,90 +122,212 @@ static const char *ffn_name(moe_ffn_kind k) {
     return k == MOE_FFN_MOE ? "moe" : k == MOE_FFN_DENSE ? "dense" : "none";
 }
 
-static moe_status ckpt_write(const run_state *r, const char *path) {
-    moe_st_writer *w = NULL;
-    moe_status st = moe_st_writer_create(&w);
-    if (st) return st;
-    meta_w m = {w, MOE_OK};
-    moe_lm_config c = moe_lm_get_config(r->lm);
-    meta_str(&m, "format", CKPT_FORMAT);
-    meta_i64(&m, "vocab", c.vocab);
-    meta_i64(&m, "d", c.d);
-    meta_str(&m, "ffn", ffn_name(c.ffn));
-    meta_i64(&m, "n", c.n);
-    meta_i64(&m, "k", c.k);
-    meta_i64(&m, "h", c.h);
-    meta_f(&m, "w_importance", c.w_importance);
-    meta_f(&m, "w_load", c.w_load);
-    meta_f(&m, "noise_eps", c.noise_eps);
-    meta_f(&m, "dropout", c.dropout);
-    char *ts = NULL;
-    if (!m.st) m.st = tok_serialize(r->tk, &ts);
-    meta_str(&m, "tokenizer", ts ? ts : "");
-    meta_str(&m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
-    const moe_train_config *tc = r->tc;
-    if (tc) {
-        meta_str(&m, "data", tc->data ? tc->data : "");
-        meta_i64(&m, "batch", tc->batch);
-        meta_i64(&m, "bptt", tc->bptt);
-        meta_f(&m, "lr", tc->lr);
-        meta_i64(&m, "warmup", tc->warmup);
-        meta_f(&m, "clip", tc->clip);
-        meta_u64(&m, "seed", tc->seed);
+/* ---- data parallelism: which streams and experts this rank has ---- */
+
+static int nranks(const moe_comm *c) { return c ? moe_comm_size(c) : 1; }
+static int myrank(const moe_comm *c) { return c ? moe_comm_rank(c) : 0; }
+/* the first stream (of B) or expert (of n) of rank r */
+static int first_of(int total, int P, int r) { return (int)((int64_t)total * r / P); }
+
+/* Tensors of a checkpoint, gathered on rank 0, which alone writes. */
+typedef struct {
+    moe_st_writer *w; /* rank 0 only */
+    moe_comm *comm;
+    int n;            /* experts, for the slices of expert tensors */
+    moe_status st;
+    void *keep[160];  /* names and gathered buffers, freed after the write */
+    int nkeep;
+} ck_out;
+
+static void *ck_keep(ck_out *o, void *p) {
+    if (!p && !o->st) o->st = moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
+    else if (p && o->nkeep < (int)(sizeof o->keep / sizeof o->keep[0])) o->keep[o->nkeep++] = p;
+    else if (p) {
+        free(p);
+        p = NULL;
+        if (!o->st) o->st = moe_fail(MOE_ERR_NOMEM, "too many tensors in one checkpoint");
     }
-    meta_i64(&m, "step", r->step);
-    meta_u64(&m, "tokens_seen", r->tokens_seen);
-    meta_f(&m, "elapsed_s", r->elapsed);
-    meta_u64(&m, "data.step", r->pos.step);
-    meta_u64(&m, "data.ntokens", r->pos.ntokens);
-    moe_lm_rng rng = moe_lm_get_rng(r->lm);
-    meta_u64(&m, "rng.seed", rng.seed);
-    meta_u64(&m, "rng.dropout_counter", rng.dropout_counter);
-    meta_u64(&m, "rng.moe_seed", rng.moe_seed);
-    meta_u64(&m, "rng.moe_counter", rng.moe_counter);
-    char names[64][80];
-    int nn = 0;
-    for (int i = 0; !m.st && i < moe_lm_num_params(r->lm); i++) {
-        moe_param p;
-        moe_lm_param(r->lm, i, &p);
-        snprintf(names[nn], sizeof names[nn], "lm.%s", p.name);
-        m.st = moe_st_writer_add(w, names[nn++], MOE_F32, p.ndim, p.shape, p.data);
+    return p;
+}
+
+static char *ck_name(ck_out *o, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = ck_keep(o, malloc(la + lb + 1));
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
     }
-    moe_layer *ml = moe_lm_moe(r->lm);
-    for (int i = 0; !m.st && ml && i < moe_layer_num_params(ml); i++) {
-        moe_param p;
-        moe_layer_param(ml, i, &p);
-        snprintf(names[nn], sizeof names[nn], "moe.%s", p.name);
-        m.st = moe_st_writer_add(w, names[nn++], MOE_F32, p.ndim, p.shape, p.data);
+    return s;
+}
+
+/* One tensor. An expert tensor (`expert`) holds this rank's experts along dim 0 when they are
+ * split over ranks; the file gets all n in order (collective then). A full buffer that cannot
+ * be had on rank 0 ends the job: the other ranks are already sending. */
+static void ck_add(ck_out *o, const char *prefix, const char *name, int ndim, const int64_t *shape, const float *data,
+                   size_t numel, int expert) {
+    const int P = nranks(o->comm), me = myrank(o->comm);
+    char *nm = o->w ? ck_name(o, prefix, name) : NULL;
+    if (!expert || P == 1) {
+        if (o->w && nm && !o->st) o->st = moe_st_writer_add(o->w, nm, MOE_F32, ndim, shape, data);
+        return;
     }
-    float *state = NULL;
-    if (!m.st && tc) {
-        int64_t sh[3] = {4, tc->batch, c.d};
-        state = malloc(sizeof(float) * 4 * (size_t)tc->batch * c.d);
-        if (!state) m.st = moe_fail(MOE_ERR_NOMEM, "out of memory");
-        else {
-            moe_lm_get_state(r->lm, state, tc->batch);
-            m.st = moe_st_writer_add(w, "state", MOE_F32, 3, sh, state);
+    const size_t per = numel / (size_t)shape[0];
+    int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
+    float *full = NULL;
+    if (me == 0) full = ck_keep(o, moe_alloc_floats(per * (size_t)o->n));
+    if (!rc || !rd || (me == 0 && !full) || per * (size_t)o->n > (size_t)INT32_MAX) moe_comm_abort(o->comm, 12);
+    for (int r = 0; r < P; r++) {
+        rd[r] = (int)(first_of(o->n, P, r) * per);
+        rc[r] = (int)((first_of(o->n, P, r + 1) - first_of(o->n, P, r)) * per);
+    }
+    moe_status st = comm_gatherv_f32(o->comm, data, (int)numel, full, rc, rd, 0);
+    if (st && !o->st) o->st = st;
+    free(rc);
+    free(rd);
+    if (me == 0 && nm && !o->st) {
+        int64_t fs[3] = {shape[0], shape[1], shape[2]};
+        fs[0] = o->n;
+        o->st = moe_st_writer_add(o->w, nm, MOE_F32, ndim, fs, full);
+    }
+}
+
+/* Parameters and their optimiser state (per tensor: m with the parameter's shape; v with it, or
+ * [count, rows + cols] for the factored variant's row and column means) of one arena. */
+static void ck_add_arena(ck_out *o, const char *tag, moe_adam *opt, int np, moe_param *ps, const float *arena, int sharded) {
+    char pfx[3][32];
+    snprintf(pfx[0], sizeof pfx[0], "%s.", tag);
+    snprintf(pfx[1], sizeof pfx[1], "optim.%s.m.", tag);
+    snprintf(pfx[2], sizeof pfx[2], "optim.%s.v.", tag);
+    for (int i = 0; i < np; i++) {
+        const moe_param *p = &ps[i];
+        const int expert = sharded && strncmp(p->name, "experts.", 8) == 0;
+        ck_add(o, pfx[0], p->name, p->ndim, p->shape, p->data, p->numel, expert);
+        if (!opt) continue;
+        float *m = NULL, *v = NULL;
+        size_t vl = 0;
+        moe_status st = moe_adam_range_state(opt, (size_t)(p->data - arena), p->numel, &m, &v, &vl);
+        if (st) {
+            if (!o->st) o->st = st;
+            continue; /* the same on every rank: the layouts agree */
+        }
+        if (m) ck_add(o, pfx[1], p->name, p->ndim, p->shape, m, p->numel, expert);
+        if (vl == p->numel) {
+            ck_add(o, pfx[2], p->name, p->ndim, p->shape, v, vl, expert);
+        } else {
+            int64_t lead = p->ndim == 3 ? p->shape[0] : 1, vs[3] = {lead, (int64_t)vl / lead, 0};
+            ck_add(o, pfx[2], p->name, 2, vs, v, vl, expert);
         }
     }
-    moe_adam *opts[2] = {r->opt_lm, r->opt_moe};
-    const char *onames[2][2] = {{"optim.lm.m", "optim.lm.v"}, {"optim.moe.m", "optim.moe.v"}};
-    const char *stepnames[2] = {"optim.lm.step", "optim.moe.step"};
-    if (r->opt_lm) meta_str(&m, "optim", r->factored ? "factored" : "adam");
-    for (int o = 0; o < 2 && !m.st; o++) {
-        if (!opts[o]) continue;
-        moe_adam_state_view sv;
-        if ((m.st = moe_adam_state(opts[o], &sv))) break;
-        int64_t shm[1] = {(int64_t)sv.m_count}, shv[1] = {(int64_t)sv.v_count};
-        if (sv.m) m.st = moe_st_writer_add(w, onames[o][0], MOE_F32, 1, shm, sv.m);
-        if (!m.st) m.st = moe_st_writer_add(w, onames[o][1], MOE_F32, 1, shv, sv.v);
-        meta_i64(&m, stepnames[o], *sv.step);
+}
+
+static moe_status ckpt_write(const run_state *r, const char *path) {
+    moe_comm *comm = r->comm;
+    const int P = nranks(comm), me = myrank(comm);
+    moe_st_writer *w = NULL;
+    moe_status st = me == 0 ? moe_st_writer_create(&w) : MOE_OK;
+    if (st) return st; /* rank 0 only, before any collective: then it ends the job */
+    meta_w m = {w, MOE_OK};
+    moe_lm_config c = moe_lm_get_config(r->lm);
+    moe_layer *ml = moe_lm_moe(r->lm);
+    char *ts = NULL;
+    if (me == 0) {
+        meta_str(&m, "format", CKPT_FORMAT);
+        meta_i64(&m, "vocab", c.vocab);
+        meta_i64(&m, "d", c.d);
+        meta_str(&m, "ffn", ffn_name(c.ffn));
+        meta_i64(&m, "n", c.n);
+        meta_i64(&m, "k", c.k);
+        meta_i64(&m, "h", c.h);
+        meta_f(&m, "w_importance", c.w_importance);
+        meta_f(&m, "w_load", c.w_load);
+        meta_f(&m, "noise_eps", c.noise_eps);
+        meta_f(&m, "dropout", c.dropout);
+        if (!m.st) m.st = tok_serialize(r->tk, &ts);
+        meta_str(&m, "tokenizer", ts ? ts : "");
+        meta_str(&m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
+        const moe_train_config *tc = r->tc;
+        if (tc) {
+            meta_str(&m, "data", tc->data ? tc->data : "");
+            meta_i64(&m, "batch", tc->batch);
+            meta_i64(&m, "bptt", tc->bptt);
+            meta_f(&m, "lr", tc->lr);
+            meta_i64(&m, "warmup", tc->warmup);
+            meta_f(&m, "clip", tc->clip);
+            meta_u64(&m, "seed", tc->seed);
+            meta_i64(&m, "ranks", P);
+        }
+        meta_i64(&m, "step", r->step);
+        meta_u64(&m, "tokens_seen", r->tokens_seen);
+        meta_f(&m, "elapsed_s", r->elapsed);
+        meta_u64(&m, "data.step", r->pos.step);
+        meta_u64(&m, "data.ntokens", r->pos.ntokens);
+        moe_lm_rng rng = moe_lm_get_rng(r->lm);
+        meta_u64(&m, "rng.seed", rng.seed);
+        meta_u64(&m, "rng.dropout_counter", rng.dropout_counter);
+        meta_u64(&m, "rng.moe_seed", rng.moe_seed);
+        meta_u64(&m, "rng.moe_counter", rng.moe_counter);
+        if (r->opt_lm) meta_str(&m, "optim", r->factored ? "factored" : "adam");
+        for (int o = 0; o < 2; o++) {
+            moe_adam *a = o ? r->opt_moe : r->opt_lm;
+            moe_adam_state_view sv;
+            if (a && !moe_adam_state(a, &sv)) meta_i64(&m, o ? "optim.moe.step" : "optim.lm.step", *sv.step);
+        }
     }
-    if (!m.st) m.st = moe_st_writer_write(w, path);
+    ck_out o = {w, comm, ml ? moe_layer_get_config(ml).n : 1, m.st, {0}, 0};
+    moe_param ps[16];
+    const int nlp = moe_lm_num_params(r->lm);
+    float *arena;
+    for (int i = 0; i < nlp; i++) moe_lm_param(r->lm, i, &ps[i]);
+    moe_lm_arena(r->lm, &arena, NULL, NULL);
+    ck_add_arena(&o, "lm", r->opt_lm, nlp, ps, arena, 0);
+    if (ml) {
+        const int nmp = moe_layer_num_params(ml);
+        for (int i = 0; i < nmp; i++) moe_layer_param(ml, i, &ps[i]);
+        moe_layer_arena(ml, &arena, NULL, NULL);
+        int e0, ne;
+        moe_layer_shard(ml, &e0, &ne);
+        ck_add_arena(&o, "moe", r->opt_moe, nmp, ps, arena, ne < o.n);
+    }
+    if (r->tc) { /* the carried LSTM state of all B streams [4, B, d], each rank's rows in place */
+        const int B = r->tc->batch, b0 = first_of(B, P, me), nb = first_of(B, P, me + 1) - b0;
+        float *local = malloc(sizeof(float) * 4 * (size_t)nb * c.d);
+        float *full = me == 0 ? ck_keep(&o, moe_alloc_floats(4 * (size_t)B * c.d)) : NULL;
+        if ((!local || (me == 0 && !full)) && P > 1) moe_comm_abort(comm, 12);
+        if (!local || (me == 0 && !full)) {
+            if (!o.st) o.st = moe_fail(MOE_ERR_NOMEM, "out of memory for the LSTM state");
+        } else if (P == 1) {
+            moe_lm_get_state(r->lm, local, nb);
+            memcpy(full, local, sizeof(float) * 4 * (size_t)B * c.d);
+        } else {
+            moe_lm_get_state(r->lm, local, nb);
+            int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
+            if (!rc || !rd) moe_comm_abort(comm, 12);
+            for (int i = 0; i < 4; i++) {
+                for (int q = 0; q < P; q++) {
+                    rd[q] = (i * B + first_of(B, P, q)) * c.d;
+                    rc[q] = (first_of(B, P, q + 1) - first_of(B, P, q)) * c.d;
+                }
+                st = comm_gatherv_f32(comm, local + (size_t)i * nb * c.d, nb * c.d, full, rc, rd, 0);
+                if (st && !o.st) o.st = st;
+            }
+            free(rc);
+            free(rd);
+        }
+        free(local);
+        int64_t sh[3] = {4, B, c.d};
+        if (me == 0 && !o.st) o.st = moe_st_writer_add(w, "state", MOE_F32, 3, sh, full);
+    }
+    st = o.st;
+    if (me == 0 && !st) st = moe_st_writer_write(w, path);
     moe_st_writer_free(w);
     free(ts);
-    free(state);
-    return m.st;
+    for (int i = 0; i < o.nkeep; i++) moe_free_aligned(o.keep[i]);
+    if (P > 1) { /* rank 0's verdict for everyone */
+        int code = (int)st;
+        comm_bcast(comm, &code, sizeof code, 0);
+        if (me != 0 && code) st = moe_fail((moe_status)code, "rank 0 could not write the checkpoint");
+    }
+    return st;
 }
 
 static moe_status ffn_parse(const char *s, moe_ffn_kind *k) {
@@ -241,8 +367,60 @@ static moe_status load_tensor(const moe_st *f, const char *name, float *dst, siz
     return MOE_OK;
 }
 
+/* This rank's part of a checkpoint tensor: all of it, or for an expert tensor held in part
+ * (ne < n), experts [e0, e0 + ne) along dim 0. */
+static moe_status load_part(const moe_st *f, const char *name, float *dst, size_t numel, int e0, int ne, int n) {
+    if (ne >= n) return load_tensor(f, name, dst, numel);
+    moe_tensor t;
+    const float *src;
+    moe_status st = moe_st_get_f32(f, name, &t, &src);
+    if (st) return moe_fail(st, "checkpoint tensor '%s': %s", name, moe_last_error());
+    const size_t per = numel / (size_t)ne;
+    if (t.numel != per * (size_t)n)
+        return moe_fail(MOE_ERR_SHAPE, "checkpoint tensor '%s' has %zu values, %d experts need %zu", name, t.numel, n,
+                        per * (size_t)n);
+    src += (size_t)e0 * per;
+    if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
+    memcpy(dst, src, sizeof(float) * numel);
+    return MOE_OK;
+}
+
+/* Optimiser state of one arena, per tensor, this rank's part (see ck_add_arena). */
+static moe_status load_arena_state(const moe_st *f, const char *tag, moe_adam *opt, moe_layer *ml, moe_lm *lm) {
+    const int np = ml ? moe_layer_num_params(ml) : moe_lm_num_params(lm);
+    float *arena;
+    int e0 = 0, ne = 1, n = 1;
+    if (ml) {
+        moe_layer_arena(ml, &arena, NULL, NULL);
+        moe_layer_shard(ml, &e0, &ne);
+        n = moe_layer_get_config(ml).n;
+    } else {
+        moe_lm_arena(lm, &arena, NULL, NULL);
+    }
+    char name[128];
+    moe_status st = MOE_OK;
+    for (int i = 0; i < np && !st; i++) {
+        moe_param p;
+        if (ml) moe_layer_param(ml, i, &p);
+        else moe_lm_param(lm, i, &p);
+        const int expert = ml && strncmp(p.name, "experts.", 8) == 0;
+        float *m = NULL, *v = NULL;
+        size_t vl = 0;
+        if ((st = moe_adam_range_state(opt, (size_t)(p.data - arena), p.numel, &m, &v, &vl))) break;
+        if (m) {
+            snprintf(name, sizeof name, "optim.%s.m.%s", tag, p.name);
+            st = load_part(f, name, m, p.numel, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
+        }
+        if (!st) {
+            snprintf(name, sizeof name, "optim.%s.v.%s", tag, p.name);
+            st = load_part(f, name, v, vl, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
+        }
+    }
+    return st;
+}
+
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
-static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out) {
+static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out, moe_comm *comm) {
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(f, &c);
     if (st) return st;
@@ -257,7 +435,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
     moe_lm *lm = NULL;
     uint64_t seed = 0;
     get_u64(f, "rng.seed", &seed);
-    if ((st = moe_lm_create(&lm, &c, seed))) {
+    if ((st = comm ? moe_lm_create_sharded(&lm, &c, seed, comm) : moe_lm_create(&lm, &c, seed))) {
         tok_free(tk);
         return st;
     }
@@ -269,11 +447,15 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
         st = load_tensor(f, name, p.data, p.numel);
     }
     moe_layer *ml = moe_lm_moe(lm);
+    int e0 = 0, ne = 1;
+    if (ml) moe_layer_shard(ml, &e0, &ne);
+    const int n = ml ? moe_layer_get_config(ml).n : 1;
     for (int i = 0; !st && ml && i < moe_layer_num_params(ml); i++) {
         moe_param p;
         moe_layer_param(ml, i, &p);
         snprintf(name, sizeof name, "moe.%s", p.name);
-        st = load_tensor(f, name, p.data, p.numel);
+        const int expert = strncmp(p.name, "experts.", 8) == 0;
+        st = load_part(f, name, p.data, p.numel, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
     }
     if (st) {
         moe_lm_free(lm);
@@ -308,15 +490,15 @@ static void scale(float *g, size_t n, float a) {
 /* Mean loss over a split with the model in evaluation mode; the carried training state is
  * saved and restored around it. */
 static moe_status eval_split(moe_lm *lm, const td_file *f, const tok *tk, td_split split, int B, int T,
-                             int64_t max_batches, double *loss, uint64_t *tokens) {
+                             int64_t max_batches, double *loss, uint64_t *tokens, moe_comm *comm, int b0, int nb) {
     td_iter *it = NULL;
     moe_status st = td_iter_create(&it, f, tk, split, B, T);
     if (st) return st;
-    int64_t nb = (int64_t)td_iter_steps_per_epoch(it);
-    if (nb < 1) nb = 1;
-    if (max_batches > 0 && nb > max_batches) nb = max_batches;
+    int64_t nbatch = (int64_t)td_iter_steps_per_epoch(it);
+    if (nbatch < 1) nbatch = 1;
+    if (max_batches > 0 && nbatch > max_batches) nbatch = max_batches;
     const int d = moe_lm_get_config(lm).d;
-    float *saved = malloc(sizeof(float) * 4 * (size_t)B * d);
+    float *saved = malloc(sizeof(float) * 4 * (size_t)nb * d);
     int32_t *tokbuf = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     if (!saved || !tokbuf) {
         free(saved);
@@ -324,27 +506,52 @@ static moe_status eval_split(moe_lm *lm, const td_file *f, const tok *tk, td_spl
         td_iter_free(it);
         return moe_fail(MOE_ERR_NOMEM, "out of memory for evaluation");
     }
-    moe_lm_get_state(lm, saved, B);
+    moe_lm_get_state(lm, saved, nb);
     moe_lm_reset_state(lm);
-    double sum = 0.0;
-    uint64_t n = 0;
-    for (int64_t b = 0; b < nb && !st; b++) {
+    double sum[2] = {0.0, 0.0}; /* loss * tokens, tokens */
+    for (int64_t b = 0; b < nbatch && !st; b++) {
         st = td_iter_next(it, tokbuf);
         moe_lm_stats s;
-        if (!st) st = moe_lm_step(lm, tokbuf, B, T, 0, &s);
+        if (!st) st = moe_lm_step(lm, tokbuf + (size_t)b0 * (T + 1), nb, T, 0, &s);
         if (!st) {
-            sum += s.loss * (double)s.tokens;
-            n += (uint64_t)s.tokens;
+            sum[0] += s.loss * (double)s.tokens;
+            sum[1] += (double)s.tokens;
         }
     }
-    moe_lm_set_state(lm, saved, B);
+    moe_lm_set_state(lm, saved, nb);
     free(saved);
     free(tokbuf);
     td_iter_free(it);
     if (st) return st;
-    *loss = n ? sum / (double)n : 0.0;
-    if (tokens) *tokens = n;
+    if (comm && (st = comm_allreduce_sum_f64(comm, sum, 2))) return st;
+    *loss = sum[1] > 0 ? sum[0] / sum[1] : 0.0;
+    if (tokens) *tokens = (uint64_t)sum[1];
     return MOE_OK;
+}
+
+/* Rank 0's value of a flag on every rank (decisions that depend on a clock or a callback). */
+static int sync_flag(moe_comm *comm, int v) {
+    if (comm) comm_bcast(comm, &v, sizeof v, 0);
+    return v;
+}
+
+/* Squared norm of the MoE arena's gradients over all ranks: the gate's are the same on every
+ * rank, each expert's lives on one. */
+static moe_status moe_grad_norm2(moe_layer *ml, moe_comm *comm, double *out) {
+    int e0, ne;
+    moe_layer_shard(ml, &e0, &ne);
+    double mine[1] = {0.0}, shared = 0.0;
+    for (int i = 0; i < moe_layer_num_params(ml); i++) {
+        moe_param p;
+        moe_layer_param(ml, i, &p);
+        const double g2 = grad_norm2(p.grad, p.numel);
+        if (comm && ne < moe_layer_get_config(ml).n && strncmp(p.name, "experts.", 8) == 0) mine[0] += g2;
+        else shared += g2;
+    }
+    moe_status st = MOE_OK;
+    if (comm && ne < moe_layer_get_config(ml).n) st = comm_allreduce_sum_f64(comm, mine, 1);
+    *out = shared + mine[0];
+    return st;
 }
 
 static moe_status check_train_cfg(const moe_train_config *tc) {
@@ -404,7 +611,9 @@ static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int
 /* Tensors of rank >= 2 are matrices [.., rows, cols] to the optimiser (a stack of experts is
  * `n` matrices). */
 static moe_status declare_matrix(moe_adam *a, const moe_param *p, const float *arena) {
-    if (p->ndim < 2) return MOE_OK;
+    /* the experts' biases [n, h] are n vectors, not a matrix: each expert's state stays its own
+     * (and can live on the expert's rank) */
+    if (p->ndim < 2 || strncmp(p->name, "experts.b", 9) == 0) return MOE_OK;
     int64_t count = 1;
     for (int j = 0; j < p->ndim - 2; j++) count *= p->shape[j];
     return moe_adam_set_matrices(a, (size_t)(p->data - arena), count, p->shape[p->ndim - 2], p->shape[p->ndim - 1]);
@@ -427,11 +636,27 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     int *counts = NULL;
     run_state rs = {0};
     rs.tc = tc;
+    /* data parallel over the ranks of tc->comm: rank me trains streams [b0, b0 + nb) of the
+     * batch and holds its share of the experts; rank 0 alone reports and writes */
+    moe_comm *comm = tc->comm && moe_comm_size(tc->comm) > 1 ? tc->comm : NULL;
+    const int P = nranks(comm), me = myrank(comm);
+    rs.comm = comm;
+    if (comm) {
+        const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
+                                (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every};
+        const char *what[] = {"--batch", "--bptt", "--steps", "--seed", "--words", "--resume", "--minutes",
+                              "--ckpt-every", "--eval-every"};
+        for (int i = 0; i < 9; i++)
+            if ((st = moe_comm_check_same(comm, same[i], what[i]))) return st;
+        if (tc->batch < P)
+            return moe_fail(MOE_ERR_CONFIG, "batch %d is smaller than the %d ranks: each rank needs at least one stream "
+                            "(raise --batch or use fewer ranks)", tc->batch, P);
+    }
     if ((st = td_open(&f, tc->data, 0))) goto done;
     if (resume) {
         if ((st = moe_st_open(&ck, resume))) goto done;
         if ((st = check_resume(ck, tc, mc))) goto done;
-        if ((st = model_from_ckpt(ck, &lm, &tk))) goto done;
+        if ((st = model_from_ckpt(ck, &lm, &tk, comm))) goto done;
     } else {
         tok_config tcfg = tok_config_default(tc->words ? TOK_WORDS : TOK_BYTES);
         tcfg.min_count = tc->min_count;
@@ -441,8 +666,10 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         if (st) goto done;
         moe_lm_config c = *mc;
         c.vocab = tok_vocab_size(tk);
-        if ((st = moe_lm_create(&lm, &c, tc->seed))) goto done;
+        if ((st = comm ? moe_lm_create_sharded(&lm, &c, tc->seed, comm) : moe_lm_create(&lm, &c, tc->seed))) goto done;
     }
+    const int b0 = first_of(tc->batch, P, me), nb = first_of(tc->batch, P, me + 1) - b0;
+    if (comm && (st = moe_lm_set_slice(lm, b0, tc->batch))) goto done;
     int factored = 0;
     if ((st = optim_choice(ck, tc, &factored))) goto done;
     moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
@@ -470,14 +697,12 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     if (resume) {
         /* optimiser moments and steps, random streams, carried state, data position */
         moe_adam *opts[2] = {opt_lm, opt_moe};
-        const char *onames[2][2] = {{"optim.lm.m", "optim.lm.v"}, {"optim.moe.m", "optim.moe.v"}};
         const char *stepnames[2] = {"optim.lm.step", "optim.moe.step"};
         for (int o = 0; o < 2 && !st; o++) {
             if (!opts[o]) continue;
             moe_adam_state_view sv;
             if ((st = moe_adam_state(opts[o], &sv))) break;
-            if (sv.m) st = load_tensor(ck, onames[o][0], sv.m, sv.m_count);
-            if (!st) st = load_tensor(ck, onames[o][1], sv.v, sv.v_count);
+            st = o ? load_arena_state(ck, "moe", opt_moe, ml, NULL) : load_arena_state(ck, "lm", opt_lm, NULL, lm);
             if (!st) st = get_i64(ck, stepnames[o], sv.step);
         }
         if (st) goto done;
@@ -492,7 +717,10 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             goto done;
         }
         st = load_tensor(ck, "state", state, 4 * (size_t)B * cfg.d);
-        if (!st) st = moe_lm_set_state(lm, state, B);
+        /* this rank's streams of each of h1, c1, h2, c2 [B, d] */
+        for (int i = 0; !st && i < 4 && nb < B; i++) /* in order: each moves down, onto what is read already */
+            memmove(state + (size_t)i * nb * cfg.d, state + ((size_t)i * B + b0) * cfg.d, sizeof(float) * (size_t)nb * cfg.d);
+        if (!st) st = moe_lm_set_state(lm, state, nb);
         free(state);
         if (st) goto done;
         td_pos pos = td_iter_get_pos(it);
@@ -536,18 +764,32 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         moe_adam *a = o ? opt_moe : opt_lm;
         if (a && !moe_adam_state(a, &sv)) pr.optim_floats += (int64_t)(sv.m_count + sv.v_count);
     }
-    int stop = cb ? cb(&pr, user) : 0;
+    int stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
     const int64_t first_step = rs.step;
     double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;
     int64_t iv_steps = 0, iv_tokens = 0;
     double iv_t0 = now_s(), run_t0 = now_s();
-    while (!stop && (tc->steps == 0 || rs.step < tc->steps) &&
-           (tc->minutes == 0.0 || now_s() - run_t0 < tc->minutes * 60.0)) {
+    while (!stop && (tc->steps == 0 || rs.step < tc->steps)) {
         if ((st = td_iter_next(it, tokbuf))) goto done;
         moe_lm_zero_grad(lm);
         moe_lm_stats s;
-        if ((st = moe_lm_step(lm, tokbuf, B, T, 1, &s))) goto done;
-        double gn2 = grad_norm2(glm, nlm) + (ml ? grad_norm2(gmoe, nmoe) : 0.0), gn = sqrt(gn2);
+        if ((st = moe_lm_step(lm, tokbuf + (size_t)b0 * (T + 1), nb, T, 1, &s))) goto done;
+        if (comm) {
+            /* the replicated parameters' gradients summed over ranks (each rank's loss gradient
+             * is already its share of the global mean); the sharded MoE sums its gate itself */
+            if ((st = moe_comm_allreduce_sum(comm, glm, nlm))) goto done;
+            int e0, ne;
+            if (ml) moe_layer_shard(ml, &e0, &ne);
+            if (ml && ne == n && (st = moe_comm_allreduce_sum(comm, gmoe, nmoe))) goto done;
+            double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
+            if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
+            s.loss = tot[0] / tot[1];
+            s.tokens = (int64_t)tot[1];
+            s.flops = tot[2];
+        }
+        double gmoe2 = 0.0;
+        if (ml && (st = moe_grad_norm2(ml, comm, &gmoe2))) goto done;
+        double gn2 = grad_norm2(glm, nlm) + gmoe2, gn = sqrt(gn2);
         if (!isfinite(gn)) {
             st = moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn, rs.step + 1);
             goto done;
@@ -572,8 +814,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         iv_tokens += s.tokens;
         if (ml && moe_layer_counts(ml, counts) == MOE_OK)
             for (int e = 0; e < n; e++) expert_tokens[e] += counts[e];
-        const int last = (tc->steps > 0 && rs.step >= tc->steps) ||
-                         (tc->minutes > 0.0 && now_s() - run_t0 >= tc->minutes * 60.0);
+        const int last = sync_flag(comm, (tc->steps > 0 && rs.step >= tc->steps) ||
+                                             (tc->minutes > 0.0 && now_s() - run_t0 >= tc->minutes * 60.0));
         if (rs.step % tc->log_every == 0 || last) {
             double t = now_s(), dt = t - iv_t0;
             memset(&pr, 0, sizeof pr);
@@ -598,7 +840,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             pr.max_mean_load = iv_mm / iv_steps;
             pr.expert_tokens = expert_tokens;
             pr.n = n;
-            stop = cb ? cb(&pr, user) : 0;
+            stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
             iv_loss = iv_aux = iv_flops = iv_cvi = iv_cvl = iv_mm = iv_gn = 0;
             iv_steps = iv_tokens = 0;
             memset(expert_tokens, 0, sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
@@ -607,7 +849,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         if ((tc->eval_every > 0 && rs.step % tc->eval_every == 0) || last) {
             double vl;
             uint64_t vt;
-            if ((st = eval_split(lm, f, tk, TD_VALID, B, T, tc->eval_batches, &vl, &vt))) goto done;
+            if ((st = eval_split(lm, f, tk, TD_VALID, B, T, tc->eval_batches, &vl, &vt, comm, b0, nb))) goto done;
             memset(&pr, 0, sizeof pr);
             pr.kind = MOE_PROGRESS_VALID;
             pr.step = rs.step;
@@ -615,7 +857,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             pr.valid_loss = vl;
             pr.valid_ppl = exp(vl);
             pr.elapsed_s = rs.elapsed + (now_s() - t_start);
-            if (cb && cb(&pr, user)) stop = 1;
+            if (sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0)) stop = 1;
             iv_t0 = now_s(); /* evaluation time is not training throughput */
         }
         if (tc->checkpoint && ((tc->ckpt_every > 0 && rs.step % tc->ckpt_every == 0) || last || stop)) {
@@ -629,8 +871,9 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             pr.kind = MOE_PROGRESS_CHECKPOINT;
             pr.step = rs.step;
             pr.path = tc->checkpoint;
-            if (cb && cb(&pr, user)) stop = 1;
+            if (sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0)) stop = 1;
         }
+        if (last) break;
     }
 done:
     moe_st_free(ck);
@@ -660,7 +903,7 @@ moe_status moe_ckpt_load(moe_ckpt **out, const char *path) {
     moe_ckpt *c = calloc(1, sizeof *c);
     if (!c) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     moe_status st = moe_st_open(&c->f, path);
-    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk);
+    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL);
     if (st) {
         moe_ckpt_free(c);
         return st;
@@ -710,7 +953,7 @@ moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T,
     td_file *f = NULL;
     moe_status st = td_open(&f, path, 0);
     if (st) return st;
-    st = eval_split(c->lm, f, c->tk, (td_split)split, B, T, max_batches, loss, tokens);
+    st = eval_split(c->lm, f, c->tk, (td_split)split, B, T, max_batches, loss, tokens, NULL, 0, B);
     td_free(f);
     return st;
 }

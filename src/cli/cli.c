@@ -9,10 +9,19 @@
 #include <time.h>
 #include <unistd.h>
 
+static int g_rank = -1; /* >= 0 in a job of several processes: errors say which rank */
+
+void cli_set_rank(int rank) { g_rank = rank; }
+
+static void error_prefix(void) {
+    if (g_rank >= 0) fprintf(stderr, "moe: error (rank %d): ", g_rank);
+    else fputs("moe: error: ", stderr);
+}
+
 void cli_die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("moe: error: ", stderr);
+    error_prefix();
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -22,7 +31,8 @@ void cli_die(const char *fmt, ...) {
 void cli_check(moe_status s, const char *what) {
     if (s == MOE_OK) return;
     const char *detail = moe_last_error();
-    fprintf(stderr, "moe: error: %s: %s%s%s\n", what, moe_status_str(s), detail[0] ? ": " : "", detail);
+    error_prefix();
+    fprintf(stderr, "%s: %s%s%s\n", what, moe_status_str(s), detail[0] ? ": " : "", detail);
     exit(1);
 }
 

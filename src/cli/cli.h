@@ -19,6 +19,8 @@ void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char
 
 /* Prints "moe: <msg>" to stderr and exits with status 1 (2 for usage errors). */
 void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* In a job of several processes: error messages name this rank. */
+void cli_set_rank(int rank);
 /* Dies with the library's words for a failed status. */
 void cli_check(moe_status s, const char *what);
 

@@ -150,8 +150,21 @@ int cmd_train(int argc, char **argv) {
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
         {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
+    /* under mpirun: one process per rank, data parallel, the experts split over the ranks */
+    moe_comm *comm = NULL;
+    const char *np_env = getenv("OMPI_COMM_WORLD_SIZE");
+    if (np_env && atoi(np_env) > 1) {
+        if (!moe_have_mpi())
+            cli_die("started by mpirun with %s processes, but this moe was built without MPI (apt-get install libopenmpi-dev, rebuild)",
+                    np_env);
+        cli_check(moe_comm_world(&comm, &argc, &argv), "starting MPI");
+        cli_set_rank(moe_comm_rank(comm));
+        if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
+    }
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     moe_train_config tc = moe_train_config_default();
+    tc.comm = comm;
+    const int rank0 = !comm || moe_comm_rank(comm) == 0;
     moe_lm_config mc = moe_lm_config_default();
     int model_given = ffn_s || d_s || n_s || k_s || h_s || wi_s || wl_s || ne_s || drop_s;
     if (ffn_s) {
@@ -197,13 +210,15 @@ int cmd_train(int argc, char **argv) {
         /* the default corpus: Debian's fortunes, gathered once into one file */
         snprintf(corpus, sizeof corpus, "%s/../fortunes.txt", out);
         struct stat sb;
-        if (stat(corpus, &sb) != 0) {
+        if (rank0 && stat(corpus, &sb) != 0) {
             int nf = 0;
             uint64_t nb = 0;
             cli_check(td_build_fortunes(NULL, corpus, &nf, &nb), "building the default corpus (install it with `apt-get install fortunes` or pass --data FILE)");
             printf("corpus: %d fortune files, %llu bytes -> %s\n", nf, (unsigned long long)nb, corpus);
         }
         data = corpus;
+        /* the other ranks wait until rank 0 has gathered it */
+        if (comm) cli_check(moe_comm_check_same(comm, 1, "the corpus barrier"), "waiting for the corpus");
     }
     tc.data = data;
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);
@@ -211,8 +226,10 @@ int cmd_train(int argc, char **argv) {
     tc.checkpoint = ckpt;
     train_ui ui = {0};
     ui.tty = cli_isatty_stdout();
-    ui.log = fopen(logp, resume ? "a" : "w");
-    if (!ui.log) cli_die("cannot write the log %s: %s", logp, strerror(errno));
+    if (rank0) {
+        ui.log = fopen(logp, resume ? "a" : "w");
+        if (!ui.log) cli_die("cannot write the log %s: %s", logp, strerror(errno));
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -221,11 +238,13 @@ int cmd_train(int argc, char **argv) {
     printf("training on %s (%s tokens), batch %d x bptt %d, checkpoint %s, log %s\n", data, words ? "word" : "byte",
            tc.batch, tc.bptt, ckpt, logp);
     moe_status st = moe_train(&tc, resume && !model_given ? NULL : &mc, resume, train_cb, &ui);
-    fclose(ui.log);
+    if (ui.log) fclose(ui.log);
     if (ui.tty) printf("\n");
     cli_check(st, "training");
+    if (comm) printf("ranks: %d processes, experts split over them\n", moe_comm_size(comm));
     if (g_interrupted) {
         printf("interrupted: checkpoint written to %s (continue with --resume %s)\n", ckpt, ckpt);
+        moe_comm_free(comm);
         return 130;
     }
     struct rusage ru;
@@ -233,6 +252,7 @@ int cmd_train(int argc, char **argv) {
     printf("memory: peak RSS %.1f MB; parameters + gradients %.1f MB (%lld parameters); optimiser state %.1f MB\n",
            ru.ru_maxrss / 1024.0, 8.0 * ui.params_total / 1e6, (long long)ui.params_total, 4.0 * ui.optim_floats / 1e6);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
+    moe_comm_free(comm);
     return 0;
 }
 
