@@ -207,6 +207,9 @@ moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg
  * streams are split over ranks: rows = this rank's streams, stride = B). rows = 0 (the default):
  * the concatenation of the ranks' batches. */
 moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first);
+/* Time a sharded layer has spent in collectives and the bytes of token rows it has sent to and
+ * received from other ranks, since it was created (all zero for a plain layer). */
+void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received);
 /* The experts this layer holds: [first, first + count). A plain layer holds them all. */
 void moe_layer_shard(const moe_layer *l, int *first, int *count);
 
@@ -377,6 +380,9 @@ typedef struct {
     double valid_loss, valid_ppl; /* VALID */
     int64_t params_total, params_active, vocab; /* START */
     int64_t optim_floats;      /* START: floats of optimiser state (both moments) */
+    int ranks;                 /* processes of the run (1 without MPI) */
+    double comm_fraction;      /* TRAIN, ranks > 1: share of rank 0's time in collectives */
+    double exchange_bytes;     /* TRAIN, ranks > 1: token rows sent + received by rank 0 per step */
     const char *path;          /* CHECKPOINT: the file written */
 } moe_train_progress;
 

@@ -45,6 +45,8 @@ typedef struct {
     float *recv, *xe, *ye;     /* [capR,d] */
     float *a, *da;             /* [capR,h] */
     float *dgate;              /* [2*d*n] this backward's gate gradients, summed over ranks */
+    double comm_s;             /* seconds in collectives, since creation */
+    uint64_t sent, received;   /* bytes to and from other ranks, since creation */
 } shard_ws;
 
 struct moe_layer {

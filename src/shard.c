@@ -9,6 +9,7 @@
  *
  * Per step and rank: 2 * (rows sent + rows received) * d floats in forward and as many in
  * backward, minus the rows that stay on the rank (MPI copies those locally). */
+#define _POSIX_C_SOURCE 200809L
 #include "comm.h"
 #include "internal.h"
 #include "layer_impl.h"
@@ -17,6 +18,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void shard_free(shard_ws *sw) {
     free(sw->ball);
@@ -131,10 +133,29 @@ static void permute_rows(float *dst, const float *src, const int *perm, int R, i
     }
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* bytes of an alltoallv that leave and enter this rank (its own block is a local copy) */
+static void count_bytes(moe_layer *l, const int *out, const int *in) {
+    const int P = moe_comm_size(l->comm), me = moe_comm_rank(l->comm);
+    for (int s = 0; s < P; s++)
+        if (s != me) {
+            l->sw.sent += 4 * (uint64_t)out[s];
+            l->sw.received += 4 * (uint64_t)in[s];
+        }
+}
+
 /* sorted local rows -> the experts' ranks -> expert order in `xe` (through sw->recv) */
 static moe_status send_to_experts(moe_layer *l, float *xe, const float *rows) {
     shard_ws *sw = &l->sw;
+    double t0 = now_s();
     moe_status st = comm_alltoallv_f32(l->comm, rows, sw->sc, sw->sd, sw->recv, sw->rc, sw->rd);
+    sw->comm_s += now_s() - t0;
+    count_bytes(l, sw->sc, sw->rc);
     if (st) return st;
     permute_rows(xe, sw->recv, sw->perm, sw->Rloc, l->cfg.d, 0);
     return MOE_OK;
@@ -144,7 +165,11 @@ static moe_status send_to_experts(moe_layer *l, float *xe, const float *rows) {
 static moe_status send_back(moe_layer *l, float *rows, const float *ye) {
     shard_ws *sw = &l->sw;
     permute_rows(sw->recv, ye, sw->perm, sw->Rloc, l->cfg.d, 1);
-    return comm_alltoallv_f32(l->comm, sw->recv, sw->rc, sw->rd, rows, sw->sc, sw->sd);
+    double t0 = now_s();
+    moe_status st = comm_alltoallv_f32(l->comm, sw->recv, sw->rc, sw->rd, rows, sw->sc, sw->sd);
+    sw->comm_s += now_s() - t0;
+    count_bytes(l, sw->rc, sw->sc);
+    return st;
 }
 
 moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int train, const float *noise) {
@@ -155,6 +180,7 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     moe_status st = sw_fixed(l);
     if (st) return st;
     /* where this rank's tokens sit in the whole batch */
+    double t0 = now_s();
     if ((st = comm_allgather_int(l->comm, &B, 1, sw->ball))) return st;
     int64_t off = 0, Btot = 0;
     for (int s = 0; s < P; s++) {
@@ -163,6 +189,7 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     }
     /* every rank must agree on the mode, or the collectives below would mismatch */
     if ((st = moe_comm_check_same(l->comm, train, "training vs evaluation mode"))) return st;
+    sw->comm_s += now_s() - t0;
     if (train) {
         if (noise) memcpy(w->eps, noise, sizeof(float) * (size_t)B * n);
         else if (l->nz_rows == 0) moe_rng_normal_fill(w->eps, (size_t)B * n, l->seed, l->counter + (uint64_t)off * n);
@@ -178,15 +205,19 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     gate_forward(w->clean, w->raw, w->sigma, w->H, smooth ? w->P : NULL, w->topi, w->topv, w->gk, x,
                  pdata(l, P_WG), pdata(l, P_WN), w->eps, train, c->noise_eps, B, d, n, k);
     gate_importance_load(l->importance, l->load, w->P, w->topi, w->gk, smooth, B, n, k);
+    t0 = now_s();
     if ((st = comm_allreduce_sum_f64(l->comm, l->importance, n)) || (st = comm_allreduce_sum_f64(l->comm, l->load, n)))
         return st;
+    sw->comm_s += now_s() - t0;
     double li = cv2_loss(l->dimp, l->importance, n, c->w_importance);
     double ll = cv2_loss(l->dload, l->load, n, c->w_load);
     if (!smooth) memset(l->dload, 0, sizeof(double) * (size_t)n);
 
     dispatch_build(l->counts, l->offsets, w->tok, w->pos, w->topi, B, n, k, K1);
     const int R = B * k;
+    t0 = now_s();
     if ((st = comm_allgather_int(l->comm, l->counts, n, sw->allc))) return st;
+    sw->comm_s += now_s() - t0;
     if ((st = plan_exchange(l))) return st;
     dispatch_gather(w->Xs, x, w->tok, R, d);
     if ((st = send_to_experts(l, sw->xe, w->Xs))) return st;
@@ -238,11 +269,19 @@ moe_status shard_backward(moe_layer *l, float *dx, const float *dy) {
     memset(sw->dgate, 0, sizeof(float) * 2 * (size_t)d * n);
     gate_backward(dx, gwg, gwn, w->dclean, w->draw, w->dgk, l->dload, w->x, pdata(l, P_WG), pdata(l, P_WN), w->H,
                   w->clean, w->raw, w->sigma, w->eps, w->topi, w->topv, w->gk, w->train, w->smooth, B, d, n, k);
+    double t0 = now_s();
     if ((st = moe_comm_allreduce_sum(l->comm, sw->dgate, 2 * (size_t)d * n))) return st;
+    sw->comm_s += now_s() - t0;
     float *g1 = pgrad(l, P_WG), *g2 = pgrad(l, P_WN);
     for (size_t i = 0; i < (size_t)d * n; i++) {
         g1[i] += gwg[i];
         g2[i] += gwn[i];
     }
     return MOE_OK;
+}
+
+void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received) {
+    if (seconds) *seconds = l ? l->sw.comm_s : 0.0;
+    if (sent) *sent = l ? l->sw.sent : 0;
+    if (received) *received = l ? l->sw.received : 0;
 }

@@ -754,6 +754,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     moe_train_progress pr;
     memset(&pr, 0, sizeof pr);
     pr.kind = MOE_PROGRESS_START;
+    pr.ranks = P;
     pr.step = rs.step;
     pr.steps = tc->steps;
     pr.n = n;
@@ -768,7 +769,13 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     const int64_t first_step = rs.step;
     double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;
     int64_t iv_steps = 0, iv_tokens = 0;
-    double iv_t0 = now_s(), run_t0 = now_s();
+    double iv_t0 = now_s(), run_t0 = now_s(), iv_comm = 0.0, layer_comm0 = 0.0;
+    uint64_t bytes0 = 0;
+    if (ml) {
+        uint64_t a, b;
+        moe_layer_comm_stats(ml, &layer_comm0, &a, &b);
+        bytes0 = a + b;
+    }
     while (!stop && (tc->steps == 0 || rs.step < tc->steps)) {
         if ((st = td_iter_next(it, tokbuf))) goto done;
         moe_lm_zero_grad(lm);
@@ -777,12 +784,14 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         if (comm) {
             /* the replicated parameters' gradients summed over ranks (each rank's loss gradient
              * is already its share of the global mean); the sharded MoE sums its gate itself */
+            const double tc0 = now_s();
             if ((st = moe_comm_allreduce_sum(comm, glm, nlm))) goto done;
             int e0, ne;
             if (ml) moe_layer_shard(ml, &e0, &ne);
             if (ml && ne == n && (st = moe_comm_allreduce_sum(comm, gmoe, nmoe))) goto done;
             double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
             if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
+            iv_comm += now_s() - tc0;
             s.loss = tot[0] / tot[1];
             s.tokens = (int64_t)tot[1];
             s.flops = tot[2];
@@ -840,6 +849,17 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             pr.max_mean_load = iv_mm / iv_steps;
             pr.expert_tokens = expert_tokens;
             pr.n = n;
+            pr.ranks = P;
+            if (comm) {
+                double lc = 0.0;
+                uint64_t a = 0, b = 0;
+                if (ml) moe_layer_comm_stats(ml, &lc, &a, &b);
+                pr.comm_fraction = dt > 0 ? (iv_comm + lc - layer_comm0) / dt : 0.0;
+                pr.exchange_bytes = (double)(a + b - bytes0) / (double)iv_steps;
+                layer_comm0 = lc;
+                bytes0 = a + b;
+                iv_comm = 0.0;
+            }
             stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
             iv_loss = iv_aux = iv_flops = iv_cvi = iv_cvl = iv_mm = iv_gn = 0;
             iv_steps = iv_tokens = 0;
@@ -859,6 +879,11 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             pr.elapsed_s = rs.elapsed + (now_s() - t_start);
             if (sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0)) stop = 1;
             iv_t0 = now_s(); /* evaluation time is not training throughput */
+            if (ml) { /* nor is its exchange */
+                uint64_t a, b;
+                moe_layer_comm_stats(ml, &layer_comm0, &a, &b);
+                bytes0 = a + b;
+            }
         }
         if (tc->checkpoint && ((tc->ckpt_every > 0 && rs.step % tc->ckpt_every == 0) || last || stop)) {
             rs.pos = td_iter_get_pos(it);

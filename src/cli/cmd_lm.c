@@ -86,15 +86,20 @@ static int train_cb(const moe_train_progress *p, void *user) {
                "max/mean %.2f | lr %.2e | %s, ETA %s",
                (long long)p->step, of, p->loss, p->ppl,
                p->tokens_per_s, p->gflops, p->cv_importance, p->cv_load, p->max_mean_load, p->lr, el, eta);
+        if (p->ranks > 1)
+            printf(" | %d ranks, comm %.1f%%, exchange %.2f MB/step", p->ranks, 100.0 * p->comm_fraction,
+                   p->exchange_bytes / 1e6);
         if (!ui->tty) printf("\n");
         fflush(stdout);
         if (ui->log) {
             fprintf(ui->log,
                     "{\"kind\":\"train\",\"step\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"aux\":%.6f,\"lr\":%.6g,"
                     "\"grad_norm\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.3f,\"cv_importance\":%.5f,"
-                    "\"cv_load\":%.5f,\"max_mean_load\":%.4f,\"epoch\":%.4f,\"elapsed_s\":%.2f,\"expert_tokens\":[",
+                    "\"cv_load\":%.5f,\"max_mean_load\":%.4f,\"epoch\":%.4f,\"elapsed_s\":%.2f,\"ranks\":%d,"
+                    "\"comm_fraction\":%.5f,\"exchange_bytes_per_step\":%.0f,\"expert_tokens\":[",
                     (long long)p->step, p->loss, p->ppl, p->aux, p->lr, p->grad_norm, p->tokens_per_s, p->gflops,
-                    p->cv_importance, p->cv_load, p->max_mean_load, p->epoch, p->elapsed_s);
+                    p->cv_importance, p->cv_load, p->max_mean_load, p->epoch, p->elapsed_s, p->ranks,
+                    p->comm_fraction, p->exchange_bytes);
             for (int e = 0; e < p->n; e++) fprintf(ui->log, "%s%lld", e ? "," : "", (long long)p->expert_tokens[e]);
             fprintf(ui->log, "]}\n");
             fflush(ui->log);
