@@ -97,6 +97,10 @@ typedef struct {
     float w_importance; /* weight of CV(Importance)^2 */
     float w_load;       /* weight of CV(Load)^2 */
     float noise_eps;    /* sigma = softplus(x W_noise) + noise_eps */
+    int groups;         /* 0: one gate over n experts. a > 0: hierarchical (SPEC 1.6): a primary
+                           gate picks k_groups of a groups of n/a experts, then each chosen
+                           group's own gate picks k of its n/a: k_groups * k experts per token */
+    int k_groups;       /* groups per token when hierarchical */
 } moe_layer_config;
 
 /* d=512 h=1024 n=16 k=4 bias=0 w_importance=w_load=0.1 noise_eps=0.01 */
@@ -125,7 +129,8 @@ void moe_layer_free(moe_layer *l);
 moe_layer_config moe_layer_get_config(const moe_layer *l);
 
 /* y [B,d] = MoE(x [B,d]). In MOE_TRAIN the gate adds noise: `noise` [B,n] gives the standard
- * normal draws eps (for replaying another framework's run); NULL draws them from the layer's
+ * normal draws eps (for replaying another framework's run; hierarchical: [B, a + n], each row
+ * the primary gate's a draws, then group i's n/a draws at a + i*n/a); NULL draws them from the layer's
  * counter-based stream (seed, call counter), so the same seed gives the same run.
  * `noise` is ignored in MOE_EVAL. Keeps what backward needs until the next forward.
  * Fails with MOE_ERR_NONFINITE on NaN/Inf in x or noise, leaving the layer unchanged. */
@@ -145,7 +150,9 @@ moe_status moe_layer_importance(const moe_layer *l, float *importance);
 moe_status moe_layer_load_vec(const moe_layer *l, float *load);
 
 /* Parameters, in the order of SPEC 1.5: gate.w_gate, gate.w_noise, experts.w1, [experts.b1],
- * experts.w2, [experts.b2]. All live in one contiguous arena (and grads in a parallel one). */
+ * experts.w2, [experts.b2]; a hierarchical layer's gate.* are the primary gate's [d, a] and
+ * gate2.w_gate, gate2.w_noise [a, d, n/a] follow (the groups' gates). All live in one contiguous
+ * arena (and grads in a parallel one). */
 typedef struct {
     const char *name;
     int ndim;

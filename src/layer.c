@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const PARAM_NAMES[P_COUNT] = {"gate.w_gate", "gate.w_noise", "experts.w1",
-                                                 "experts.b1",  "experts.w2",   "experts.b2"};
+static const char *const PARAM_NAMES[P_COUNT] = {"gate.w_gate", "gate.w_noise", "experts.w1",   "experts.b1",
+                                                 "experts.w2",  "experts.b2",   "gate2.w_gate", "gate2.w_noise"};
 
 int g_moe_strategy = EXPERTS_PAR_AUTO;
 
@@ -28,6 +28,15 @@ moe_status moe_layer_config_check(const moe_layer_config *c) {
         return moe_fail(MOE_ERR_CONFIG, "k=%d exceeds the number of experts n=%d", c->k, c->n);
     if (c->bias != 0 && c->bias != 1)
         return moe_fail(MOE_ERR_CONFIG, "bias must be 0 or 1, got %d", c->bias);
+    if (c->groups < 0) return moe_fail(MOE_ERR_CONFIG, "groups=%d must be >= 0 (0: not hierarchical)", c->groups);
+    if (c->groups > 0) {
+        if (c->n % c->groups)
+            return moe_fail(MOE_ERR_CONFIG, "n=%d experts do not split into %d groups of equal size", c->n, c->groups);
+        if (c->k_groups < 1 || c->k_groups > c->groups)
+            return moe_fail(MOE_ERR_CONFIG, "k_groups=%d: each token needs 1 to %d groups", c->k_groups, c->groups);
+        if (c->k > c->n / c->groups)
+            return moe_fail(MOE_ERR_CONFIG, "k=%d exceeds the %d experts of a group", c->k, c->n / c->groups);
+    }
     if (!(c->w_importance >= 0.0f) || !isfinite(c->w_importance) || !(c->w_load >= 0.0f) ||
         !isfinite(c->w_load))
         return moe_fail(MOE_ERR_CONFIG, "balancing weights must be finite and >= 0 (w_importance=%g w_load=%g)",
@@ -93,13 +102,15 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
     l->cfg = *cfg;
     l->e0 = e0;
     l->nloc = nloc;
-    const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc;
-    const int64_t shapes[P_COUNT][3] = {{d, n, 0}, {d, n, 0}, {nl, d, h}, {nl, h, 0}, {nl, h, d}, {nl, d, 0}};
-    const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2};
+    const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc, a = cfg->groups, gn = a ? a : n;
+    const int64_t b = a ? n / a : 0;
+    const int64_t shapes[P_COUNT][3] = {{d, gn, 0}, {d, gn, 0}, {nl, d, h}, {nl, h, 0},
+                                        {nl, h, d}, {nl, d, 0}, {a, d, b},  {a, d, b}};
+    const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2, 3, 3};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
         param_slot *s = &l->slots[p];
-        s->present = (p == P_B1 || p == P_B2) ? cfg->bias : 1;
+        s->present = (p == P_B1 || p == P_B2) ? cfg->bias : (p == P_WG2 || p == P_WN2) ? cfg->groups > 0 : 1;
         if (!s->present) continue;
         s->ndim = ndims[p];
         s->numel = 1;
@@ -156,6 +167,8 @@ moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg
     *out = NULL;
     moe_status st = moe_layer_config_check(cfg);
     if (st) return st;
+    if (cfg->groups > 0)
+        return moe_fail(MOE_ERR_UNSUPPORTED, "a hierarchical layer cannot be split over ranks yet: use groups = 0");
     const int P = moe_comm_size(comm), r = moe_comm_rank(comm);
     if (P > cfg->n)
         return moe_fail(MOE_ERR_CONFIG, "%d ranks but only n=%d experts: each rank needs at least one expert (use at most %d ranks)",
@@ -190,6 +203,7 @@ void moe_layer_free(moe_layer *l) {
     if (!l) return;
     ws_free(&l->ws);
     shard_free(&l->sw);
+    hier_free(&l->hw);
     moe_free_aligned(l->params);
     moe_free_aligned(l->grads);
     free(l->counts);
@@ -217,12 +231,18 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     if (!moe_all_finite(x, (size_t)B * d))
         return moe_fail(MOE_ERR_NONFINITE, "input x [%d,%d] contains NaN or Inf", B, d);
     const int train = mode == MOE_TRAIN;
-    if (train && noise && !moe_all_finite(noise, (size_t)B * n))
-        return moe_fail(MOE_ERR_NONFINITE, "noise [%d,%d] contains NaN or Inf", B, n);
-    moe_status st = ws_reserve(l, B);
-    if (st) return st;
+    const int nw = c->groups ? c->groups + n : n; /* noise draws per token */
+    if (train && noise && !moe_all_finite(noise, (size_t)B * nw))
+        return moe_fail(MOE_ERR_NONFINITE, "noise [%d,%d] contains NaN or Inf", B, nw);
     workspace *w = &l->ws;
     w->valid = 0;
+    moe_status st;
+    if (c->groups) { /* its own buffers (hier.c) */
+        if ((st = hier_forward(l, y, x, B, train, noise))) return st;
+        if (stats) *stats = l->stats;
+        return MOE_OK;
+    }
+    if ((st = ws_reserve(l, B))) return st;
     if (l->comm) {
         if ((st = shard_forward(l, y, x, B, train, noise))) return st;
         if (stats) *stats = l->stats;
@@ -281,6 +301,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     if (!moe_all_finite(dy, (size_t)B * d))
         return moe_fail(MOE_ERR_NONFINITE, "grad_output dy [%d,%d] contains NaN or Inf", B, d);
     if (l->comm) return shard_backward(l, dx, dy);
+    if (c->groups) return hier_backward(l, dx, dy);
     const int K1 = k < n ? k + 1 : n;
     const int strat = experts_pick_strategy(g_moe_strategy, R, n, moe_threads());
     dispatch_combine_backward(w->dgk, w->dYs, dy, w->Ys, w->gk, w->pos, B, d, k);
@@ -304,6 +325,13 @@ moe_status moe_layer_gates(const moe_layer *l, float *gates) {
     if (!w->valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
     const int n = l->cfg.n, k = l->cfg.k, K1 = k < n ? k + 1 : n;
     memset(gates, 0, sizeof(float) * (size_t)w->B * n);
+    if (l->cfg.groups) { /* the combined gates Gp_i * G_i,j of each token's kp*ks experts */
+        const int kk = l->cfg.k_groups * k;
+        for (int b = 0; b < w->B; b++)
+            for (int j = 0; j < kk; j++)
+                gates[(size_t)b * n + l->hw.topf[(size_t)b * kk + j]] = l->hw.gkf[(size_t)b * kk + j];
+        return MOE_OK;
+    }
     for (int b = 0; b < w->B; b++)
         for (int j = 0; j < k; j++)
             gates[(size_t)b * n + w->topi[(size_t)b * K1 + j]] = w->gk[(size_t)b * k + j];
@@ -338,7 +366,12 @@ moe_status moe_layer_load_vec(const moe_layer *l, float *v) {
 
 /* ---- parameters ---- */
 
-int moe_layer_num_params(const moe_layer *l) { return l && l->cfg.bias ? 6 : 4; }
+int moe_layer_num_params(const moe_layer *l) {
+    if (!l) return 0;
+    int c = 0;
+    for (int p = 0; p < P_COUNT; p++) c += l->slots[p].present;
+    return c;
+}
 
 /* i-th present parameter -> slot index */
 static int slot_of(const moe_layer *l, int i) {

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { P_WG, P_WN, P_W1, P_B1, P_W2, P_B2, P_COUNT };
+enum { P_WG, P_WN, P_W1, P_B1, P_W2, P_B2, P_WG2, P_WN2, P_COUNT };
 
 typedef struct {
     int present;
@@ -49,6 +49,25 @@ typedef struct {
     uint64_t sent, received;   /* bytes to and from other ranks, since creation */
 } shard_ws;
 
+/* The hierarchical layer's buffers (SPEC 1.6), sized for capB tokens: a groups of b experts,
+ * kp groups per token, ks experts per group; R1 = B*kp (token, group) rows, R = R1*ks. */
+typedef struct {
+    int capB;
+    float *clean, *raw, *sigma, *H, *eps, *P, *dclean, *draw; /* [B,a] primary gate */
+    int *topi;                                                /* [B,K1p] */
+    float *topv, *gk, *dgk;                                   /* [B,K1p], [B,kp], [B,kp] */
+    int *gcnt, *goff, *gtok, *gpos;                           /* [a], [a+1], [R1], [R1] */
+    float *Xg, *dXg;                                          /* [R1,d] rows by group */
+    float *clean2, *raw2, *sigma2, *H2, *eps2, *P2, *dclean2, *draw2; /* [R1,b] */
+    int *topi2;                                               /* [R1,K1s] */
+    float *topv2, *gk2, *dgk2;                                /* [R1,K1s], [R1,ks] x2 */
+    int *topf;                                                /* [B,kp*ks] expert of each slot */
+    float *gkf, *dgkf;                                        /* [B,kp*ks] combined gates */
+    int *tok, *pos;                                           /* [R] */
+    float *Xs, *Ys, *dYs, *A, *dA;                            /* [R,d] x3, [R,h] x2 */
+    double *load_p, *dload_p, *load_s, *dload_s, *scratch;    /* [a], [a], [n], [n], [n] */
+} hier_ws;
+
 struct moe_layer {
     moe_layer_config cfg;
     param_slot slots[P_COUNT];
@@ -63,6 +82,7 @@ struct moe_layer {
     int e0, nloc;   /* experts held: [e0, e0 + nloc) */
     int nz_rows, nz_stride, nz_first; /* seeded noise positions (moe_layer_set_noise_layout) */
     shard_ws sw;
+    hier_ws hw;
 };
 
 extern int g_moe_strategy;
@@ -73,6 +93,11 @@ static inline float *pdata(const moe_layer *l, int p) {
 static inline float *pgrad(const moe_layer *l, int p) {
     return l->slots[p].present ? l->grads + l->slots[p].offset : NULL;
 }
+
+/* hier.c */
+moe_status hier_forward(moe_layer *l, float *y, const float *x, int B, int train, const float *noise);
+moe_status hier_backward(moe_layer *l, float *dx, const float *dy);
+void hier_free(hier_ws *hw);
 
 /* shard.c */
 moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int train, const float *noise);

@@ -78,6 +78,23 @@ moe_status moe_layer_config_from_st(const moe_st *f, moe_layer_config *cfg) {
     if ((v = moe_st_meta(f, "w_importance")) && (st = parse_float("w_importance", v, &c.w_importance))) return st;
     if ((v = moe_st_meta(f, "w_load")) && (st = parse_float("w_load", v, &c.w_load))) return st;
     if ((v = moe_st_meta(f, "noise_eps")) && (st = parse_float("noise_eps", v, &c.noise_eps))) return st;
+    /* hierarchical (SPEC 1.6): the groups' gates gate2.* [a, d, n/a] */
+    moe_tensor g2;
+    if (moe_st_get(f, "gate2.w_gate", &g2) == MOE_OK) {
+        if (g2.ndim != 3 || g2.shape[0] < 1 || g2.shape[0] > c.n || g2.shape[1] != c.d ||
+            g2.shape[0] * g2.shape[2] != c.n)
+            return moe_fail(MOE_ERR_SHAPE, "tensor 'gate2.w_gate' must be [a, d=%d, n/a] with a * n/a = n=%d", c.d, c.n);
+        c.groups = (int)g2.shape[0];
+        c.k_groups = c.groups < 2 ? c.groups : 2;
+        if ((v = moe_st_meta(f, "k_groups")) && (st = parse_int("k_groups", v, &c.k_groups))) return st;
+        if (!moe_st_meta(f, "k") && c.k > c.n / c.groups) c.k = c.n / c.groups;
+        int meta_g = -1;
+        if ((v = moe_st_meta(f, "groups")) && (st = parse_int("groups", v, &meta_g))) return st;
+        if (meta_g >= 0 && meta_g != c.groups)
+            return moe_fail(MOE_ERR_SHAPE, "metadata groups=%d contradicts gate2.w_gate [%d,...]", meta_g, c.groups);
+    } else if ((v = moe_st_meta(f, "groups")) && strcmp(v, "0") != 0) {
+        return moe_fail(MOE_ERR_MISSING, "metadata says groups=%s but the groups' gates gate2.w_gate/gate2.w_noise are absent", v);
+    }
     if ((meta_d >= 0 && meta_d != c.d) || (meta_h >= 0 && meta_h != c.h) || (meta_n >= 0 && meta_n != c.n))
         return moe_fail(MOE_ERR_SHAPE, "metadata d/h/n (%d/%d/%d) contradict experts.w1 [%d,%d,%d]",
                         meta_d, meta_h, meta_n, c.n, c.d, c.h);
@@ -98,8 +115,8 @@ moe_status moe_layer_load_st(moe_layer *l, const moe_st *f) {
     if (!l || !f) return moe_fail(MOE_ERR_INVALID_ARG, "layer and file must not be NULL");
     moe_layer_config c = moe_layer_get_config(l);
     /* validate everything before touching the layer, so a bad file changes nothing */
-    const float *src[6];
-    moe_param p[6];
+    const float *src[8];
+    moe_param p[8];
     int np = moe_layer_num_params(l);
     for (int i = 0; i < np; i++) {
         moe_layer_param(l, i, &p[i]);
@@ -151,6 +168,13 @@ moe_status moe_layer_save(const moe_layer *cl, const char *path) {
         if (meta[i].is_int) snprintf(buf, sizeof buf, "%d", (int)meta[i].v);
         else snprintf(buf, sizeof buf, "%.9g", (float)meta[i].v);
         st = moe_st_writer_meta(w, meta[i].k, buf);
+    }
+    if (!st && c.groups) {
+        char g[2][16];
+        snprintf(g[0], sizeof g[0], "%d", c.groups);
+        snprintf(g[1], sizeof g[1], "%d", c.k_groups);
+        st = moe_st_writer_meta(w, "groups", g[0]);
+        if (!st) st = moe_st_writer_meta(w, "k_groups", g[1]);
     }
     int np = moe_layer_num_params(l);
     for (int i = 0; !st && i < np; i++) {

@@ -94,6 +94,7 @@ static void check_tensor(ctx *c, const char *what, float *v, const float *ana, s
 
 typedef struct {
     int d, h, n, k, bias;
+    int groups, kg; /* hierarchical (SPEC 1.6) when groups > 0 */
 } shape;
 
 /* One configuration, one mode, one loss mix. Returns the largest |gradient| seen so the caller
@@ -106,6 +107,8 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
     cfg.n = sh.n;
     cfg.k = sh.k;
     cfg.bias = sh.bias;
+    cfg.groups = sh.groups;
+    cfg.k_groups = sh.kg;
     cfg.w_importance = w_imp;
     cfg.w_load = w_load;
     cfg.noise_eps = 0.01f;
@@ -118,13 +121,14 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
     for (int i = 0; i < np; i++) {
         moe_param p;
         moe_layer_param(l, i, &p);
-        float scale = strncmp(p.name, "gate.", 5) == 0 ? 0.6f : 0.4f;
+        float scale = strncmp(p.name, "gate", 4) == 0 ? 0.6f : 0.4f;
         t_fill_uniform(p.data, p.numel, scale, seed * 31 + (uint64_t)i);
     }
-    float *x = malloc(sizeof(float) * B * sh.d), *noise = malloc(sizeof(float) * B * sh.n);
+    const int nw = sh.groups ? sh.groups + sh.n : sh.n; /* noise draws per token */
+    float *x = malloc(sizeof(float) * B * sh.d), *noise = malloc(sizeof(float) * B * nw);
     float *dy = malloc(sizeof(float) * B * sh.d), *dx = calloc((size_t)B * sh.d, sizeof(float));
     t_fill_uniform(x, (size_t)B * sh.d, 1.0f, seed + 101);
-    t_fill_normal(noise, (size_t)B * sh.n, seed + 202);
+    t_fill_normal(noise, (size_t)B * nw, seed + 202);
     t_fill_uniform(dy, (size_t)B * sh.d, 1.0f, seed + 303);
     ctx c = {l, x, noise, use_dy ? dy : NULL, B, sh.d, sh.n, mode,
              malloc(sizeof(float) * B * sh.d), malloc(sizeof(float) * B * sh.n)};
@@ -143,8 +147,8 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
         float *ana = malloc(sizeof(float) * p.numel);
         memcpy(ana, p.grad, sizeof(float) * p.numel);
         for (size_t j = 0; j < p.numel; j++) gmax = fmax(gmax, fabs(ana[j]));
-        snprintf(label, sizeof label, "n=%d k=%d bias=%d %s imp=%g load=%g dy=%d %s", sh.n, sh.k,
-                 sh.bias, mode == MOE_TRAIN ? "train" : "eval", w_imp, w_load, use_dy, p.name);
+        snprintf(label, sizeof label, "n=%d k=%d bias=%d groups=%d/%d %s imp=%g load=%g dy=%d %s", sh.n, sh.k,
+                 sh.bias, sh.groups, sh.kg, mode == MOE_TRAIN ? "train" : "eval", w_imp, w_load, use_dy, p.name);
         size_t stride = p.numel > 200 ? 3 : 1;
         check_tensor(&c, label, p.data, ana, p.numel, stride, &skipped, &checked);
         free(ana);
@@ -169,10 +173,13 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
 int main(void) {
     moe_set_threads(2);
     const shape shapes[] = {
-        {6, 10, 8, 2, 1}, /* typical */
-        {6, 10, 8, 1, 0}, /* k = 1: task loss gives the gate no gradient, load loss does */
-        {5, 7, 5, 5, 1},  /* k = n: load is a count (no gradient) */
-        {4, 6, 9, 3, 0},
+        {6, 10, 8, 2, 1, 0, 0}, /* typical */
+        {6, 10, 8, 1, 0, 0, 0}, /* k = 1: task loss gives the gate no gradient, load loss does */
+        {5, 7, 5, 5, 1, 0, 0},  /* k = n: load is a count (no gradient) */
+        {4, 6, 9, 3, 0, 0, 0},
+        {5, 6, 12, 2, 1, 3, 2}, /* hierarchical: 3 groups of 4, 2 groups x 2 experts per token */
+        {4, 5, 12, 1, 0, 4, 2}, /* hierarchical, one expert per group */
+        {4, 5, 8, 2, 0, 2, 2},  /* hierarchical, every group taken: Load_p is a count */
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         for (int m = 0; m < 2; m++) {
@@ -184,7 +191,8 @@ int main(void) {
             g = run_case(shapes[s], mode, 1.0f, 0.0f, 0, seed); /* importance loss alone */
             if (shapes[s].k > 1) CHECK(g > 1e-3, "importance-loss gradients are all ~0 (%g)", g);
             g = run_case(shapes[s], mode, 0.0f, 1.0f, 0, seed); /* load loss alone */
-            if (mode == MOE_TRAIN && shapes[s].k < shapes[s].n)
+            const int nsub = shapes[s].groups ? shapes[s].n / shapes[s].groups : shapes[s].n;
+            if (mode == MOE_TRAIN && (shapes[s].k < nsub || shapes[s].kg < shapes[s].groups))
                 CHECK(g > 1e-3, "load-loss gradients are all ~0 (%g)", g);
             run_case(shapes[s], mode, 0.1f, 0.05f, 1, seed); /* everything together */
         }
