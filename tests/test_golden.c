@@ -1,4 +1,5 @@
-/* test_golden.c - parity with PyTorch: every case in tests/golden (written by gen_golden.py from
+/* test_golden.c - parity with PyTorch: every case in tests/golden (written by gen_golden.py and
+ * gen_golden_hier.py, the hierarchical layer, from
  * a float64 torch reference) is run through the library and each output and gradient compared.
  * Error metric per tensor: max|got - want| / max(max|want|, 1e-6) <= 1e-5. The test is also run
  * with one and with two threads, and both runs must agree bit for bit (determinism). */
@@ -123,7 +124,7 @@ int main(int argc, char **argv) {
         if (L > S && strcmp(de->d_name + L - S, suf) == 0) cases[nc++] = strndup(de->d_name, L - S);
     }
     closedir(dp);
-    CHECK(nc >= 38, "only %d golden cases found in %s (expected 38: regenerate with tests/gen_golden.py)", nc, dir);
+    CHECK(nc >= 48, "only %d golden cases found in %s (expected 48: regenerate with tests/gen_golden.py and tests/gen_golden_hier.py)", nc, dir);
     int mismatched = 0;
     for (int i = 0; i < nc; i++) {
         size_t la = 0, lb = 0;

@@ -78,7 +78,7 @@ int cmd_layer(int argc, char **argv) {
     if (noise_path) {
         if (strcmp(noise_path, input) == 0) nf = NULL;
         else cli_check(moe_st_open(&nf, noise_path), noise_path);
-        noise = get_matrix(nf ? nf : xf, noise_path, "eps", B, cfg.n, NULL);
+        noise = get_matrix(nf ? nf : xf, noise_path, "eps", B, cfg.groups ? cfg.groups + cfg.n : cfg.n, NULL);
     }
     if (grad_path) {
         if (strcmp(grad_path, input) == 0) gf = NULL;
@@ -118,7 +118,7 @@ int cmd_layer(int argc, char **argv) {
     cli_check(moe_st_writer_add(w, "stats.importance", MOE_F32, 1, sh_n, imp), "out");
     cli_check(moe_st_writer_add(w, "stats.load", MOE_F32, 1, sh_n, load), "out");
     cli_check(moe_st_writer_add(w, "stats.counts", MOE_F32, 1, sh_n, counts), "out");
-    char names[6][64];
+    char names[8][64];
     if (dy) {
         cli_check(moe_st_writer_add(w, "grad.x", MOE_F32, 2, sh_bd, dx), "out");
         for (int i = 0; i < moe_layer_num_params(l); i++) {
