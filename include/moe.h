@@ -293,6 +293,8 @@ typedef struct {
     int n, k, h;        /* experts, experts per token, expert hidden size */
     float w_importance, w_load, noise_eps;
     float dropout;      /* probability of dropping, on every layer's output but the softmax */
+    int groups, k_groups; /* > 0: the MoE is hierarchical (SPEC 1.6): groups of n/groups experts,
+                             k_groups groups and k experts in each per token */
 } moe_lm_config;
 
 /* vocab 256, d 128, MoE n 16 k 2 h 256, w_importance = w_load = 0.1, noise_eps 0.01, dropout 0.1 */

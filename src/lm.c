@@ -158,6 +158,8 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
             lc.w_importance = cfg->w_importance;
             lc.w_load = cfg->w_load;
             lc.noise_eps = cfg->noise_eps;
+            lc.groups = cfg->groups;
+            lc.k_groups = cfg->k_groups;
         } else { /* one always-on expert of hidden k*h: the dense FFN of equal active FLOPs */
             if (cfg->k < 1 || cfg->h < 1)
                 return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "dense FFN needs k >= 1 and h >= 1");
@@ -218,7 +220,10 @@ static float *G(const moe_lm *m, int p) { return m->grads + m->slots[p].offset; 
 static double step_flops(const moe_lm *m, double N, int train) {
     const moe_lm_config *c = &m->cfg;
     double d = c->d, f = 2.0 * 16.0 * d * d + 2.0 * d * c->vocab; /* two LSTMs, softmax */
-    if (c->ffn == MOE_FFN_MOE) f += 4.0 * c->k * d * c->h + 2.0 * d * c->n * (train ? 2 : 1);
+    if (c->ffn == MOE_FFN_MOE && c->groups > 0) /* kp*k experts; the primary gate, kp groups' gates */
+        f += 4.0 * c->k_groups * c->k * d * c->h +
+             2.0 * d * (c->groups + (double)c->k_groups * (c->n / c->groups)) * (train ? 2 : 1);
+    else if (c->ffn == MOE_FFN_MOE) f += 4.0 * c->k * d * c->h + 2.0 * d * c->n * (train ? 2 : 1);
     if (c->ffn == MOE_FFN_DENSE) f += 4.0 * c->k * d * c->h;
     return N * f * (train ? 3.0 : 1.0);
 }
@@ -412,8 +417,14 @@ void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active) {
     if (m->moe) {
         moe_layer_config lc = moe_layer_get_config(m->moe);
         int64_t expert = 2LL * lc.d * lc.h + (lc.bias ? lc.h + lc.d : 0), gate = 2LL * lc.d * lc.n;
-        t += gate + expert * lc.n;
-        a += gate + expert * lc.k;
+        if (lc.groups > 0) { /* the primary gate and every group's; a token uses kp groups' */
+            const int64_t g1 = 2LL * lc.d * lc.groups, g2 = 2LL * lc.d * (lc.n / lc.groups);
+            t += g1 + g2 * lc.groups + expert * lc.n;
+            a += g1 + g2 * lc.k_groups + expert * (int64_t)lc.k_groups * lc.k;
+        } else {
+            t += gate + expert * lc.n;
+            a += gate + expert * lc.k;
+        }
     }
     if (total) *total = t;
     if (active) *active = a;

@@ -242,6 +242,8 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
         meta_f(&m, "w_load", c.w_load);
         meta_f(&m, "noise_eps", c.noise_eps);
         meta_f(&m, "dropout", c.dropout);
+        meta_i64(&m, "groups", c.groups);
+        meta_i64(&m, "k_groups", c.k_groups);
         if (!m.st) m.st = tok_serialize(r->tk, &ts);
         meta_str(&m, "tokenizer", ts ? ts : "");
         meta_str(&m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
@@ -350,6 +352,8 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
         (st = get_float(f, "w_importance", &c->w_importance)) || (st = get_float(f, "w_load", &c->w_load)) ||
         (st = get_float(f, "noise_eps", &c->noise_eps)) || (st = get_float(f, "dropout", &c->dropout)))
         return st;
+    if (moe_st_meta(f, "groups") && ((st = get_int(f, "groups", &c->groups)) || (st = get_int(f, "k_groups", &c->k_groups))))
+        return st; /* absent in checkpoints from before hierarchical layers: flat */
     const char *ffn = moe_st_meta(f, "ffn");
     if (!ffn) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting 'ffn'");
     return ffn_parse(ffn, &c->ffn);
@@ -584,6 +588,7 @@ static moe_status check_resume(const moe_st *f, const moe_train_config *tc, cons
         moe_lm_config c;
         if ((st = cfg_from_ckpt(f, &c))) return st;
         if (c.d != mc->d || c.ffn != mc->ffn || (c.ffn != MOE_FFN_NONE && (c.n != mc->n || c.k != mc->k || c.h != mc->h)) ||
+            c.groups != mc->groups || (c.groups && c.k_groups != mc->k_groups) ||
             c.dropout != mc->dropout || c.w_importance != mc->w_importance || c.w_load != mc->w_load)
             return moe_fail(MOE_ERR_CONFIG,
                             "the model settings contradict the checkpoint (it has d=%d ffn=%s n=%d k=%d h=%d dropout=%g "

@@ -25,6 +25,14 @@ grep -q '"kind":"valid"' "$tmp/a/log.jsonl" && ok || bad "log has no validation 
 expect 0 "done" -- "$moe" train --data "$tmp/text.txt" --steps 10 --out "$tmp/b" "${small[@]}"
 expect 0 "starting at step 10" -- "$moe" train --data "$tmp/text.txt" --steps 20 --out "$tmp/b" --resume "$tmp/b/model.safetensors" --batch 4 --bptt 16 --log-every 5 --eval-every 10 --eval-batches 2
 expect 0 "" -- "$moe" diff --got "$tmp/b/model.safetensors" --want "$tmp/a/model.safetensors" --rtol 0
+# the hierarchical MoE (SPEC 1.6) trains and resumes exactly too
+hier=(--d 16 --experts 8 --groups 2 --k-groups 2 --k 1 --h 16 --batch 4 --bptt 16 --log-every 5 --eval-every 10 --eval-batches 2 --threads 2)
+expect 0 "done" -- "$moe" train --data "$tmp/text.txt" --steps 16 --out "$tmp/ha" "${hier[@]}"
+expect 0 "done" -- "$moe" train --data "$tmp/text.txt" --steps 8 --out "$tmp/hb" "${hier[@]}"
+expect 0 "starting at step 8" -- "$moe" train --data "$tmp/text.txt" --steps 16 --out "$tmp/hb" --resume "$tmp/hb/model.safetensors" --batch 4 --bptt 16 --eval-every 10 --eval-batches 2
+expect 0 "" -- "$moe" diff --got "$tmp/hb/model.safetensors" --want "$tmp/ha/model.safetensors" --rtol 0
+expect 0 "hierarchical: 2 groups of 4 experts" -- "$moe" info "$tmp/ha/model.safetensors"
+expect 1 "do not split" -- "$moe" train --data "$tmp/text.txt" --steps 2 --out "$tmp/hc" --experts 9 --groups 2
 expect 0 '"ppl"' -- "$moe" eval --model "$tmp/a/model.safetensors" --data "$tmp/text.txt" --split test --batch 2 --bptt 16 --json
 expect 0 "the quick" -- "$moe" sample --model "$tmp/a/model.safetensors" --prompt "the quick" --length 20
 expect 0 "active per token" -- "$moe" info "$tmp/a/model.safetensors"

@@ -54,12 +54,14 @@ static void check_param(ctx *c, const char *name, float *v, const float *ana, si
     CHECK(bad == 0 && checked > 0, "%s: %d of %d entries disagree", name, bad, checked);
 }
 
-static void gradcheck(moe_ffn_kind ffn, float dropout) {
+static void gradcheck(moe_ffn_kind ffn, float dropout, int groups) {
     moe_lm_config cfg = moe_lm_config_default();
     cfg.vocab = 11;
     cfg.d = 6;
-    cfg.n = 5;
+    cfg.n = groups ? 6 : 5;
     cfg.k = 2;
+    cfg.groups = groups; /* hierarchical: groups of n/groups experts */
+    cfg.k_groups = groups ? 2 : 0;
     cfg.h = 7;
     cfg.ffn = ffn;
     cfg.dropout = dropout;
@@ -76,6 +78,12 @@ static void gradcheck(moe_ffn_kind ffn, float dropout) {
         t_fill_uniform(p.data, p.numel, 0.8f, 77);
         moe_layer_find_param(ml, "gate.w_noise", &p);
         t_fill_uniform(p.data, p.numel, 0.5f, 78);
+        if (groups) {
+            moe_layer_find_param(ml, "gate2.w_gate", &p);
+            t_fill_uniform(p.data, p.numel, 0.8f, 79);
+            moe_layer_find_param(ml, "gate2.w_noise", &p);
+            t_fill_uniform(p.data, p.numel, 0.5f, 80);
+        }
     }
     const int B = 3, T = 4;
     int32_t tok[3 * 5];
@@ -161,10 +169,11 @@ static void contracts(void) {
 
 int main(void) {
     moe_set_threads(2);
-    gradcheck(MOE_FFN_MOE, 0.0f);
-    gradcheck(MOE_FFN_MOE, 0.3f);
-    gradcheck(MOE_FFN_DENSE, 0.2f);
-    gradcheck(MOE_FFN_NONE, 0.2f);
+    gradcheck(MOE_FFN_MOE, 0.0f, 0);
+    gradcheck(MOE_FFN_MOE, 0.3f, 0);
+    gradcheck(MOE_FFN_MOE, 0.2f, 3); /* hierarchical: 3 groups of 2 */
+    gradcheck(MOE_FFN_DENSE, 0.2f, 0);
+    gradcheck(MOE_FFN_NONE, 0.2f, 0);
     contracts();
     return test_finish("test_lm");
 }

@@ -28,6 +28,8 @@ static const char *TRAIN_USAGE =
     "  --resume CKPT      continue a checkpoint exactly (same --data, --batch, --bptt)\n"
     "model:  --ffn moe|dense|none (default moe)  --d 128  --experts 16  --k 2  --h 256\n"
     "        --w-importance 0.1  --w-load 0.1  --noise-eps 0.01  --dropout 0.1\n"
+    "        --groups A --k-groups 2  (hierarchical MoE: A groups of experts/A, k-groups groups\n"
+    "        and --k experts in each per token)\n"
     "        (dense: one FFN d -> k*h -> d, the compute-matched baseline; none: no middle layer)\n"
     "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
     "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
@@ -141,7 +143,7 @@ int cmd_train(int argc, char **argv) {
     const char *ffn_s = NULL, *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *wi_s = NULL, *wl_s = NULL;
     const char *ne_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
-    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL;
+    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *groups_s = NULL, *kg_s = NULL;
     int words = 0, lower = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
@@ -153,7 +155,8 @@ int cmd_train(int argc, char **argv) {
         {"warmup", &warm_s, NULL},      {"clip", &clip_s, NULL},         {"seed", &seed_s, NULL},
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
-        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL}};
+        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
+        {"groups", &groups_s, NULL},    {"k-groups", &kg_s, NULL}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
     /* under mpirun: one process per rank, data parallel, the experts split over the ranks */
     moe_comm *comm = NULL;
@@ -171,7 +174,7 @@ int cmd_train(int argc, char **argv) {
     tc.comm = comm;
     const int rank0 = !comm || moe_comm_rank(comm) == 0;
     moe_lm_config mc = moe_lm_config_default();
-    int model_given = ffn_s || d_s || n_s || k_s || h_s || wi_s || wl_s || ne_s || drop_s;
+    int model_given = ffn_s || d_s || n_s || k_s || h_s || wi_s || wl_s || ne_s || drop_s || groups_s || kg_s;
     if (ffn_s) {
         if (strcmp(ffn_s, "moe") == 0) mc.ffn = MOE_FFN_MOE;
         else if (strcmp(ffn_s, "dense") == 0) mc.ffn = MOE_FFN_DENSE;
@@ -182,6 +185,16 @@ int cmd_train(int argc, char **argv) {
     if (n_s) mc.n = cli_int("experts", n_s, 1, 1 << 20);
     if (k_s) mc.k = cli_int("k", k_s, 1, 1 << 20);
     if (h_s) mc.h = cli_int("h", h_s, 1, 1 << 20);
+    if (groups_s) {
+        mc.groups = cli_int("groups", groups_s, 1, 1 << 20);
+        mc.k_groups = kg_s ? cli_int("k-groups", kg_s, 1, 1 << 20) : (mc.groups < 2 ? mc.groups : 2);
+        if (mc.ffn != MOE_FFN_MOE) cli_die("--groups makes the MoE hierarchical; it needs --ffn moe");
+        if (mc.n % mc.groups) cli_die("--experts %d do not split into --groups %d of equal size", mc.n, mc.groups);
+        if (mc.k_groups > mc.groups) cli_die("--k-groups %d exceeds --groups %d", mc.k_groups, mc.groups);
+        if (mc.k > mc.n / mc.groups) cli_die("--k %d exceeds the %d experts of a group", mc.k, mc.n / mc.groups);
+    } else if (kg_s) {
+        cli_die("--k-groups needs --groups");
+    }
     if (mc.ffn == MOE_FFN_MOE && mc.k > mc.n) cli_die("--k %d exceeds --experts %d: each token picks k of the n experts", mc.k, mc.n);
     if (wi_s) mc.w_importance = (float)cli_double("w-importance", wi_s, 0, 1e6);
     if (wl_s) mc.w_load = (float)cli_double("w-load", wl_s, 0, 1e6);
@@ -392,7 +405,12 @@ int cmd_info(int argc, char **argv) {
     printf("%s\n", model);
     printf("  model: vocab %d, d %d, middle layer %s", cfg.vocab, cfg.d,
            cfg.ffn == MOE_FFN_MOE ? "MoE" : cfg.ffn == MOE_FFN_DENSE ? "dense FFN" : "none");
-    if (cfg.ffn == MOE_FFN_MOE) printf(" (n %d experts, k %d, h %d, w_importance %g, w_load %g)", cfg.n, cfg.k, cfg.h, cfg.w_importance, cfg.w_load);
+    if (cfg.ffn == MOE_FFN_MOE && cfg.groups)
+        printf(" (hierarchical: %d groups of %d experts, %d groups and k %d experts in each per token, h %d, "
+               "w_importance %g, w_load %g)", cfg.groups, cfg.n / cfg.groups, cfg.k_groups, cfg.k, cfg.h, cfg.w_importance,
+               cfg.w_load);
+    else if (cfg.ffn == MOE_FFN_MOE)
+        printf(" (n %d experts, k %d, h %d, w_importance %g, w_load %g)", cfg.n, cfg.k, cfg.h, cfg.w_importance, cfg.w_load);
     if (cfg.ffn == MOE_FFN_DENSE) printf(" (hidden %d)", cfg.k * cfg.h);
     printf(", dropout %g\n", cfg.dropout);
     printf("  parameters: %lld total, %lld active per token\n", (long long)total, (long long)active);
