@@ -12,12 +12,14 @@
 static const char *BENCH_USAGE =
     "usage: moe bench layer [--B 16384] [--d 512] [--h 1024] [--n 64] [--k 4] [--bias]\n"
     "                       [--threads T] [--reps 5] [--strategy auto|blas|experts]\n"
-    "                       [--no-dense] [--json]\n"
+    "                       [--no-dense] [--json] [--groups A [--k-groups 2]]\n"
     "\n"
     "Times one MoE layer in training mode (noisy gating, both balancing losses): forward, and\n"
     "forward+backward; then the dense FFN d -> k*h -> d (same active FLOPs) and a 2048^3 sgemm,\n"
     "both with OpenBLAS's own threads.\n"
     "GFLOP/s count the expert matrix products only: 2*B*k*2*d*h forward, 3x that with backward.\n"
+    "--groups makes the layer hierarchical (SPEC 1.6): A groups of n/A experts, k-groups groups and\n"
+    "k experts in each per token (k-groups*k in all; the dense FFN matches that).\n"
     "--json prints one JSON object (fwd_tokens_per_s, fwdbwd_tokens_per_s, fwdbwd_gflops,\n"
     "dense_fwdbwd_tokens_per_s, sgemm_gflops, ...).\n";
 
@@ -79,12 +81,13 @@ static void dense_backward(dense_ffn *f, const float *x, const float *dy) {
 
 static int bench_layer(int argc, char **argv) {
     const char *B_s = "16384", *d_s = "512", *h_s = "1024", *n_s = "64", *k_s = "4";
-    const char *threads_s = NULL, *reps_s = "5", *strat_s = "auto";
+    const char *threads_s = NULL, *reps_s = "5", *strat_s = "auto", *groups_s = NULL, *kg_s = "2";
     int json = 0, bias = 0, no_dense = 0;
     cli_opt opts[] = {{"B", &B_s, NULL},           {"d", &d_s, NULL},         {"h", &h_s, NULL},
                       {"n", &n_s, NULL},           {"k", &k_s, NULL},         {"threads", &threads_s, NULL},
                       {"reps", &reps_s, NULL},     {"strategy", &strat_s, NULL}, {"json", NULL, &json},
-                      {"bias", NULL, &bias},       {"no-dense", NULL, &no_dense}};
+                      {"bias", NULL, &bias},       {"no-dense", NULL, &no_dense}, {"groups", &groups_s, NULL},
+                      {"k-groups", &kg_s, NULL}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], BENCH_USAGE);
     int B = cli_int("B", B_s, 1, 1 << 24), d = cli_int("d", d_s, 1, 1 << 16);
     int h = cli_int("h", h_s, 1, 1 << 16), n = cli_int("n", n_s, 1, 1 << 20);
@@ -98,6 +101,11 @@ static int bench_layer(int argc, char **argv) {
 
     moe_layer_config cfg = moe_layer_config_default();
     cfg.d = d; cfg.h = h; cfg.n = n; cfg.k = k; cfg.bias = bias;
+    if (groups_s) { /* hierarchical: k_groups groups, k experts in each; kk experts per token */
+        cfg.groups = cli_int("groups", groups_s, 1, n);
+        cfg.k_groups = cli_int("k-groups", kg_s, 1, cfg.groups);
+    }
+    const int kk = cfg.groups ? cfg.k_groups * k : k;
     moe_layer *l = NULL;
     cli_check(moe_layer_create(&l, &cfg, 1), "creating the layer");
     float *x = alloc_fill((size_t)B * d, 1.0f, 11), *dy = alloc_fill((size_t)B * d, 1.0f, 12);
@@ -122,16 +130,16 @@ static int bench_layer(int argc, char **argv) {
     double fwd = median(tf, reps), fb = median(tb, reps);
     moe_layer_free(l);
 
-    double flop_fwd = 2.0 * B * k * 2.0 * d * h;
+    double flop_fwd = 2.0 * B * kk * 2.0 * d * h;
     double dfwd = 0.0, dfb = 0.0;
     /* the baselines use OpenBLAS's own threading, its best on large products (the library
      * keeps OpenBLAS single-threaded and splits products itself) */
     openblas_set_num_threads(threads);
     if (!no_dense) {
-        dense_ffn f = {B, d, k * h, alloc_fill((size_t)d * k * h, 0.04f, 21), alloc_fill((size_t)k * h * d, 0.03f, 22),
-                       calloc((size_t)d * k * h, sizeof(float)), calloc((size_t)k * h * d, sizeof(float)),
-                       malloc(sizeof(float) * B * k * h), malloc(sizeof(float) * B * d),
-                       malloc(sizeof(float) * B * k * h), malloc(sizeof(float) * B * d)};
+        dense_ffn f = {B, d, kk * h, alloc_fill((size_t)d * kk * h, 0.04f, 21), alloc_fill((size_t)kk * h * d, 0.03f, 22),
+                       calloc((size_t)d * kk * h, sizeof(float)), calloc((size_t)kk * h * d, sizeof(float)),
+                       malloc(sizeof(float) * B * kk * h), malloc(sizeof(float) * B * d),
+                       malloc(sizeof(float) * B * kk * h), malloc(sizeof(float) * B * d)};
         if (!f.dw1 || !f.dw2 || !f.a || !f.y || !f.da || !f.dx) cli_die("out of memory for the dense FFN");
         dense_forward(&f, x);
         dense_backward(&f, x, dy);
@@ -153,10 +161,10 @@ static int bench_layer(int argc, char **argv) {
 
     double fwd_tps = B / fwd, fb_tps = B / fb, gf = 3.0 * flop_fwd / fb / 1e9;
     if (json) {
-        printf("{\"impl\":\"moe\",\"B\":%d,\"d\":%d,\"h\":%d,\"n\":%d,\"k\":%d,\"bias\":%d,\"threads\":%d,"
+        printf("{\"impl\":\"moe\",\"groups\":%d,\"k_groups\":%d,\"B\":%d,\"d\":%d,\"h\":%d,\"n\":%d,\"k\":%d,\"bias\":%d,\"threads\":%d,"
                "\"strategy\":\"%s\",\"reps\":%d,\"fwd_s\":%.6f,\"fwdbwd_s\":%.6f,\"fwd_tokens_per_s\":%.1f,"
                "\"fwdbwd_tokens_per_s\":%.1f,\"fwd_gflops\":%.2f,\"fwdbwd_gflops\":%.2f",
-               B, d, h, n, k, bias, threads, strat_s, reps, fwd, fb, fwd_tps, fb_tps, flop_fwd / fwd / 1e9, gf);
+               cfg.groups, cfg.k_groups, B, d, h, n, k, bias, threads, strat_s, reps, fwd, fb, fwd_tps, fb_tps, flop_fwd / fwd / 1e9, gf);
         if (!no_dense)
             printf(",\"dense_fwd_s\":%.6f,\"dense_fwdbwd_s\":%.6f,\"dense_fwdbwd_tokens_per_s\":%.1f,"
                    "\"dense_fwdbwd_gflops\":%.2f,\"moe_over_dense\":%.4f",
@@ -168,7 +176,7 @@ static int bench_layer(int argc, char **argv) {
         printf("  forward          %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", fwd, fwd_tps, flop_fwd / fwd / 1e9);
         printf("  forward+backward %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", fb, fb_tps, gf);
         if (!no_dense) {
-            printf("dense FFN d->%d->d (equal active FLOPs)\n", k * h);
+            printf("dense FFN d->%d->d (equal active FLOPs)\n", kk * h);
             printf("  forward          %8.4f s  %10.0f tokens/s\n", dfwd, B / dfwd);
             printf("  forward+backward %8.4f s  %10.0f tokens/s  %7.1f GFLOP/s\n", dfb, B / dfb,
                    3.0 * flop_fwd / dfb / 1e9);
