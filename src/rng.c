@@ -2,23 +2,13 @@
  * can be replayed, run in any order or on any thread, and a resumed run continues exactly by
  * restoring one counter. The mixer is SplitMix64's finaliser applied to seed and counter. */
 #include "moe.h"
+#include "rng.h"
 
 #include <math.h>
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+uint64_t moe_rng_u64(uint64_t seed, uint64_t counter) { return rng_u64(seed, counter); }
 
-uint64_t moe_rng_u64(uint64_t seed, uint64_t counter) {
-    /* two rounds so that nearby seeds and nearby counters decorrelate */
-    return mix64(mix64(seed + 0x9e3779b97f4a7c15ULL) ^ (counter * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
-}
-
-float moe_rng_uniform(uint64_t seed, uint64_t counter) {
-    return (float)(moe_rng_u64(seed, counter) >> 40) * (1.0f / 16777216.0f);
-}
+float moe_rng_uniform(uint64_t seed, uint64_t counter) { return rng_uniform(seed, counter); }
 
 /* Box-Muller on two 53-bit uniforms from sub-counters 2p and 2p+1 of pair p = counter / 2:
  * an even counter takes r cos(t), the odd one r sin(t), so a bulk fill pays one log and one
