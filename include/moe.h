@@ -239,6 +239,30 @@ typedef enum { MOE_PAR_AUTO = 0, MOE_PAR_BLAS = 1, MOE_PAR_EXPERTS = 2 } moe_par
 void moe_set_parallel(moe_parallel p);
 
 /* ------------------------------------------------------------------------------------------ */
+/* BLEU (SPEC 3.4) over token ids, one reference: the score nltk 3.8's sentence_bleu and
+ * corpus_bleu give with weights (0.25,)*4 and the same smoothing, to 1e-9.                     */
+typedef enum {
+    MOE_BLEU_NONE = 0,    /* unsmoothed; an order without matches scores log(DBL_MIN), as nltk */
+    MOE_BLEU_METHOD1 = 1, /* Chen and Cherry 1: epsilon 0.1 matches for orders without any */
+    MOE_BLEU_METHOD2 = 2, /* Chen and Cherry 2: +1 to matches and totals for n >= 2 */
+    MOE_BLEU_METHOD3 = 3, /* Chen and Cherry 3 (NIST): 1 / (2^k total) for the k-th empty order */
+    MOE_BLEU_PLUS1 = 4,   /* BLEU+1: +1 to matches and totals of every order */
+} moe_bleu_smoothing;
+
+typedef struct {
+    int64_t match[4]; /* clipped n-gram matches, n = 1..4 */
+    int64_t total[4]; /* hypothesis n-grams, at least 1 each (nltk's denominator) */
+    int64_t hyp_len, ref_len;
+} moe_bleu_stats;
+
+/* The statistics of one hypothesis against its reference (token ids; either may be empty). */
+moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t nh, const int32_t *ref, size_t nr);
+/* acc += s: corpus BLEU is the score of the summed statistics. */
+void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s);
+/* BLEU in [0, 1] (0 when no unigram matches, as nltk). */
+double moe_bleu_score(const moe_bleu_stats *s, moe_bleu_smoothing smoothing);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Adam, and the paper's memory-saving variant (SPEC 1.7): beta1 = 0 keeps no first moment, and
  * `factored` keeps the second moment of each declared matrix [rows, cols] as row and column
  * means R, C with V_ij = R_i C_j / mean(R) (rows + cols floats instead of rows * cols).
