@@ -40,6 +40,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_bleu(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 
 #endif

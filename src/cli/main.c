@@ -16,6 +16,7 @@ static const char *USAGE =
     "  classify  train and test an MoE classifier on Fashion-MNIST (the demo)\n"
     "  layer     evaluate one MoE layer from safetensors files (forward, gradients)\n"
     "  diff      compare the tensors of two safetensors files\n"
+    "  bleu      BLEU of a hypothesis file against a reference file\n"
     "  bench     benchmarks (moe bench layer --help)\n";
 
 int main(int argc, char **argv) {
@@ -34,6 +35,7 @@ int main(int argc, char **argv) {
     if (strcmp(c, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
     if (strcmp(c, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(c, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
+    if (strcmp(c, "bleu") == 0) return cmd_bleu(argc - 1, argv + 1);
     fprintf(stderr, "moe: error: unknown command '%s'\n\n%s", c, USAGE);
     return 2;
 }
