@@ -2,8 +2,8 @@
 # lm_tables.sh - the paper's Tables 7 and 6 in miniature on the default corpus (Debian's
 # fortunes, byte tokens): (1) at equal operations per timestep and equal training tokens,
 # validation perplexity for the dense baseline and n = 4, 16, 64, 256 experts (k = 2, h = 256;
-# the dense FFN has hidden k*h), and hierarchical layers of 256 and 1024 experts with 2 experts
-# per token; (2) balancing weights 0/0, 0.1/0.1 and 1/1 at n = 16.
+# the dense FFN has hidden k*h), and hierarchical layers of 256 and 1024 experts of the same
+# operations; (2) balancing weights 0/0, 0.1/0.1 and 1/1 at n = 16.
 # usage: bench/lm_tables.sh [MOE_BINARY] [STEPS] > bench/results/lm-tables-DATE.md
 # The runs (checkpoints, logs) go to runs/lm-tables-DATE/, outside version control.
 set -euo pipefail
@@ -39,9 +39,10 @@ echo "|---|---|---|---|---|---|---|---|"
 row dense --ffn dense
 row none --ffn none
 for n in 4 16 64 256; do row "moe-n$n" --ffn moe --experts $n; done
-# hierarchical (SPEC 1.6): 2 groups x 1 expert per token, the same 2 experts' operations
-row "hier-16x16" --ffn moe --experts 256 --groups 16 --k-groups 2 --k 1
-row "hier-32x32" --ffn moe --experts 1024 --groups 32 --k-groups 2 --k 1
+# hierarchical (SPEC 1.6): 2 groups x 2 experts of h=128 per token, the operations of 2 of h=256
+# (with 1 expert per group its gate would get no gradient from the loss)
+row "hier-16x16-k2x2-h128" --ffn moe --experts 256 --groups 16 --k-groups 2 --k 2 --h 128
+row "hier-32x32-k2x2-h128" --ffn moe --experts 1024 --groups 32 --k-groups 2 --k 2 --h 128
 echo
 echo "### Table 6 in miniature: n=16, balancing weights"
 echo "| weights | valid loss | valid ppl | CV(imp) | CV(load) | max/mean load | tokens/s | seconds |"
