@@ -148,20 +148,7 @@ moe_status hier_forward(moe_layer *l, float *y, const float *x, int B, int train
                     d, h, strat);
     dispatch_combine(y, w->Ys, w->gkf, w->pos, B, d, kk);
 
-    int maxc = 0;
-    for (int e = 0; e < n; e++)
-        if (l->counts[e] > maxc) maxc = l->counts[e];
-    l->stats.loss_importance = (float)li;
-    l->stats.loss_load = (float)ll;
-    l->stats.cv_importance = (float)cv_of(l->importance, n);
-    l->stats.cv_load = (float)cv_of(l->load, n);
-    l->stats.max_mean_load = (float)(maxc / ((double)R / n));
-    l->stats.B = B;
-    l->ws.x = x;
-    l->ws.B = B;
-    l->ws.train = train;
-    l->ws.smooth = sm_p || sm_s;
-    l->ws.valid = 1;
+    layer_finish_forward(l, l->counts, R, li, ll, x, B, train, sm_p || sm_s);
     return MOE_OK;
 }
 

@@ -220,6 +220,25 @@ moe_layer_config moe_layer_get_config(const moe_layer *l) { return l->cfg; }
 void moe_set_parallel(moe_parallel p) { g_moe_strategy = (int)p; }
 
 
+void layer_finish_forward(moe_layer *l, const int *counts, int64_t rows, double li, double ll, const float *x, int B,
+                          int train, int smooth) {
+    const int n = l->cfg.n;
+    int maxc = 0;
+    for (int e = 0; e < n; e++)
+        if (counts[e] > maxc) maxc = counts[e];
+    l->stats.loss_importance = (float)li;
+    l->stats.loss_load = (float)ll;
+    l->stats.cv_importance = (float)cv_of(l->importance, n);
+    l->stats.cv_load = (float)cv_of(l->load, n);
+    l->stats.max_mean_load = (float)(maxc / ((double)rows / n));
+    l->stats.B = B;
+    l->ws.x = x;
+    l->ws.B = B;
+    l->ws.train = train;
+    l->ws.smooth = smooth;
+    l->ws.valid = 1;
+}
+
 moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
                              const float *noise, moe_layer_stats *stats) {
     if (!l || !y || !x) return moe_fail(MOE_ERR_INVALID_ARG, "layer, y and x must not be NULL");
@@ -274,21 +293,8 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
                     pdata(l, P_B2), l->offsets, n, d, h, strat);
     dispatch_combine(y, w->Ys, w->gk, w->pos, B, d, k);
 
-    int maxc = 0;
-    for (int e = 0; e < n; e++)
-        if (l->counts[e] > maxc) maxc = l->counts[e];
-    l->stats.loss_importance = (float)li;
-    l->stats.loss_load = (float)ll;
-    l->stats.cv_importance = (float)cv_of(l->importance, n);
-    l->stats.cv_load = (float)cv_of(l->load, n);
-    l->stats.max_mean_load = (float)(maxc / ((double)R / n));
-    l->stats.B = B;
+    layer_finish_forward(l, l->counts, R, li, ll, x, B, train, smooth);
     if (stats) *stats = l->stats;
-    w->x = x;
-    w->B = B;
-    w->train = train;
-    w->smooth = smooth;
-    w->valid = 1;
     return MOE_OK;
 }
 

@@ -94,6 +94,11 @@ static inline float *pgrad(const moe_layer *l, int p) {
     return l->slots[p].present ? l->grads + l->slots[p].offset : NULL;
 }
 
+/* layer.c: the statistics of a finished forward (counts [n] over all tokens, rows = tokens * k)
+ * and what backward needs to know about it */
+void layer_finish_forward(moe_layer *l, const int *counts, int64_t rows, double li, double ll, const float *x, int B,
+                          int train, int smooth);
+
 /* hier.c */
 moe_status hier_forward(moe_layer *l, float *y, const float *x, int B, int train, const float *noise);
 moe_status hier_backward(moe_layer *l, float *dx, const float *dy);

@@ -227,24 +227,12 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     if ((st = send_back(l, w->Ys, sw->ye))) return st;
     dispatch_combine(y, w->Ys, w->gk, w->pos, B, d, k);
 
-    int maxc = 0;
     for (int e = 0; e < n; e++) {
         int g = 0;
         for (int s = 0; s < P; s++) g += sw->allc[(size_t)s * n + e];
         sw->gcounts[e] = g;
-        if (g > maxc) maxc = g;
     }
-    l->stats.loss_importance = (float)li;
-    l->stats.loss_load = (float)ll;
-    l->stats.cv_importance = (float)cv_of(l->importance, n);
-    l->stats.cv_load = (float)cv_of(l->load, n);
-    l->stats.max_mean_load = (float)(maxc / ((double)Btot * k / n));
-    l->stats.B = B;
-    w->x = x;
-    w->B = B;
-    w->train = train;
-    w->smooth = smooth;
-    w->valid = 1;
+    layer_finish_forward(l, sw->gcounts, (int64_t)Btot * k, li, ll, x, B, train, smooth);
     return MOE_OK;
 }
 

@@ -5,18 +5,7 @@
 # usage: cli_bleu.sh MOE_BINARY TESTS_DIR
 set -u
 moe=$1
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-expect() { # expect CODE PATTERN -- command...
-  local code=$1 pat=$2; shift 3
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: ${out: -400}"; return; fi
-  if [[ -n "$pat" ]] && ! grep -qE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: ${out: -400}"; return; fi
-  ok
-}
+. "$(dirname "$0")/testlib.sh"
 echo "It is a guide to action which ensures that the military always obeys the commands of the party" > "$tmp/h"
 echo "It is a guide to action that ensures that the military will forever heed Party commands" > "$tmp/r"
 expect 0 "^BLEU 0.411804 " -- "$moe" bleu --ref "$tmp/r" --hyp "$tmp/h"
@@ -40,5 +29,4 @@ expect 1 "must be 0, 1, 2, 3 or plus1" -- "$moe" bleu --ref "$tmp/r" --hyp "$tmp
 expect 0 "usage" -- "$moe" bleu --help
 printf '\n' > "$tmp/blank"
 expect 0 "^0.000000000" -- "$moe" bleu --ref "$tmp/r" --hyp "$tmp/blank" --sentence
-echo "cli_bleu: $pass passed, $fail failed"
-[[ $fail -eq 0 && $pass -gt 0 ]]
+finish cli_bleu

@@ -4,20 +4,9 @@
 # usage: cli_layer.sh MOE_BINARY TESTS_DIR
 set -u
 moe=$1; golden=$2/golden
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-expect() { # expect CODE PATTERN -- command...
-  local code=$1 pat=$2; shift 3
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: $out"; return; fi
-  if [[ -n "$pat" ]] && ! grep -qiE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: $out"; return; fi
-  ok
-}
+. "$(dirname "$0")/testlib.sh"
 
-for c in n16_k2_bias1_train n64_k4_bias0_eval n4_k1_bias1_train n1024_k4_bias0_train n4_k4_bias0_train; do
+for c in n16_k2_bias1_train n64_k4_bias0_eval n4_k1_bias1_train n1024_k4_bias0_train n4_k4_bias0_train hier_a4_b4_kp2_ks2_bias1_train; do
   g=$golden/$c
   extra=()
   [[ $c == *_train ]] && extra=(--train --noise "$g.input.safetensors")
@@ -45,5 +34,4 @@ expect 1 "integer" -- "$moe" bench layer --B abc
 expect 1 "k" -- "$moe" bench layer --n 4 --k 5
 [[ ! -e "$tmp/o" ]] && ok || bad "a failed run left an output file"
 
-echo "cli_layer: $pass passed, $fail failed"
-[[ $fail -eq 0 && $pass -gt 0 ]]
+finish cli_layer

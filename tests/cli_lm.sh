@@ -5,18 +5,7 @@
 # usage: cli_lm.sh MOE_BINARY TESTS_DIR
 set -u
 moe=$1
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-expect() { # expect CODE PATTERN -- command...
-  local code=$1 pat=$2; shift 3
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: ${out: -600}"; return; fi
-  if [[ -n "$pat" ]] && ! grep -qiE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: ${out: -600}"; return; fi
-  ok
-}
+. "$(dirname "$0")/testlib.sh"
 for i in $(seq 1 400); do echo "line $i: the quick brown fox jumps over the lazy dog $((i % 7))."; done > "$tmp/text.txt"
 small=(--d 16 --experts 4 --k 2 --h 16 --batch 4 --bptt 16 --log-every 5 --eval-every 10 --eval-batches 2 --threads 2)
 expect 0 "done: checkpoint" -- "$moe" train --data "$tmp/text.txt" --steps 20 --out "$tmp/a" "${small[@]}"
@@ -67,5 +56,4 @@ expect 1 "factored optimiser, not adam" -- "$moe" train --data "$tmp/text.txt" -
 head -c 3000 "$tmp/a/model.safetensors" > "$tmp/trunc.safetensors"
 expect 1 "truncated|cut short" -- "$moe" eval --model "$tmp/trunc.safetensors" --data "$tmp/text.txt"
 expect 1 "not a moe language-model checkpoint" -- "$moe" info "$2/golden/n4_k1_bias0_eval.params.safetensors"
-echo "cli_lm: $pass passed, $fail failed"
-[[ $fail -eq 0 && $pass -gt 0 ]]
+finish cli_lm

@@ -8,10 +8,7 @@
 set -u
 read -r -a mpirun <<<"$1"
 moe=$2
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/testlib.sh"
 run() { # run NP ARGS... : moe train under mpirun (NP=1: a plain process)
   local np=$1; shift
   if [[ $np -eq 1 ]]; then "$moe" train "$@"; else timeout 120 "${mpirun[@]}" -np "$np" "$moe" train "$@"; fi
@@ -49,5 +46,4 @@ out=$(run 4 --data "$tmp/text.txt" --batch 2 --bptt 16 "${model[@]}" --steps 5 -
 out=$(timeout 120 "${mpirun[@]}" -np 1 "$moe" train "${common[@]}" "${model[@]}" --steps 5 --out "$tmp/y" : \
       -np 1 "$moe" train "${common[@]}" "${model[@]}" --steps 6 --out "$tmp/y" 2>&1); rc=$?
 [[ $rc -ne 0 && $rc -ne 124 ]] && grep -q "ranks disagree on --steps" <<<"$out" && ok || bad "ranks with other --steps: exit $rc: ${out: -300}"
-echo "mpi_lm: $pass passed, $fail failed"
-[[ $fail -eq 0 && $pass -gt 0 ]]
+finish mpi_lm
