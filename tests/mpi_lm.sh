@@ -46,4 +46,6 @@ out=$(run 4 --data "$tmp/text.txt" --batch 2 --bptt 16 "${model[@]}" --steps 5 -
 out=$(timeout 120 "${mpirun[@]}" -np 1 "$moe" train "${common[@]}" "${model[@]}" --steps 5 --out "$tmp/y" : \
       -np 1 "$moe" train "${common[@]}" "${model[@]}" --steps 6 --out "$tmp/y" 2>&1); rc=$?
 [[ $rc -ne 0 && $rc -ne 124 ]] && grep -q "ranks disagree on --steps" <<<"$out" && ok || bad "ranks with other --steps: exit $rc: ${out: -300}"
+out=$(run 2 "${common[@]}" --d 16 --experts 8 --k 2 --h 16 --steps 30 --out "$tmp/h" --resume "$tmp/h/model.safetensors" 2>&1); rc=$?
+[[ $rc -ne 0 && $rc -ne 124 ]] && grep -q "contradict the checkpoint" <<<"$out" && ok || bad "resume with another expert count on 2 ranks: exit $rc: ${out: -300}"
 finish mpi_lm
