@@ -247,13 +247,9 @@ void dropout_forward(float *out, const float *x, size_t count, float p, uint64_t
     }
     /* selected, not multiplied: at p >= 1 the scale is inf (or negative) and no element is kept */
     const float scale = 1.0f / (1.0f - p);
-    const uint64_t ks = rng_mix64(seed + 0x9e3779b97f4a7c15ULL); /* the seed's half of rng_u64 */
+    const uint64_t key = rng_key(seed);
 #pragma omp parallel for schedule(static) if (count >= LSTM_OMP_MIN)
-    for (size_t j = 0; j < count; j++) {
-        const uint64_t c = counter + j;
-        const float u = (float)(rng_mix64(ks ^ (c * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL)) >> 40) * (1.0f / 16777216.0f);
-        out[j] = sel(u >= p, x[j] * scale, 0.0f);
-    }
+    for (size_t j = 0; j < count; j++) out[j] = sel(rng_uniform_key(key, counter + j) >= p, x[j] * scale, 0.0f);
 }
 
 void dropout_backward(float *dx, const float *dout, size_t count, float p, uint64_t seed,
@@ -264,11 +260,7 @@ void dropout_backward(float *dx, const float *dout, size_t count, float p, uint6
     }
     const float scale = 1.0f / (1.0f - p);
     /* forward: out = x * mask / (1-p);  so dx += dout * mask / (1-p), the mask recomputed */
-    const uint64_t ks = rng_mix64(seed + 0x9e3779b97f4a7c15ULL);
+    const uint64_t key = rng_key(seed);
 #pragma omp parallel for schedule(static) if (count >= LSTM_OMP_MIN)
-    for (size_t j = 0; j < count; j++) {
-        const uint64_t c = counter + j;
-        const float u = (float)(rng_mix64(ks ^ (c * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL)) >> 40) * (1.0f / 16777216.0f);
-        dx[j] += sel(u >= p, dout[j] * scale, 0.0f);
-    }
+    for (size_t j = 0; j < count; j++) dx[j] += sel(rng_uniform_key(key, counter + j) >= p, dout[j] * scale, 0.0f);
 }

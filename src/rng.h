@@ -12,14 +12,18 @@ static inline uint64_t rng_mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* two rounds so that nearby seeds and nearby counters decorrelate */
-static inline uint64_t rng_u64(uint64_t seed, uint64_t counter) {
-    return rng_mix64(rng_mix64(seed + 0x9e3779b97f4a7c15ULL) ^ (counter * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
+/* Two rounds so that nearby seeds and nearby counters decorrelate. The seed's round depends on
+ * the seed alone: a loop over counters computes it once (rng_key) and draws with the key. */
+static inline uint64_t rng_key(uint64_t seed) { return rng_mix64(seed + 0x9e3779b97f4a7c15ULL); }
+static inline uint64_t rng_u64_key(uint64_t key, uint64_t counter) {
+    return rng_mix64(key ^ (counter * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL));
 }
+static inline uint64_t rng_u64(uint64_t seed, uint64_t counter) { return rng_u64_key(rng_key(seed), counter); }
 
 /* uniform in [0, 1) with 24 bits */
-static inline float rng_uniform(uint64_t seed, uint64_t counter) {
-    return (float)(rng_u64(seed, counter) >> 40) * (1.0f / 16777216.0f);
+static inline float rng_uniform_key(uint64_t key, uint64_t counter) {
+    return (float)(rng_u64_key(key, counter) >> 40) * (1.0f / 16777216.0f);
 }
+static inline float rng_uniform(uint64_t seed, uint64_t counter) { return rng_uniform_key(rng_key(seed), counter); }
 
 #endif

@@ -20,7 +20,18 @@
 #include <string.h>
 #include <time.h>
 
+/* the buffers sized by rows (sw_rows) */
+static void free_rows(shard_ws *sw) {
+    free(sw->perm);
+    moe_free_aligned(sw->recv);
+    moe_free_aligned(sw->xe);
+    moe_free_aligned(sw->ye);
+    moe_free_aligned(sw->a);
+    moe_free_aligned(sw->da);
+}
+
 void shard_free(shard_ws *sw) {
+    free_rows(sw);
     free(sw->ball);
     free(sw->allc);
     free(sw->gcounts);
@@ -29,12 +40,6 @@ void shard_free(shard_ws *sw) {
     free(sw->rc);
     free(sw->rd);
     free(sw->loff);
-    free(sw->perm);
-    moe_free_aligned(sw->recv);
-    moe_free_aligned(sw->xe);
-    moe_free_aligned(sw->ye);
-    moe_free_aligned(sw->a);
-    moe_free_aligned(sw->da);
     moe_free_aligned(sw->dgate);
     memset(sw, 0, sizeof *sw);
 }
@@ -63,12 +68,7 @@ static moe_status sw_rows(moe_layer *l, int R) {
     shard_ws *sw = &l->sw;
     if (R <= sw->capR) return MOE_OK;
     const size_t d = (size_t)l->cfg.d, h = (size_t)l->cfg.h, cap = (size_t)R + R / 4 + 16;
-    free(sw->perm);
-    moe_free_aligned(sw->recv);
-    moe_free_aligned(sw->xe);
-    moe_free_aligned(sw->ye);
-    moe_free_aligned(sw->a);
-    moe_free_aligned(sw->da);
+    free_rows(sw);
     sw->perm = malloc(sizeof(int) * cap);
     sw->recv = moe_alloc_floats(cap * d);
     sw->xe = moe_alloc_floats(cap * d);

@@ -539,22 +539,28 @@ static int sync_flag(moe_comm *comm, int v) {
     return v;
 }
 
-/* Squared norm of the MoE arena's gradients over all ranks: the gate's are the same on every
- * rank, each expert's lives on one. */
+/* Squared norm of the MoE arena's gradients over all ranks. A layer held whole is one sum; a
+ * sharded one has the gate's gradients on every rank and each expert's on one. */
 static moe_status moe_grad_norm2(moe_layer *ml, moe_comm *comm, double *out) {
     int e0, ne;
     moe_layer_shard(ml, &e0, &ne);
-    double mine[1] = {0.0}, shared = 0.0;
+    if (!comm || ne == moe_layer_get_config(ml).n) {
+        float *g;
+        size_t count;
+        moe_layer_arena(ml, NULL, &g, &count);
+        *out = grad_norm2(g, count);
+        return MOE_OK;
+    }
+    double mine = 0.0, shared = 0.0;
     for (int i = 0; i < moe_layer_num_params(ml); i++) {
         moe_param p;
         moe_layer_param(ml, i, &p);
         const double g2 = grad_norm2(p.grad, p.numel);
-        if (comm && ne < moe_layer_get_config(ml).n && strncmp(p.name, "experts.", 8) == 0) mine[0] += g2;
+        if (strncmp(p.name, "experts.", 8) == 0) mine += g2;
         else shared += g2;
     }
-    moe_status st = MOE_OK;
-    if (comm && ne < moe_layer_get_config(ml).n) st = comm_allreduce_sum_f64(comm, mine, 1);
-    *out = shared + mine[0];
+    moe_status st = comm_allreduce_sum_f64(comm, &mine, 1);
+    *out = shared + mine;
     return st;
 }
 
@@ -772,6 +778,13 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     }
     int stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
     const int64_t first_step = rs.step;
+    /* the dense baseline's one expert is not split over ranks: its gradients are summed too */
+    int moe_replicated = 0;
+    if (ml) {
+        int e0, ne;
+        moe_layer_shard(ml, &e0, &ne);
+        moe_replicated = ne == n;
+    }
     double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;
     int64_t iv_steps = 0, iv_tokens = 0;
     double iv_t0 = now_s(), run_t0 = now_s(), iv_comm = 0.0, layer_comm0 = 0.0;
@@ -791,9 +804,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
              * is already its share of the global mean); the sharded MoE sums its gate itself */
             const double tc0 = now_s();
             if ((st = moe_comm_allreduce_sum(comm, glm, nlm))) goto done;
-            int e0, ne;
-            if (ml) moe_layer_shard(ml, &e0, &ne);
-            if (ml && ne == n && (st = moe_comm_allreduce_sum(comm, gmoe, nmoe))) goto done;
+            if (moe_replicated && (st = moe_comm_allreduce_sum(comm, gmoe, nmoe))) goto done;
             double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
             if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
             iv_comm += now_s() - tc0;

@@ -38,6 +38,10 @@ same "$tmp/h/model.safetensors" "$tmp/one/model.safetensors" "2 ranks then 1 pro
 run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f1" > /dev/null 2>&1 || bad "factored, 1 process"
 run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f2" > "$tmp/f2.log" 2>&1 || bad "factored, 2 ranks: $(tail -2 "$tmp/f2.log")"
 same "$tmp/f2/model.safetensors" "$tmp/f1/model.safetensors" "factored optimiser, 5 experts on 2 ranks"
+# the dense baseline: its one expert is replicated, its gradients summed like the LSTMs'
+run 1 "${common[@]}" --d 16 --ffn dense --k 2 --h 16 --steps 12 --out "$tmp/d1" > /dev/null 2>&1 || bad "dense, 1 process"
+run 2 "${common[@]}" --d 16 --ffn dense --k 2 --h 16 --steps 12 --out "$tmp/d2" > "$tmp/d2.log" 2>&1 || bad "dense, 2 ranks: $(tail -2 "$tmp/d2.log")"
+same "$tmp/d2/model.safetensors" "$tmp/d1/model.safetensors" "dense FFN on 2 ranks"
 # bad settings: every rank ends, with a message, well before the time limit
 out=$(run 4 "${common[@]}" --d 16 --experts 2 --k 1 --h 16 --steps 5 --out "$tmp/x" 2>&1); rc=$?
 [[ $rc -ne 0 && $rc -ne 124 ]] && grep -q "each rank needs at least one expert" <<<"$out" && ok || bad "4 ranks, 2 experts: exit $rc: ${out: -300}"
