@@ -35,7 +35,7 @@ typedef struct {
 /* A sharded layer's exchange: this rank's rows sorted by expert (Xs) go to the experts'
  * ranks; rows arrive grouped by source rank (recv) and are permuted to expert order (xe). */
 typedef struct {
-    int *ball;                 /* [P] tokens on each rank in the last forward */
+    int *ball;                 /* [P,2] tokens and mode (train) of each rank in the last forward */
     int *allc;                 /* [P,n] rows each rank sent to each expert */
     int *gcounts;              /* [n] rows per expert over all ranks */
     int *sc, *sd, *rc, *rd;    /* [P] alltoallv counts and displacements (floats, d per row) */

@@ -48,7 +48,7 @@ static moe_status sw_fixed(moe_layer *l) {
     shard_ws *sw = &l->sw;
     if (sw->ball) return MOE_OK;
     const int P = moe_comm_size(l->comm), n = l->cfg.n, d = l->cfg.d;
-    sw->ball = calloc((size_t)P, sizeof(int));
+    sw->ball = calloc(2 * (size_t)P, sizeof(int));
     sw->allc = calloc((size_t)P * n, sizeof(int));
     sw->gcounts = calloc((size_t)n, sizeof(int));
     sw->sc = calloc((size_t)P, sizeof(int));
@@ -179,17 +179,20 @@ moe_status shard_forward(moe_layer *l, float *y, const float *x, int B, int trai
     shard_ws *sw = &l->sw;
     moe_status st = sw_fixed(l);
     if (st) return st;
-    /* where this rank's tokens sit in the whole batch */
+    /* where this rank's tokens sit in the whole batch, and each rank's mode (one collective) */
     double t0 = now_s();
-    if ((st = comm_allgather_int(l->comm, &B, 1, sw->ball))) return st;
+    const int mine[2] = {B, train};
+    if ((st = comm_allgather_int(l->comm, mine, 2, sw->ball))) return st;
+    sw->comm_s += now_s() - t0;
     int64_t off = 0, Btot = 0;
     for (int s = 0; s < P; s++) {
-        if (s < me) off += sw->ball[s];
-        Btot += sw->ball[s];
+        if (s < me) off += sw->ball[2 * s];
+        Btot += sw->ball[2 * s];
+        /* the collectives below would not match up */
+        if (sw->ball[2 * s + 1] != train)
+            return moe_fail(MOE_ERR_COMM, "rank %d runs the layer in %s mode and rank %d in %s mode", me,
+                            train ? "training" : "evaluation", s, sw->ball[2 * s + 1] ? "training" : "evaluation");
     }
-    /* every rank must agree on the mode, or the collectives below would mismatch */
-    if ((st = moe_comm_check_same(l->comm, train, "training vs evaluation mode"))) return st;
-    sw->comm_s += now_s() - t0;
     if (train) {
         if (noise) memcpy(w->eps, noise, sizeof(float) * (size_t)B * n);
         else if (l->nz_rows == 0) moe_rng_normal_fill(w->eps, (size_t)B * n, l->seed, l->counter + (uint64_t)off * n);
