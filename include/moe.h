@@ -448,6 +448,62 @@ moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T,
                          double *loss, uint64_t *tokens);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Sequence-to-sequence translation (issue 4, SPEC 3): an LSTM encoder (the first layer
+ * optionally bidirectional), an LSTM decoder with attention (Luong's "general" score), and
+ * optionally an MoE layer between the two LSTM layers of each side, as in the MoE paper's
+ * translation model. Token sequences are batch-major [B, T] int32 in this API.                 */
+typedef struct {
+    int src_vocab, tgt_vocab;
+    int d;              /* embedding, LSTM, MoE and attention width */
+    int layers;         /* LSTM layers on each side: 1 or 2 */
+    int bidir;          /* 1: the first encoder layer also reads right to left (outputs summed) */
+    int moe;            /* 1: x + sigmoid(MoE(x)) between the two layers of each side */
+    int n, k, h;        /* the MoE layers' experts, experts per token, hidden size */
+    float w_importance, w_load, noise_eps;
+    float dropout;      /* on embeddings, on the input of layer 2 and on the attention output */
+    int max_len;        /* longest target in tokens with its end mark: one baseline regressor
+                           per step (REINFORCE) and the decoding limit */
+    int eos;            /* target id that ends a sentence; it also starts the decoder */
+} moe_s2s_config;
+
+/* d 128, layers 2, bidir 1, moe 1 (n 8, k 2, h 256, 0.1/0.1, noise 0.01), dropout 0.1,
+ * max_len 16, eos 1; the vocabulary sizes are the caller's. */
+moe_s2s_config moe_s2s_config_default(void);
+typedef struct moe_s2s moe_s2s;
+moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed);
+void moe_s2s_free(moe_s2s *m);
+moe_s2s_config moe_s2s_get_config(const moe_s2s *m);
+/* The dense parameters (one arena; names like "enc1.w_ih", "att.w", "baseline.w"). */
+int moe_s2s_num_params(const moe_s2s *m);
+moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p);
+moe_status moe_s2s_find_param(moe_s2s *m, const char *name, moe_param *p);
+moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *count);
+/* The MoE layer of a side (0 encoder, 1 decoder); NULL without MoE. */
+moe_layer *moe_s2s_moe(moe_s2s *m, int side);
+void moe_s2s_zero_grad(moe_s2s *m);
+
+/* Teacher-forced forward of a batch: the decoder reads in [B,Tt] (in[b][0] is normally eos) and
+ * position (b,t) scores tgt[b][t]. Returns in *loss
+ *     sum over (b,t) of coef[b][t] * -log p(tgt[b][t] | in[b][..t], src[b])  + the MoE losses,
+ * so coef = 1/N on real tokens gives mean cross-entropy and coef = -(r - baseline)/N gives the
+ * REINFORCE surrogate; coef 0 masks a position (its tgt is not looked at). All sources of a
+ * batch have the same length Ts. MOE_TRAIN: dropout and gate noise on. Keeps what
+ * moe_s2s_backward needs. */
+moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src /* [B,Ts] */, int B, int Ts,
+                           const int32_t *in /* [B,Tt] */, const int32_t *tgt /* [B,Tt] */,
+                           const float *coef /* [B,Tt] */, int Tt, moe_mode mode, double *loss);
+/* Gradients of the last forward's loss += into every parameter's gradient. */
+moe_status moe_s2s_backward(moe_s2s *m);
+/* Greedy decoding of B sources of length Ts: out [B,max_len] ids without the end mark, len [B]
+ * (max_len <= cfg.max_len; a sentence that never ends stops there). */
+moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max_len, int32_t *out,
+                          int *len);
+/* Beam search for one source: the best finished hypothesis by sum log p / len^alpha
+ * (alpha 0: plain sum), `beam` hypotheses kept per step. out [max_len], *len. */
+moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float alpha, int max_len,
+                        int32_t *out, int *len);
+
+/* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
 typedef struct {
     int ndim;
