@@ -503,6 +503,78 @@ moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max
 moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float alpha, int max_len,
                         int32_t *out, int *len);
 
+/* Training the translation model (issue 4): cross-entropy, MIXER (SPEC 3.3) or SCST (SPEC 3.2)
+ * on the Ding dictionary (SPEC 4) or two parallel files; checkpoints as moe_train's.          */
+typedef enum { MOE_OBJ_XENT = 0, MOE_OBJ_MIXER = 1, MOE_OBJ_SCST = 2 } moe_s2s_objective;
+
+typedef struct {
+    const char *dict;      /* dictd data of the Ding dictionary (its .index beside it); or */
+    const char *src_file, *tgt_file; /* two files of one sentence a line (split 90/5/5 by hash) */
+    const char *out_dir;   /* model.safetensors and log.jsonl go here */
+    moe_s2s_objective objective;
+    int epochs;            /* stop after this epoch; 0: n_xent + (MIXER stages) * n_xer */
+    int n_xent, n_xer, delta; /* MIXER: N_XENT cross-entropy epochs, then stages of N_XE+R
+                                 epochs with s = T, T - delta, ... (T = cfg.max_len), the last
+                                 at s = 0; SCST: n_xent epochs of cross-entropy, then SCST */
+    int batch;
+    float lr, lr_rl;       /* Adam; lr_rl for the REINFORCE epochs (0: lr) */
+    float clip;            /* global gradient-norm clip (0: none) */
+    uint64_t seed;
+    moe_bleu_smoothing reward; /* sentence BLEU smoothing of the reward (BLEU+1 by default) */
+    int min_count, max_vocab;  /* word vocabularies of the training split */
+    int max_words;         /* longest sentence kept, in words (dictionary: longer pairs dropped;
+                              user files: an error) */
+    int min_words;         /* dictionary: entries with at least this many German words */
+    int valid_sentences;   /* validation BLEU on the first this many (0: all) */
+    int log_every;         /* steps between progress reports */
+    int ckpt_every;        /* steps between checkpoints (0: at each epoch's end only) */
+    float baseline_lr;     /* learning rate of the baseline regressors (SGD) */
+} moe_s2s_train_config;
+
+moe_s2s_train_config moe_s2s_train_config_default(void);
+
+typedef enum { MOE_S2S_START = 0, MOE_S2S_TRAIN, MOE_S2S_EPOCH, MOE_S2S_CHECKPOINT } moe_s2s_progress_kind;
+
+typedef struct {
+    moe_s2s_progress_kind kind;
+    int64_t step, steps;   /* steps done and planned */
+    int epoch, epochs;     /* epochs done (EPOCH: the one just finished) */
+    const char *phase;     /* "xent", "mixer" or "scst" for the current epoch */
+    int s;                 /* MIXER: tokens under cross-entropy (-1 outside MIXER stages) */
+    double loss;           /* TRAIN: mean cross-entropy of the teacher-forced tokens */
+    double reward;         /* TRAIN: mean reward of the sampled sequences (NaN: none) */
+    double baseline_err;   /* TRAIN: MIXER's baseline mean squared error; SCST: mean |r - r_greedy| */
+    double valid_bleu;     /* EPOCH: corpus BLEU x 100 of greedy decoding on the valid split */
+    double tokens_per_s, elapsed_s, eta_s, lr;
+    double cv_load, max_mean_load; /* the decoder MoE's, over the interval (0 without MoE) */
+    int64_t params_total;  /* START */
+    int src_vocab, tgt_vocab, train_pairs, valid_pairs, test_pairs, dropped;
+    const char *path;      /* CHECKPOINT */
+} moe_s2s_progress;
+typedef int (*moe_s2s_callback)(const moe_s2s_progress *p, void *user);
+
+/* Trains from scratch (resume NULL) or continues a checkpoint (mc may be NULL: the checkpoint's
+ * model). Resuming with the same settings continues exactly; with another objective it starts
+ * that objective's schedule at the checkpoint's epoch (how MIXER and SCST start from a
+ * cross-entropy model). */
+moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *mc, const char *resume,
+                         moe_s2s_callback cb, void *user);
+
+/* A trained translation model with its vocabularies. */
+typedef struct moe_s2s_ckpt moe_s2s_ckpt;
+moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path);
+void moe_s2s_ckpt_free(moe_s2s_ckpt *c);
+moe_s2s *moe_s2s_ckpt_model(moe_s2s_ckpt *c);
+const char *moe_s2s_ckpt_meta(const moe_s2s_ckpt *c, const char *key);
+/* One sentence -> its translation (malloc'ed, NUL-terminated). beam 1: greedy. *unknown gets
+ * the number of source words outside the vocabulary (translated as <unk>). MOE_ERR_INVALID_ARG
+ * for a sentence without words; longer than the model's max_len words: MOE_ERR_SHAPE. */
+moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, float alpha, char **out,
+                                  int *unknown);
+/* Corpus BLEU (x 100, unsmoothed) on a split (1 valid, 2 test) of the data the checkpoint was
+ * trained on, greedy (beam 1) or beam search; *sentences gets the count. */
+moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, double *bleu, int *sentences);
+
 /* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
 typedef struct {

@@ -78,7 +78,7 @@ struct moe_s2s {
     /* the last encode / decode */
     int B, Ts, Tt, enc_train, dec_train, enc_ok, dec_ok;
     moe_layer_stats enc_stats;
-    double loss;
+    double loss, aux;
     /* step-by-step decoding state */
     float *st;                /* [2 layers][h,c][R,d] + x, y, q, tmp [R,d] + cat [R,2d] + probs [R,V] + cache */
     size_t st_cap;
@@ -493,6 +493,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     m->dec_train = train;
     m->dec_ok = 1;
     m->loss = total;
+    m->aux = c->moe ? (double)ms[0].loss_importance + ms[0].loss_load + ms[1].loss_importance + ms[1].loss_load : 0.0;
     if (loss) *loss = total;
     return MOE_OK;
 }
@@ -502,6 +503,28 @@ moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src, int B, int Ts, const 
     moe_status st = s2s_encode(m, src, B, Ts, mode == MOE_TRAIN);
     return st ? st : s2s_decode(m, in, tgt, coef, Tt, mode == MOE_TRAIN, loss);
 }
+
+moe_status s2s_set_coef(moe_s2s *m, const float *coef) {
+    if (!m || !coef) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
+    if (!m->dec_ok) return moe_fail(MOE_ERR_STATE, "coefficients without a decoded batch");
+    const int B = m->B, Tt = m->Tt;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tt; t++) {
+            const float c = coef[(size_t)b * Tt + t];
+            if (!isfinite(c)) return moe_fail(MOE_ERR_NONFINITE, "coefficient (%d, %d) is %g", b, t, c);
+            const int32_t w = m->itok[(size_t)m->Ts * B + (size_t)Tt * B + (size_t)t * B + b];
+            if (c != 0.0f && (w < 0 || w >= m->cfg.tgt_vocab))
+                return moe_fail(MOE_ERR_INVALID_ARG, "target %d at (%d, %d) is outside the vocabulary", w, b, t);
+        }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tt; t++) {
+            const float c = coef[(size_t)b * Tt + t];
+            m->coef[(size_t)t * B + b] = c;
+        }
+    return MOE_OK;
+}
+
+double s2s_last_aux(const moe_s2s *m) { return m->aux; }
 
 /* ---- backward --------------------------------------------------------------------------------- */
 moe_status moe_s2s_backward(moe_s2s *m) {

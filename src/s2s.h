@@ -35,6 +35,14 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
 moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const float *coef, int Tt,
                       int train, double *loss);
 
+/* Replaces the last s2s_decode's coefficients [B,Tt] (batch-major) before moe_s2s_backward:
+ * REINFORCE's depend on the baseline, which reads the decode's hidden states. The targets are
+ * those of the decode (the coefficient of a position the decode masked must stay 0 unless its
+ * target was valid). */
+moe_status s2s_set_coef(moe_s2s *m, const float *coef);
+/* The MoE layers' balancing losses within the last s2s_decode's loss. */
+double s2s_last_aux(const moe_s2s *m);
+
 /* The attention output hc [B,Tt,d] of the last s2s_decode, time-major: row (t, b) at
  * (t*B + b)*d. The baseline's regressors read it. */
 const float *s2s_hidden(const moe_s2s *m);

@@ -42,5 +42,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bleu(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_seq2seq(int argc, char **argv);
+int cmd_translate(int argc, char **argv);
 
 #endif

@@ -17,6 +17,8 @@ static const char *USAGE =
     "  layer     evaluate one MoE layer from safetensors files (forward, gradients)\n"
     "  diff      compare the tensors of two safetensors files\n"
     "  bleu      BLEU of a hypothesis file against a reference file\n"
+    "  seq2seq   train (cross-entropy, MIXER, SCST) or evaluate a German->English translation model\n"
+    "  translate translate sentences on stdin with a seq2seq checkpoint\n"
     "  bench     benchmarks (moe bench layer --help)\n";
 
 int main(int argc, char **argv) {
@@ -36,6 +38,8 @@ int main(int argc, char **argv) {
     if (strcmp(c, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(c, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
     if (strcmp(c, "bleu") == 0) return cmd_bleu(argc - 1, argv + 1);
+    if (strcmp(c, "seq2seq") == 0) return cmd_seq2seq(argc - 1, argv + 1);
+    if (strcmp(c, "translate") == 0) return cmd_translate(argc - 1, argv + 1);
     fprintf(stderr, "moe: error: unknown command '%s'\n\n%s", c, USAGE);
     return 2;
 }

@@ -1,0 +1,316 @@
+/* cmd_s2s.c - the translation commands: `moe seq2seq train` (cross-entropy, MIXER, SCST; progress
+ * line, JSON-lines log, checkpoints, Ctrl-C), `moe seq2seq eval` (corpus BLEU of a split) and
+ * `moe translate` (sentences on stdin). */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *TRAIN_USAGE =
+    "usage: moe seq2seq train [--objective xent|mixer|scst] [--out DIR] [--resume CKPT] [options]\n"
+    "\n"
+    "Trains an LSTM encoder-decoder with attention (and an MoE layer on each side) on German ->\n"
+    "English phrases of the Ding dictionary (Debian's dict-freedict-deu-eng), or on your own\n"
+    "parallel text.\n"
+    "data:   --dict FILE.dict.dz (default /usr/share/dictd/freedict-deu-eng.dict.dz)\n"
+    "        --src FILE --tgt FILE  one sentence a line, paired by line (split 90/5/5 by hash)\n"
+    "        --min-words 3 (dictionary entries with >= this many German words)  --max-words 10\n"
+    "        --min-count 3  --max-vocab 8000 (word vocabularies, lower-cased, <unk> for the rest)\n"
+    "objective: --objective xent|mixer|scst (default xent)\n"
+    "        --n-xent 8   cross-entropy epochs first (MIXER's N_XENT; SCST's pre-training)\n"
+    "        --n-xer 2    epochs per MIXER stage (N_XE+R); s = T, T-delta, ..., the last stage s = 0\n"
+    "        --delta 3    (T = max-words + 1, the end mark counted)\n"
+    "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
+    "        --reward plus1|0|1|2|3  sentence-BLEU smoothing of the reward (default plus1 = BLEU+1)\n"
+    "model:  --d 128 --layers 2 --bidir 1 --moe 1 --experts 8 --k 2 --h 256 --dropout 0.1\n"
+    "        --w-importance 0.1 --w-load 0.1 --noise-eps 0.01\n"
+    "train:  --batch 64 --lr 0.002 --lr-rl 0 (0: lr) --baseline-lr 0.05 --clip 1 --seed 1\n"
+    "        --threads T --log-every 50 --ckpt-every 0 (steps; 0: at each epoch's end)\n"
+    "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n"
+    "Writes DIR/model.safetensors (each epoch and on Ctrl-C) and DIR/log.jsonl (default DIR\n"
+    "runs/seq2seq). --resume continues a checkpoint exactly; with another --objective it starts\n"
+    "that objective's schedule at the checkpoint's epoch.\n";
+
+static const char *EVAL_USAGE =
+    "usage: moe seq2seq eval --model CKPT [--split test|valid] [--beam N] [--alpha A] [--threads T]\n"
+    "\n"
+    "Corpus BLEU (x 100, unsmoothed, 4-grams) of greedy (beam 1) or beam-search translations of\n"
+    "a split of the data the checkpoint was trained on. --alpha: beam scores are sum log p / len^A\n"
+    "(default 1).\n";
+
+static const char *TRANSLATE_USAGE =
+    "usage: moe translate --model CKPT [--beam N] [--alpha A] [--threads T] < sentences\n"
+    "\n"
+    "Translates each line of stdin (default beam 1: greedy) and prints one line per input line.\n"
+    "Words outside the vocabulary are read as <unk> (a note on stderr says how many).\n";
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_sig(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct {
+    FILE *log;
+    int tty;
+} ui;
+
+static void fmt_time(char *b, size_t n, double s) {
+    if (!(s < 1e8)) snprintf(b, n, "--");
+    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(b, n, "%.0fs", s);
+}
+
+static void json_num(FILE *f, const char *k, double v) {
+    if (isfinite(v)) fprintf(f, ",\"%s\":%.6g", k, v);
+    else fprintf(f, ",\"%s\":null", k);
+}
+
+static int cb(const moe_s2s_progress *p, void *user) {
+    ui *u = user;
+    char eta[32], el[32];
+    fmt_time(eta, sizeof eta, p->eta_s);
+    fmt_time(el, sizeof el, p->elapsed_s);
+    switch (p->kind) {
+    case MOE_S2S_START:
+        printf("data: %d train, %d valid, %d test pairs (%d left out: longer than --max-words or empty); "
+               "vocabularies %d German, %d English words\n",
+               p->train_pairs, p->valid_pairs, p->test_pairs, p->dropped, p->src_vocab, p->tgt_vocab);
+        printf("model: %lld parameters; %d epochs of %lld steps, starting at epoch %d step %lld\n",
+               (long long)p->params_total, p->epochs, (long long)(p->epochs ? p->steps / p->epochs : 0), p->epoch,
+               (long long)p->step);
+        if (u->log)
+            fprintf(u->log, "{\"kind\":\"start\",\"step\":%lld,\"epoch\":%d,\"epochs\":%d,\"params\":%lld,\"train_pairs\":%d}\n",
+                    (long long)p->step, p->epoch, p->epochs, (long long)p->params_total, p->train_pairs);
+        break;
+    case MOE_S2S_TRAIN: {
+        char stage[48];
+        if (p->s >= 0 && strcmp(p->phase, "mixer") == 0) snprintf(stage, sizeof stage, "mixer s=%d", p->s);
+        else snprintf(stage, sizeof stage, "%s", p->phase);
+        printf("%sepoch %d/%d step %lld/%lld | %s | xent %.4f | reward %.4f | baseline err %.4f | %.0f tok/s | "
+               "load CV %.3f max/mean %.2f | %s, ETA %s%s",
+               u->tty ? "\r" : "", p->epoch + 1, p->epochs, (long long)p->step, (long long)p->steps, stage, p->loss,
+               p->reward, p->baseline_err, p->tokens_per_s, p->cv_load, p->max_mean_load, el, eta, u->tty ? "   " : "\n");
+        fflush(stdout);
+        if (u->log) {
+            fprintf(u->log, "{\"kind\":\"train\",\"step\":%lld,\"epoch\":%d,\"phase\":\"%s\",\"s\":%d", (long long)p->step,
+                    p->epoch, p->phase, p->s);
+            json_num(u->log, "xent", p->loss);
+            json_num(u->log, "reward", p->reward);
+            json_num(u->log, "baseline_err", p->baseline_err);
+            json_num(u->log, "tokens_per_s", p->tokens_per_s);
+            json_num(u->log, "lr", p->lr);
+            json_num(u->log, "cv_load", p->cv_load);
+            json_num(u->log, "max_mean_load", p->max_mean_load);
+            json_num(u->log, "elapsed_s", p->elapsed_s);
+            fprintf(u->log, "}\n");
+            fflush(u->log);
+        }
+        break;
+    }
+    case MOE_S2S_EPOCH:
+        printf("%sepoch %d/%d done (%s%s) | valid BLEU %.2f | %s\n", u->tty ? "\n" : "", p->epoch, p->epochs, p->phase,
+               p->s >= 0 && strcmp(p->phase, "mixer") == 0 ? ", stage" : "", p->valid_bleu, el);
+        if (u->log) {
+            fprintf(u->log, "{\"kind\":\"epoch\",\"step\":%lld,\"epoch\":%d,\"phase\":\"%s\",\"s\":%d,\"valid_bleu\":%.4f,\"elapsed_s\":%.2f}\n",
+                    (long long)p->step, p->epoch, p->phase, p->s, p->valid_bleu, p->elapsed_s);
+            fflush(u->log);
+        }
+        break;
+    case MOE_S2S_CHECKPOINT:
+        if (u->log) {
+            fprintf(u->log, "{\"kind\":\"checkpoint\",\"step\":%lld,\"path\":\"%s\"}\n", (long long)p->step, p->path);
+            fflush(u->log);
+        }
+        break;
+    }
+    return g_stop;
+}
+
+static int mkdir_p(const char *dir) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+static int cmd_s2s_train(int argc, char **argv) {
+    const char *dict = NULL, *src = NULL, *tgt = NULL, *out = "runs/seq2seq", *resume = NULL, *obj = NULL;
+    const char *nx = NULL, *nxr = NULL, *dl = NULL, *ep = NULL, *rw = NULL, *minw = NULL, *maxw = NULL, *minc = NULL;
+    const char *maxv = NULL, *d = NULL, *layers = NULL, *bidir = NULL, *moe = NULL, *n = NULL, *k = NULL, *h = NULL;
+    const char *drop = NULL, *wi = NULL, *wl = NULL, *ne = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
+    const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL;
+    cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
+                      {"tgt", &tgt, NULL},         {"out", &out, NULL},
+                      {"resume", &resume, NULL},   {"objective", &obj, NULL},
+                      {"n-xent", &nx, NULL},       {"n-xer", &nxr, NULL},
+                      {"delta", &dl, NULL},        {"epochs", &ep, NULL},
+                      {"reward", &rw, NULL},       {"min-words", &minw, NULL},
+                      {"max-words", &maxw, NULL},  {"min-count", &minc, NULL},
+                      {"max-vocab", &maxv, NULL},  {"d", &d, NULL},
+                      {"layers", &layers, NULL},   {"bidir", &bidir, NULL},
+                      {"moe", &moe, NULL},         {"experts", &n, NULL},
+                      {"k", &k, NULL},             {"h", &h, NULL},
+                      {"dropout", &drop, NULL},    {"w-importance", &wi, NULL},
+                      {"w-load", &wl, NULL},       {"noise-eps", &ne, NULL},
+                      {"batch", &batch, NULL},     {"lr", &lr, NULL},
+                      {"lr-rl", &lrrl, NULL},      {"baseline-lr", &blr, NULL},
+                      {"clip", &clip, NULL},       {"seed", &seed, NULL},
+                      {"threads", &th, NULL},      {"log-every", &loge, NULL},
+                      {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
+    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
+    moe_s2s_train_config tc = moe_s2s_train_config_default();
+    moe_s2s_config mc = moe_s2s_config_default();
+    tc.dict = dict;
+    tc.src_file = src;
+    tc.tgt_file = tgt;
+    if ((src != NULL) != (tgt != NULL)) cli_die("--src and --tgt go together: give both files of the parallel text");
+    if (dict && src) cli_die("give either --dict or --src/--tgt, not both");
+    tc.out_dir = out;
+    if (obj) {
+        if (strcmp(obj, "xent") == 0) tc.objective = MOE_OBJ_XENT;
+        else if (strcmp(obj, "mixer") == 0) tc.objective = MOE_OBJ_MIXER;
+        else if (strcmp(obj, "scst") == 0) tc.objective = MOE_OBJ_SCST;
+        else cli_die("--objective %s: expected xent, mixer or scst", obj);
+    }
+    if (nx) tc.n_xent = cli_int("n-xent", nx, 0, 100000);
+    if (nxr) tc.n_xer = cli_int("n-xer", nxr, 1, 100000);
+    if (dl) tc.delta = cli_int("delta", dl, 1, 100000);
+    if (ep) tc.epochs = cli_int("epochs", ep, 1, 1000000);
+    if (rw) {
+        if (strcmp(rw, "plus1") == 0) tc.reward = MOE_BLEU_PLUS1;
+        else tc.reward = (moe_bleu_smoothing)cli_int("reward", rw, 0, 3);
+    }
+    if (minw) tc.min_words = cli_int("min-words", minw, 1, 1000);
+    if (maxw) tc.max_words = cli_int("max-words", maxw, 1, 4000);
+    if (minc) tc.min_count = cli_int("min-count", minc, 1, 1 << 30);
+    if (maxv) tc.max_vocab = cli_int("max-vocab", maxv, 3, 1 << 24);
+    if (d) mc.d = cli_int("d", d, 1, 65536);
+    if (layers) mc.layers = cli_int("layers", layers, 1, 2);
+    if (bidir) mc.bidir = cli_int("bidir", bidir, 0, 1);
+    if (moe) mc.moe = cli_int("moe", moe, 0, 1);
+    if (layers && !moe && mc.layers == 1) mc.moe = 0; /* one layer has no room for the MoE */
+    if (n) mc.n = cli_int("experts", n, 1, 1 << 20);
+    if (k) mc.k = cli_int("k", k, 1, 1 << 20);
+    if (h) mc.h = cli_int("h", h, 1, 1 << 20);
+    if (drop) mc.dropout = (float)cli_double("dropout", drop, 0.0, 0.99);
+    if (wi) mc.w_importance = (float)cli_double("w-importance", wi, 0.0, 1e6);
+    if (wl) mc.w_load = (float)cli_double("w-load", wl, 0.0, 1e6);
+    if (ne) mc.noise_eps = (float)cli_double("noise-eps", ne, 0.0, 1e6);
+    if (batch) tc.batch = cli_int("batch", batch, 1, 65536);
+    if (lr) tc.lr = (float)cli_double("lr", lr, 1e-9, 10.0);
+    if (lrrl) tc.lr_rl = (float)cli_double("lr-rl", lrrl, 0.0, 10.0);
+    if (blr) tc.baseline_lr = (float)cli_double("baseline-lr", blr, 0.0, 100.0);
+    if (clip) tc.clip = (float)cli_double("clip", clip, 0.0, 1e9);
+    if (seed) tc.seed = cli_u64("seed", seed);
+    if (loge) tc.log_every = cli_int("log-every", loge, 1, 1 << 30);
+    if (cke) tc.ckpt_every = cli_int("ckpt-every", cke, 0, 1 << 30);
+    if (vs) tc.valid_sentences = cli_int("valid-sentences", vs, 0, 1 << 30);
+    const int model_given = d || layers || bidir || moe || n || k || h || drop || wi || wl || ne;
+    if (resume && model_given) cli_die("--resume takes the model from the checkpoint: leave out the model options");
+    if (mkdir_p(out) != 0) cli_die("cannot create %s: %s", out, strerror(errno));
+    char logpath[4200];
+    snprintf(logpath, sizeof logpath, "%s/log.jsonl", out);
+    ui u = {fopen(logpath, resume ? "a" : "w"), cli_isatty_stdout()};
+    if (!u.log) cli_die("cannot write %s: %s", logpath, strerror(errno));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sig;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    moe_status st = moe_s2s_train(&tc, resume ? NULL : &mc, resume, cb, &u);
+    fclose(u.log);
+    if (st) cli_check(st, resume ? "resuming" : "training");
+    if (g_stop) printf("\nstopped: checkpoint in %s/model.safetensors (continue with --resume)\n", out);
+    else printf("done: %s/model.safetensors, log %s\n", out, logpath);
+    return 0;
+}
+
+static int cmd_s2s_eval(int argc, char **argv) {
+    const char *model = NULL, *split = "test", *beam = NULL, *alpha = NULL, *th = NULL;
+    cli_opt opts[] = {{"model", &model, NULL}, {"split", &split, NULL}, {"beam", &beam, NULL},
+                      {"alpha", &alpha, NULL}, {"threads", &th, NULL}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], EVAL_USAGE);
+    if (!model) cli_die("--model CKPT is required (a checkpoint from moe seq2seq train)");
+    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
+    int sp = strcmp(split, "test") == 0 ? 2 : (strcmp(split, "valid") == 0 ? 1 : 0);
+    if (!sp) cli_die("--split %s: expected test or valid", split);
+    const int b = beam ? cli_int("beam", beam, 1, 256) : 1;
+    const float a = alpha ? (float)cli_double("alpha", alpha, 0.0, 10.0) : 1.0f;
+    moe_s2s_ckpt *c = NULL;
+    cli_check(moe_s2s_ckpt_load(&c, model), model);
+    double bleu = 0;
+    int ns = 0;
+    const double t0 = cli_now();
+    cli_check(moe_s2s_ckpt_bleu(c, sp, b, a, &bleu, &ns), "evaluating");
+    printf("%s BLEU %.2f (%d sentences, %s, %.1f s)\n", split, bleu, ns, b > 1 ? "beam" : "greedy", cli_now() - t0);
+    if (b > 1) printf("beam %d, alpha %.2f\n", b, a);
+    moe_s2s_ckpt_free(c);
+    return 0;
+}
+
+int cmd_seq2seq(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs("usage: moe seq2seq train|eval [options]   (moe seq2seq train --help)\n", argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "train") == 0) return cmd_s2s_train(argc - 1, argv + 1);
+    if (strcmp(argv[1], "eval") == 0) return cmd_s2s_eval(argc - 1, argv + 1);
+    cli_die("unknown seq2seq command '%s': expected train or eval", argv[1]);
+}
+
+int cmd_translate(int argc, char **argv) {
+    const char *model = NULL, *beam = NULL, *alpha = NULL, *th = NULL;
+    cli_opt opts[] = {{"model", &model, NULL}, {"beam", &beam, NULL}, {"alpha", &alpha, NULL}, {"threads", &th, NULL}};
+    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRANSLATE_USAGE);
+    if (!model) cli_die("--model CKPT is required (a checkpoint from moe seq2seq train)");
+    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
+    const int b = beam ? cli_int("beam", beam, 1, 256) : 1;
+    const float a = alpha ? (float)cli_double("alpha", alpha, 0.0, 10.0) : 1.0f;
+    moe_s2s_ckpt *c = NULL;
+    cli_check(moe_s2s_ckpt_load(&c, model), model);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int lines = 0, unknown_total = 0, empty = 0;
+    while ((n = getline(&line, &cap, stdin)) >= 0) {
+        lines++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        char *outs = NULL;
+        int unk = 0;
+        moe_status st = moe_s2s_ckpt_translate(c, line, b, a, &outs, &unk);
+        if (st == MOE_ERR_INVALID_ARG) { /* an empty line stays an empty line */
+            printf("\n");
+            empty++;
+            continue;
+        }
+        if (st) {
+            free(line);
+            moe_s2s_ckpt_free(c);
+            cli_die("line %d: %s", lines, moe_last_error());
+        }
+        printf("%s\n", outs);
+        fflush(stdout);
+        unknown_total += unk;
+        free(outs);
+    }
+    free(line);
+    moe_s2s_ckpt_free(c);
+    if (lines == 0) cli_die("no input: give sentences on stdin, one a line (echo 'ein guter tag' | moe translate --model M)");
+    if (unknown_total) fprintf(stderr, "moe: note: %d word(s) of the input are not in the vocabulary (read as <unk>)\n", unknown_total);
+    if (empty) fprintf(stderr, "moe: note: %d empty line(s) left empty\n", empty);
+    return 0;
+}
