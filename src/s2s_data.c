@@ -195,23 +195,33 @@ static int count_words(const char *s, size_t n) {
     return w;
 }
 
-/* The German side of a headword line: the IPA is the last " /.../" and grammar tags are <...>. */
+/* The German side of a headword line: every IPA transcription " /.../" out (an alternative in
+ * parentheses has its own: "drei Achtel /.../ (3/8 /.../)"), then grammar tags <...>, the
+ * parenthesised alternatives and abbreviations, {...} and [...]. */
 static size_t clean_headword(char *s, size_t n) {
     n = strip_spans(s, n, '<', '>');
-    n = squeeze(s, n);
-    if (n >= 2 && s[n - 1] == '/') {
-        size_t i = n - 1;
-        while (i > 0 && s[i - 1] != '/') i--;
-        if (i > 0 && i - 1 > 0 && s[i - 2] == ' ') n = i - 2; /* cut " /ipa/" */
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '/' && i > 0 && s[i - 1] == ' ') {
+            const char *close = memchr(s + i + 1, '/', n - i - 1);
+            if (close) {
+                i = (size_t)(close - s);
+                continue;
+            }
+        }
+        s[o++] = s[i];
     }
+    n = strip_spans(s, o, '(', ')');
     n = strip_spans(s, n, '{', '}');
     n = strip_spans(s, n, '[', ']');
     return squeeze(s, n);
 }
 
-/* The first English translation: annotations out, then up to the first ',' or ';' */
+/* The first English translation: annotations [...], <...>, {...} and optional parts (...) out,
+ * then up to the first ',' or ';' */
 static size_t clean_english(char *s, size_t n) {
     n = strip_spans(s, n, '[', ']');
+    n = strip_spans(s, n, '(', ')');
     n = strip_spans(s, n, '<', '>');
     n = strip_spans(s, n, '{', '}');
     for (size_t i = 0; i < n; i++)

@@ -907,6 +907,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *m
             st = split_bleu(r.m, &c.data, 1, 1, 0.0f, tc->valid_sentences, 128, &vb, &nv);
             if (st) break;
             r.elapsed = now_s() - t0;
+            tint = now_s(); /* the next speed report counts training only */
             if (cb) {
                 memset(&pg, 0, sizeof pg);
                 pg.kind = MOE_S2S_EPOCH;
