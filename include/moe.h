@@ -513,6 +513,7 @@ typedef struct {
     const char *out_dir;   /* model.safetensors and log.jsonl go here */
     moe_s2s_objective objective;
     int epochs;            /* stop after this epoch; 0: n_xent + (MIXER stages) * n_xer */
+    int64_t max_steps;     /* stop after this many steps in all (0: no limit), mid-epoch too */
     int n_xent, n_xer, delta; /* MIXER: N_XENT cross-entropy epochs, then stages of N_XE+R
                                  epochs with s = T, T - delta, ... (T = cfg.max_len), the last
                                  at s = 0; SCST: n_xent epochs of cross-entropy, then SCST */

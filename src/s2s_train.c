@@ -31,7 +31,7 @@
 
 moe_s2s_train_config moe_s2s_train_config_default(void) {
     moe_s2s_train_config c = {.dict = NULL, .src_file = NULL, .tgt_file = NULL, .out_dir = "runs/seq2seq",
-                              .objective = MOE_OBJ_XENT, .epochs = 0, .n_xent = 8, .n_xer = 2, .delta = 3,
+                              .objective = MOE_OBJ_XENT, .epochs = 0, .max_steps = 0, .n_xent = 8, .n_xer = 2, .delta = 3,
                               .batch = 64, .lr = 2e-3f, .lr_rl = 0.0f, .clip = 1.0f, .seed = 1,
                               .reward = MOE_BLEU_PLUS1, .min_count = 3, .max_vocab = 8000, .max_words = 10,
                               .min_words = 3, .valid_sentences = 0, .log_every = 50, .ckpt_every = 0,
@@ -626,6 +626,7 @@ static moe_status check_tc(const moe_s2s_train_config *tc) {
     if (tc->n_xent < 0 || tc->n_xer < 1 || tc->delta < 1)
         return moe_fail(MOE_ERR_CONFIG, "MIXER schedule n_xent=%d n_xer=%d delta=%d: need n_xent >= 0, n_xer >= 1, delta >= 1",
                         tc->n_xent, tc->n_xer, tc->delta);
+    if (tc->max_steps < 0) return moe_fail(MOE_ERR_CONFIG, "max steps %lld must be >= 0", (long long)tc->max_steps);
     if (tc->epochs < 0) return moe_fail(MOE_ERR_CONFIG, "epochs %d must be >= 0", tc->epochs);
     if (tc->max_words < 1 || tc->max_words > 4000) return moe_fail(MOE_ERR_CONFIG, "max words %d must be in [1, 4000]", tc->max_words);
     if (tc->min_count < 1) return moe_fail(MOE_ERR_CONFIG, "min count %d must be >= 1", tc->min_count);
@@ -774,6 +775,10 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *m
         if ((st = s2s_make_batches(&c.data, 0, tc->batch, 1, tc->seed, (uint64_t)r.epoch, &bt))) break;
         const char *phase = s < 0 ? "xent" : obj_name(tc->objective);
         for (; r.batch_in_epoch < bt.nbatch && !st && !stop; r.batch_in_epoch++) {
+            if (tc->max_steps > 0 && r.step >= tc->max_steps) {
+                stop = 2;
+                break;
+            }
             batch b;
             memset(&b, 0, sizeof b);
             const int j = r.batch_in_epoch;

@@ -27,6 +27,7 @@ static const char *TRAIN_USAGE =
     "        --n-xer 2    epochs per MIXER stage (N_XE+R); s = T, T-delta, ..., the last stage s = 0\n"
     "        --delta 3    (T = max-words + 1, the end mark counted)\n"
     "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
+    "        --steps N    stop after step N (mid-epoch too; --resume continues)\n"
     "        --reward plus1|0|1|2|3  sentence-BLEU smoothing of the reward (default plus1 = BLEU+1)\n"
     "model:  --d 128 --layers 2 --bidir 1 --moe 1 --experts 8 --k 2 --h 256 --dropout 0.1\n"
     "        --w-importance 0.1 --w-load 0.1 --noise-eps 0.01\n"
@@ -151,7 +152,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     const char *nx = NULL, *nxr = NULL, *dl = NULL, *ep = NULL, *rw = NULL, *minw = NULL, *maxw = NULL, *minc = NULL;
     const char *maxv = NULL, *d = NULL, *layers = NULL, *bidir = NULL, *moe = NULL, *n = NULL, *k = NULL, *h = NULL;
     const char *drop = NULL, *wi = NULL, *wl = NULL, *ne = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
-    const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL;
+    const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
                       {"resume", &resume, NULL},   {"objective", &obj, NULL},
@@ -169,7 +170,8 @@ static int cmd_s2s_train(int argc, char **argv) {
                       {"lr-rl", &lrrl, NULL},      {"baseline-lr", &blr, NULL},
                       {"clip", &clip, NULL},       {"seed", &seed, NULL},
                       {"threads", &th, NULL},      {"log-every", &loge, NULL},
-                      {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL}};
+                      {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL},
+                      {"steps", &steps, NULL}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
     if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     moe_s2s_train_config tc = moe_s2s_train_config_default();
@@ -190,6 +192,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (nxr) tc.n_xer = cli_int("n-xer", nxr, 1, 100000);
     if (dl) tc.delta = cli_int("delta", dl, 1, 100000);
     if (ep) tc.epochs = cli_int("epochs", ep, 1, 1000000);
+    if (steps) tc.max_steps = cli_int("steps", steps, 1, 2147483647);
     if (rw) {
         if (strcmp(rw, "plus1") == 0) tc.reward = MOE_BLEU_PLUS1;
         else tc.reward = (moe_bleu_smoothing)cli_int("reward", rw, 0, 3);
@@ -234,8 +237,11 @@ static int cmd_s2s_train(int argc, char **argv) {
     moe_status st = moe_s2s_train(&tc, resume ? NULL : &mc, resume, cb, &u);
     fclose(u.log);
     if (st) cli_check(st, resume ? "resuming" : "training");
-    if (g_stop) printf("\nstopped: checkpoint in %s/model.safetensors (continue with --resume)\n", out);
-    else printf("done: %s/model.safetensors, log %s\n", out, logpath);
+    if (g_stop) {
+        printf("\ninterrupted: checkpoint written to %s/model.safetensors (continue with --resume)\n", out);
+        return 130;
+    }
+    printf("done: checkpoint %s/model.safetensors, log %s\n", out, logpath);
     return 0;
 }
 
