@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # deps.sh - installs the Debian packages moe needs, only those missing. Safe to run repeatedly.
-#   scripts/deps.sh          build + test dependencies + the demo's data set
+#   scripts/deps.sh          build + test dependencies + the data sets (fortunes, Fashion-MNIST,
+#                            the Ding German-English dictionary)
 #   scripts/deps.sh --torch  also python3-torch/numpy/nltk (to regenerate golden files, run bench/*.py)
 #   scripts/deps.sh --valgrind  also valgrind
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes)
+pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
 case "${1:-}" in
   --torch) pkgs+=(python3-torch python3-numpy python3-nltk) ;;
   --valgrind) pkgs+=(valgrind) ;;
