@@ -764,8 +764,8 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
     if (st) return st;
     for (int b = 0; b < B; b++) m->src_row[b] = b;
     dstate_init(m, &s, m->src_row);
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)B);
-    int *done = calloc((size_t)B, sizeof(int));
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(B > 0 ? B : 1));
+    int *done = calloc((size_t)(B > 0 ? B : 1), sizeof(int));
     if (!tok || !done) {
         free(tok);
         free(done);

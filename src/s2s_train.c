@@ -547,7 +547,6 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
         const int d = cfg.d;
         int64_t nrl = 0;
         for (int i = 0; i < B; i++) nrl += w->len[i] > w->force[i] ? w->len[i] - w->force[i] : 0;
-        double gs = 0.0;
         /* the baseline regressors' gradient steps are taken here, on a copy of their values, so
          * that the coefficients below use the baseline before this batch's update */
         float *gw = calloc((size_t)T * d + T, sizeof(float));
@@ -580,7 +579,6 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
                     gw[(size_t)T * d + t] += g;
                 }
                 w->coef[(size_t)i * Tt + t] = (float)((w->reward[i] - base) * invN);
-                gs += fabs(w->reward[i] - base);
             }
         }
         if (!scst) { /* plain SGD on the regressors: their own learning rate, outside Adam */
@@ -588,7 +586,6 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
             for (int t = 0; t < T; t++) bb.data[t] -= tc->baseline_lr * gw[(size_t)T * d + t];
         }
         free(gw);
-        (void)gs;
         if ((st = s2s_set_coef(m, w->coef))) return st;
     }
     ss->xent_sum += nx ? (loss - s2s_last_aux(m)) * (double)N : 0.0; /* loss = sum nll / N over forced tokens + aux */

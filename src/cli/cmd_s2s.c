@@ -95,10 +95,14 @@ static int cb(const moe_s2s_progress *p, void *user) {
         char stage[48];
         if (p->s >= 0 && strcmp(p->phase, "mixer") == 0) snprintf(stage, sizeof stage, "mixer s=%d", p->s);
         else snprintf(stage, sizeof stage, "%s", p->phase);
-        printf("%sepoch %d/%d step %lld/%lld | %s | xent %.4f | reward %.4f | baseline err %.4f | %.0f tok/s | "
+        char xe[24] = "-", rw[24] = "-", be[24] = "-"; /* "-": nothing of the kind in the interval */
+        if (isfinite(p->loss)) snprintf(xe, sizeof xe, "%.4f", p->loss);
+        if (isfinite(p->reward)) snprintf(rw, sizeof rw, "%.4f", p->reward);
+        if (isfinite(p->baseline_err)) snprintf(be, sizeof be, "%.4f", p->baseline_err);
+        printf("%sepoch %d/%d step %lld/%lld | %s | xent %s | reward %s | baseline err %s | %.0f tok/s | "
                "load CV %.3f max/mean %.2f | %s, ETA %s%s",
-               u->tty ? "\r" : "", p->epoch + 1, p->epochs, (long long)p->step, (long long)p->steps, stage, p->loss,
-               p->reward, p->baseline_err, p->tokens_per_s, p->cv_load, p->max_mean_load, el, eta, u->tty ? "   " : "\n");
+               u->tty ? "\r" : "", p->epoch + 1, p->epochs, (long long)p->step, (long long)p->steps, stage, xe, rw, be,
+               p->tokens_per_s, p->cv_load, p->max_mean_load, el, eta, u->tty ? "   " : "\n");
         fflush(stdout);
         if (u->log) {
             fprintf(u->log, "{\"kind\":\"train\",\"step\":%lld,\"epoch\":%d,\"phase\":\"%s\",\"s\":%d", (long long)p->step,
