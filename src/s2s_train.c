@@ -13,6 +13,7 @@
  *   SCST   the whole sequence sampled, coef = (r_b - r(greedy_b)) / N
  * N = all scored positions of the batch. */
 #define _POSIX_C_SOURCE 200809L
+#include "ckpt_meta.h"
 #include "internal.h"
 #include "s2s.h"
 #include "s2s_data.h"
@@ -205,60 +206,6 @@ static moe_status split_bleu(moe_s2s *m, const s2s_data *d, int split, int beam,
 
 /* ---- checkpoints -------------------------------------------------------------------------------- */
 typedef struct {
-    moe_st_writer *w;
-    moe_status st;
-} meta_w;
-static void meta_str(meta_w *m, const char *k, const char *v) {
-    if (!m->st) m->st = moe_st_writer_meta(m->w, k, v);
-}
-static void meta_i64(meta_w *m, const char *k, int64_t v) {
-    char b[32];
-    snprintf(b, sizeof b, "%lld", (long long)v);
-    meta_str(m, k, b);
-}
-static void meta_u64(meta_w *m, const char *k, uint64_t v) {
-    char b[32];
-    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
-    meta_str(m, k, b);
-}
-static void meta_f(meta_w *m, const char *k, double v) {
-    char b[40];
-    snprintf(b, sizeof b, "%.9g", v);
-    meta_str(m, k, b);
-}
-static moe_status get_u64(const moe_st *f, const char *k, uint64_t *v) {
-    const char *s = moe_st_meta(f, k);
-    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks '%s'", k);
-    char *e;
-    errno = 0;
-    unsigned long long x = strtoull(s, &e, 10);
-    if (errno || *e || e == s) return moe_fail(MOE_ERR_FORMAT, "checkpoint's '%s' = '%s' is not a number", k, s);
-    *v = x;
-    return MOE_OK;
-}
-static moe_status get_int(const moe_st *f, const char *k, int *v) {
-    const char *s = moe_st_meta(f, k);
-    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks '%s'", k);
-    char *e;
-    errno = 0;
-    long x = strtol(s, &e, 10);
-    if (errno || *e || e == s || x < -2147483647L || x > 2147483647L)
-        return moe_fail(MOE_ERR_FORMAT, "checkpoint's '%s' = '%s' is not an integer", k, s);
-    *v = (int)x;
-    return MOE_OK;
-}
-static moe_status get_float(const moe_st *f, const char *k, float *v) {
-    const char *s = moe_st_meta(f, k);
-    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks '%s'", k);
-    char *e;
-    errno = 0;
-    double x = strtod(s, &e);
-    if (errno || *e || e == s || !isfinite(x)) return moe_fail(MOE_ERR_FORMAT, "checkpoint's '%s' = '%s' is not a number", k, s);
-    *v = (float)x;
-    return MOE_OK;
-}
-
-typedef struct {
     const moe_s2s_train_config *tc;
     moe_s2s *m;
     corpus *c;
@@ -421,7 +368,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_s2s **out, tok **ts, tok 
             st = load_f32(f, name, p.data, p.numel);
         }
         if (ml && !st) {
-            uint64_t sd, ct;
+            uint64_t sd = 0, ct = 0;
             st = get_u64(f, s ? "rng.moe1_seed" : "rng.moe0_seed", &sd);
             if (!st) st = get_u64(f, s ? "rng.moe1_counter" : "rng.moe0_counter", &ct);
             if (!st) moe_layer_set_rng(ml, sd, ct);
@@ -784,43 +731,32 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *m
             if (!st) st = train_step(&r, &b, s, &w, &acc);
             batch_free(&b);
             if (st) break;
-            /* clip the global norm (the baseline is not in it: it has its own SGD above) */
-            float *params, *grads;
-            size_t cnt;
-            moe_s2s_arena(r.m, &params, &grads, &cnt);
+            /* clip the global norm over the three arenas (dense, encoder MoE, decoder MoE); the
+             * baseline is not in it: it had its own SGD step in train_step */
+            float *ap[3], *ag[3];
+            size_t an[3];
+            int na = 0;
+            moe_s2s_arena(r.m, &ap[0], &ag[0], &an[0]);
+            na = 1;
+            for (int sd = 0; sd < 2; sd++)
+                if (moe_s2s_moe(r.m, sd)) moe_layer_arena(moe_s2s_moe(r.m, sd), &ap[na], &ag[na], &an[na]), na++;
             moe_param bw, bb;
             moe_s2s_find_param(r.m, "baseline.w", &bw);
             moe_s2s_find_param(r.m, "baseline.b", &bb);
             memset(bw.grad, 0, sizeof(float) * bw.numel);
             memset(bb.grad, 0, sizeof(float) * bb.numel);
-            double n2 = grad_norm2(grads, cnt);
-            for (int sd = 0; sd < 2; sd++) {
-                moe_layer *ml = moe_s2s_moe(r.m, sd);
-                if (!ml) continue;
-                float *g;
-                size_t n;
-                moe_layer_arena(ml, NULL, &g, &n);
-                n2 += grad_norm2(g, n);
-            }
+            double n2 = 0.0;
+            for (int q = 0; q < na; q++) n2 += grad_norm2(ag[q], an[q]);
             const double norm = sqrt(n2);
             if (!isfinite(norm)) {
                 st = moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate", (long long)r.step + 1);
                 break;
             }
             const float sc = tc->clip > 0.0f && norm > tc->clip ? (float)(tc->clip / norm) : 1.0f;
-            if (sc != 1.0f) {
-                for (size_t i = 0; i < cnt; i++) grads[i] *= sc;
-                for (int sd = 0; sd < 2; sd++) {
-                    moe_layer *ml = moe_s2s_moe(r.m, sd);
-                    if (!ml) continue;
-                    float *g;
-                    size_t n;
-                    moe_layer_arena(ml, NULL, &g, &n);
-                    for (size_t i = 0; i < n; i++) g[i] *= sc;
-                }
-            }
-            /* Adam would move the baseline with a zero gradient only through its moments: keep
-             * the regressors as the SGD step left them */
+            for (int q = 0; q < na && sc != 1.0f; q++)
+                for (size_t i = 0; i < an[q]; i++) ag[q][i] *= sc;
+            /* Adam would still move the baseline through its moments: keep the regressors as
+             * the SGD step left them */
             float *keep = malloc(sizeof(float) * (bw.numel + bb.numel));
             if (!keep) {
                 st = moe_fail(MOE_ERR_NOMEM, "out of memory");
@@ -828,17 +764,13 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *m
             }
             memcpy(keep, bw.data, sizeof(float) * bw.numel);
             memcpy(keep + bw.numel, bb.data, sizeof(float) * bb.numel);
-            st = moe_adam_step(r.opt[0], params, grads, lr);
+            for (int q = 0, o = 0; q < na && !st; q++, o++) {
+                while (!r.opt[o]) o++; /* the optimisers of the arenas present, in order */
+                st = moe_adam_step(r.opt[o], ap[q], ag[q], lr);
+            }
             memcpy(bw.data, keep, sizeof(float) * bw.numel);
             memcpy(bb.data, keep + bw.numel, sizeof(float) * bb.numel);
             free(keep);
-            for (int sd = 0; sd < 2 && !st; sd++) {
-                moe_layer *ml = moe_s2s_moe(r.m, sd);
-                if (!ml) continue;
-                float *p, *g;
-                moe_layer_arena(ml, &p, &g, NULL);
-                st = moe_adam_step(r.opt[1 + sd], p, g, lr);
-            }
             if (st) break;
             r.step++;
             if (cfg.moe) {

@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,3 +110,22 @@ double cli_now(void) {
 }
 
 int cli_isatty_stdout(void) { return isatty(STDOUT_FILENO); }
+
+void cli_fmt_time(char *b, size_t n, double s) {
+    if (!(s < 1e8)) snprintf(b, n, "--");
+    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else if (s >= 60) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(b, n, "%.0fs", s);
+}
+
+int cli_mkdir_p(const char *dir) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
+}

@@ -5,6 +5,7 @@
 
 #include "moe.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -30,6 +31,10 @@ double cli_double(const char *opt, const char *v, double lo, double hi);
 uint64_t cli_u64(const char *opt, const char *v);
 
 double cli_now(void); /* monotonic seconds */
+/* "1h02m", "3m05s", "12s" ("--" for an unknown time) into b [n]. */
+void cli_fmt_time(char *b, size_t n, double s);
+/* mkdir -p; 0 or -1 with errno. */
+int cli_mkdir_p(const char *dir);
 int cli_isatty_stdout(void);
 
 int cmd_layer(int argc, char **argv);

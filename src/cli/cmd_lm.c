@@ -51,18 +51,12 @@ typedef struct {
     int64_t params_total, params_active, optim_floats;
 } train_ui;
 
-static void fmt_time(char *b, size_t n, double s) {
-    if (!(s < 1e8)) snprintf(b, n, "--");
-    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-    else if (s >= 60) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-    else snprintf(b, n, "%.0fs", s);
-}
 
 static int train_cb(const moe_train_progress *p, void *user) {
     train_ui *ui = user;
     char eta[32], el[32];
-    fmt_time(eta, sizeof eta, p->eta_s);
-    fmt_time(el, sizeof el, p->elapsed_s);
+    cli_fmt_time(eta, sizeof eta, p->eta_s);
+    cli_fmt_time(el, sizeof el, p->elapsed_s);
     switch (p->kind) {
     case MOE_PROGRESS_START:
         ui->params_total = p->params_total;
@@ -126,17 +120,6 @@ static int train_cb(const moe_train_progress *p, void *user) {
     return g_interrupted;
 }
 
-static int mkdir_p(const char *dir) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
-}
 
 int cmd_train(int argc, char **argv) {
     const char *data = NULL, *steps_s = NULL, *minutes_s = NULL, *out = "runs/lm", *resume = NULL;
@@ -222,7 +205,7 @@ int cmd_train(int argc, char **argv) {
     if (maxv_s) tc.max_vocab = cli_int("max-vocab", maxv_s, 0, 1 << 30);
     tc.words = words;
     tc.lowercase = lower;
-    if (mkdir_p(out) != 0) cli_die("cannot create the output directory %s: %s", out, strerror(errno));
+    if (cli_mkdir_p(out) != 0) cli_die("cannot create the output directory %s: %s", out, strerror(errno));
     char corpus[4096], ckpt[4096], logp[4096];
     if (!data) {
         /* the default corpus: Debian's fortunes, gathered once into one file */

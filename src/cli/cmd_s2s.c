@@ -62,12 +62,6 @@ typedef struct {
     int tty;
 } ui;
 
-static void fmt_time(char *b, size_t n, double s) {
-    if (!(s < 1e8)) snprintf(b, n, "--");
-    else if (s >= 3600) snprintf(b, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-    else if (s >= 60) snprintf(b, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-    else snprintf(b, n, "%.0fs", s);
-}
 
 static void json_num(FILE *f, const char *k, double v) {
     if (isfinite(v)) fprintf(f, ",\"%s\":%.6g", k, v);
@@ -77,8 +71,8 @@ static void json_num(FILE *f, const char *k, double v) {
 static int cb(const moe_s2s_progress *p, void *user) {
     ui *u = user;
     char eta[32], el[32];
-    fmt_time(eta, sizeof eta, p->eta_s);
-    fmt_time(el, sizeof el, p->elapsed_s);
+    cli_fmt_time(eta, sizeof eta, p->eta_s);
+    cli_fmt_time(el, sizeof el, p->elapsed_s);
     switch (p->kind) {
     case MOE_S2S_START:
         printf("data: %d train, %d valid, %d test pairs (%d left out: longer than --max-words or empty); "
@@ -139,17 +133,6 @@ static int cb(const moe_s2s_progress *p, void *user) {
     return g_stop;
 }
 
-static int mkdir_p(const char *dir) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
-}
 
 static int cmd_s2s_train(int argc, char **argv) {
     const char *dict = NULL, *src = NULL, *tgt = NULL, *out = "runs/seq2seq", *resume = NULL, *obj = NULL;
@@ -228,7 +211,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (vs) tc.valid_sentences = cli_int("valid-sentences", vs, 0, 1 << 30);
     const int model_given = d || layers || bidir || moe || n || k || h || drop || wi || wl || ne;
     if (resume && model_given) cli_die("--resume takes the model from the checkpoint: leave out the model options");
-    if (mkdir_p(out) != 0) cli_die("cannot create %s: %s", out, strerror(errno));
+    if (cli_mkdir_p(out) != 0) cli_die("cannot create %s: %s", out, strerror(errno));
     char logpath[4200];
     snprintf(logpath, sizeof logpath, "%s/log.jsonl", out);
     ui u = {fopen(logpath, resume ? "a" : "w"), cli_isatty_stdout()};
