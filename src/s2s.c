@@ -54,6 +54,7 @@ enum {
     W_CAT, W_DCAT, /* [Tt,B,2d] */
     W_ATT,         /* [Tt,B,Ts] */
     W_PROB, W_DLOG, /* [Tt,B,V] */
+    W_NLL,         /* [Tt,B] each position's weighted -log p, summed in order */
     W_CE1F, W_CE1B, W_CE2, W_CD1, W_CD2, W_SCR, /* LSTM caches and scratch */
     W_FIN,         /* [2 layers][h,c][B,d] encoder final states */
     W_DFIN,        /* the same shape: their gradients */
@@ -419,6 +420,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     if (!st) st = ws(m, W_ATT, N * Ts);
     if (!st) st = ws(m, W_PROB, N * V);
     if (!st) st = ws(m, W_DLOG, N * V);
+    if (!st) st = ws(m, W_NLL, N);
     const size_t cf = lstm_cache_floats(Tt, B, d);
     if (!st) st = ws(m, W_CD1, cf);
     if (!st) st = ws(m, W_CD2, cf);
@@ -471,8 +473,8 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     dropout_forward(m->w[W_HCD], hc, Nd, p, m->seed, drop_ctr(m, DR_HC));
     float *logits = m->w[W_DLOG], *probs = m->w[W_PROB];
     linear_forward(logits, m->w[W_HCD], PA(m, P_OW), PA(m, P_OB), (int)N, d, V);
-    double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (N >= 64)
+    float *nll = m->w[W_NLL];
+#pragma omp parallel for schedule(static) if (N >= 64)
     for (size_t r = 0; r < N; r++) {
         const float *z = logits + r * V;
         float *pr = probs + r * V, mx = -INFINITY;
@@ -481,8 +483,10 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
         for (int j = 0; j < V; j++) sum += (pr[j] = exp_f(z[j] - mx));
         const float inv = 1.0f / sum;
         for (int j = 0; j < V; j++) pr[j] *= inv;
-        if (m->coef[r] != 0.0f) total += (double)m->coef[r] * -((double)(z[ittg[r]] - mx) - log((double)sum));
+        nll[r] = m->coef[r] != 0.0f ? (float)((double)m->coef[r] * -((double)(z[ittg[r]] - mx) - log((double)sum))) : 0.0f;
     }
+    double total = 0.0; /* in row order: the same bits for any number of threads */
+    for (size_t r = 0; r < N; r++) total += nll[r];
     if (c->moe) {
         ms[0] = m->enc_stats;
         total += (double)ms[0].loss_importance + ms[0].loss_load + ms[1].loss_importance + ms[1].loss_load;

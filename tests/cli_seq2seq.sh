@@ -25,6 +25,8 @@ expect 0 "done: checkpoint" -- "$moe" seq2seq train --objective mixer "${data[@]
 grep -q '"phase":"mixer","s":4' "$tmp/a/log.jsonl" && ok || bad "log lacks the MIXER stage s=4"
 grep -q '"kind":"epoch".*"valid_bleu"' "$tmp/a/log.jsonl" && ok || bad "log lacks validation BLEU"
 [[ $(grep -c '"kind":"epoch"' "$tmp/a/log.jsonl") -eq 4 ]] && ok || bad "MIXER schedule: want 4 epochs"
+sv=$(grep '"kind":"epoch"' "$tmp/a/log.jsonl" | grep -o '"s":-\?[0-9]*' | tr '\n' ' ')
+[[ "$sv" == '"s":-1 "s":7 "s":4 "s":0 ' ]] && ok || bad "MIXER stages: want xent, s=7, 4, 0; got $sv"
 grep '"phase":"mixer","s":0' "$tmp/a/log.jsonl" | grep -q '"reward":0\.[0-9]' && ok || bad "no reward in the pure REINFORCE stage"
 # exact resume: after an epoch, mid-epoch (--steps) and inside a REINFORCE stage
 expect 0 "done" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${small[@]}" "${sched[@]}" --out "$tmp/b" --epochs 2
