@@ -41,7 +41,8 @@ expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16
 expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16 --n-xent 1 --epochs 3 --out "$tmp/s2" --resume "$tmp/s2/model.safetensors"
 expect 0 "" -- "$moe" diff --got "$tmp/s2/model.safetensors" --want "$tmp/s/model.safetensors" --rtol 0
 grep -q '"phase":"scst"' "$tmp/s/log.jsonl" && ok || bad "SCST log lacks its phase"
-# evaluate and translate
+# evaluate, inspect and translate
+expect 0 "translation model.*objective: mixer" -- bash -c "'$moe' info '$tmp/a/model.safetensors' | tr '\\n' ' '"
 expect 0 "test BLEU [0-9.]+ \([0-9]+ sentences, greedy" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors"
 expect 0 "valid BLEU .*beam" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors" --split valid --beam 3
 printf 'haus baum katze\nrot auto\n' > "$tmp/in.txt"

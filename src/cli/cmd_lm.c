@@ -379,6 +379,19 @@ int cmd_info(int argc, char **argv) {
         cli_parse(argc, argv, opts, 1, U);
     }
     if (!model) cli_die("give a checkpoint: moe info CKPT");
+    moe_s2s_ckpt *sc = NULL;
+    if (moe_s2s_ckpt_load(&sc, model) == MOE_OK) { /* a translation model */
+        const char *keys[] = {"src_vocab", "tgt_vocab", "d", "layers", "bidir", "moe", "n", "k", "h", "dropout",
+                              "max_len", "objective", "epoch", "step", "batch", "lr", "seed", "data.dict", "data.src",
+                              "data.tgt", "elapsed_s"};
+        printf("%s: translation model (moe seq2seq)\n", model);
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            const char *v = moe_s2s_ckpt_meta(sc, keys[i]);
+            if (v && *v) printf("  %s: %s\n", keys[i], v);
+        }
+        moe_s2s_ckpt_free(sc);
+        return 0;
+    }
     moe_ckpt *c = NULL;
     cli_check(moe_ckpt_load(&c, model), model);
     moe_lm *lm = moe_ckpt_model(c);
