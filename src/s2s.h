@@ -47,6 +47,9 @@ double s2s_last_aux(const moe_s2s *m);
  * (t*B + b)*d. The baseline's regressors read it. */
 const float *s2s_hidden(const moe_s2s *m);
 
+/* The seed of the dropout masks (the model's creation seed), for checkpoints. */
+uint64_t s2s_get_seed(const moe_s2s *m);
+void s2s_set_seed(moe_s2s *m, uint64_t seed);
 /* Training-step counter (dropout masks), for checkpoints. */
 uint64_t s2s_get_step_counter(const moe_s2s *m);
 void s2s_set_step_counter(moe_s2s *m, uint64_t c);

@@ -263,6 +263,7 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
     meta_i64(&m, "step", r->step);
     meta_f(&m, "elapsed_s", r->elapsed);
     meta_u64(&m, "rng.step_counter", s2s_get_step_counter(r->m));
+    meta_u64(&m, "rng.seed", s2s_get_seed(r->m));
     for (int s = 0; s < 2; s++) {
         moe_layer *ml = moe_s2s_moe(r->m, s);
         if (!ml) continue;
@@ -374,9 +375,11 @@ static moe_status model_from_ckpt(const moe_st *f, moe_s2s **out, tok **ts, tok 
             if (!st) moe_layer_set_rng(ml, sd, ct);
         }
     }
-    uint64_t sc = 0;
+    uint64_t sc = 0, sd = 0;
     if (!st) st = get_u64(f, "rng.step_counter", &sc);
-    if (!st) s2s_set_step_counter(m, sc);
+    /* the dropout seed is the training seed ("rng.seed" in files from 2026-12-02 on) */
+    if (!st) st = get_u64(f, moe_st_meta(f, "rng.seed") ? "rng.seed" : "seed", &sd);
+    if (!st) s2s_set_step_counter(m, sc), s2s_set_seed(m, sd);
     if (st) {
         moe_s2s_free(m);
         tok_free(*ts);
@@ -580,10 +583,12 @@ static moe_status check_tc(const moe_s2s_train_config *tc) {
     return MOE_OK;
 }
 
-moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *mc_in, const char *resume,
+moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config *mc_in, const char *resume,
                          moe_s2s_callback cb, void *user) {
-    moe_status st = check_tc(tc);
+    moe_status st = check_tc(tc_in);
     if (st) return st;
+    moe_s2s_train_config tcl = *tc_in; /* resuming: the checkpoint's seed (data order, samples) */
+    const moe_s2s_train_config *tc = &tcl;
     if (!mc_in && !resume) return moe_fail(MOE_ERR_INVALID_ARG, "need a model config or a checkpoint to resume");
     run_state r;
     memset(&r, 0, sizeof r);
@@ -617,6 +622,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *m
         if (!st && h != c.data.hash)
             st = moe_fail(MOE_ERR_CONFIG, "the data differs from the checkpoint's (other files or --min-words/--max-words): resume with the same data");
         int bsz = 0;
+        if (!st) st = get_u64(ck, "seed", &tcl.seed);
         if (!st) st = get_int(ck, "batch", &bsz);
         if (!st && bsz != tc->batch)
             st = moe_fail(MOE_ERR_CONFIG, "the checkpoint was trained with --batch %d; resume with the same batch", bsz);

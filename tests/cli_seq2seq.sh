@@ -33,6 +33,11 @@ expect 0 "done" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${small[
 expect 0 "starting at epoch 2" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${sched[@]}" --batch 16 --out "$tmp/b" --resume "$tmp/b/model.safetensors" --steps 100
 expect 0 "starting at epoch 2 step 100" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${sched[@]}" --batch 16 --out "$tmp/b" --resume "$tmp/b/model.safetensors"
 expect 0 "" -- "$moe" diff --got "$tmp/b/model.safetensors" --want "$tmp/a/model.safetensors" --rtol 0
+# another seed: the resumed run keeps the checkpoint's (dropout masks, data order)
+expect 0 "done" -- "$moe" seq2seq train "${data[@]}" "${small[@]}" --seed 7 --epochs 2 --out "$tmp/p"
+expect 0 "done" -- "$moe" seq2seq train "${data[@]}" "${small[@]}" --seed 7 --epochs 1 --out "$tmp/q"
+expect 0 "done" -- "$moe" seq2seq train "${data[@]}" --batch 16 --epochs 2 --out "$tmp/q" --resume "$tmp/q/model.safetensors"
+expect 0 "" -- "$moe" diff --got "$tmp/q/model.safetensors" --want "$tmp/p/model.safetensors" --rtol 0
 # SCST continues a cross-entropy checkpoint, and resumes exactly too
 expect 0 "done" -- "$moe" seq2seq train "${data[@]}" "${small[@]}" --out "$tmp/x" --epochs 1
 cp "$tmp/x/model.safetensors" "$tmp/x1.safetensors"
