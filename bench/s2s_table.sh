@@ -14,10 +14,15 @@ mkdir -p "$OUT"
 t() { date +%s.%N; }
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$1" "$2"; }
 NX=$($MOE seq2seq train --help | sed -n 's/.*--n-xent \([0-9]*\).*/\1/p')
-t0=$(t)
-$MOE seq2seq train --out "$OUT/shared" --epochs "$NX" $EXTRA > "$OUT/shared.txt"
-t1=$(t)
+# A row whose OUT/<row>.seconds exists is done and kept (rerun one by deleting that file).
+if [[ ! -f "$OUT/shared.seconds" ]]; then
+  t0=$(t)
+  $MOE seq2seq train --out "$OUT/shared" --epochs "$NX" $EXTRA > "$OUT/shared.txt"
+  t1=$(t)
+  secs $t0 $t1 > "$OUT/shared.seconds"
+fi
 for obj in xent mixer scst; do
+  [[ -f "$OUT/$obj.seconds" ]] && continue
   rm -rf "$OUT/$obj"; mkdir -p "$OUT/$obj"
   cp "$OUT/shared/model.safetensors" "$OUT/$obj/start.safetensors"
   s=$(t)
@@ -25,7 +30,7 @@ for obj in xent mixer scst; do
   e=$(t)
   echo "$(secs $s $e)" > "$OUT/$obj.seconds"
 done
-shared=$(secs $t0 $t1)
+shared=$(cat "$OUT/shared.seconds")
 echo "shared cross-entropy epochs ($NX): ${shared} s"
 printf "%-14s %10s %10s %12s\n" row "test BLEU" "valid BLEU" "train time"
 for obj in xent mixer scst; do

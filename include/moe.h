@@ -529,7 +529,7 @@ typedef struct {
     int valid_sentences;   /* validation BLEU on the first this many (0: all) */
     int log_every;         /* steps between progress reports */
     int ckpt_every;        /* steps between checkpoints (0: at each epoch's end only) */
-    float baseline_lr;     /* learning rate of the baseline regressors (SGD) */
+    float baseline_lr;     /* learning rate of the baseline regressors (their own Adam) */
 } moe_s2s_train_config;
 
 moe_s2s_train_config moe_s2s_train_config_default(void);

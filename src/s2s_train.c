@@ -36,7 +36,7 @@ moe_s2s_train_config moe_s2s_train_config_default(void) {
                               .batch = 64, .lr = 2e-3f, .lr_rl = 0.0f, .clip = 1.0f, .seed = 1,
                               .reward = MOE_BLEU_PLUS1, .min_count = 3, .max_vocab = 8000, .max_words = 10,
                               .min_words = 3, .valid_sentences = 0, .log_every = 50, .ckpt_every = 0,
-                              .baseline_lr = 0.05f};
+                              .baseline_lr = 1e-3f};
     return c;
 }
 
@@ -209,7 +209,7 @@ typedef struct {
     const moe_s2s_train_config *tc;
     moe_s2s *m;
     corpus *c;
-    moe_adam *opt[3]; /* dense arena, encoder MoE, decoder MoE */
+    moe_adam *opt[4]; /* dense arena, encoder MoE, decoder MoE, the baseline's regressors */
     int epoch, batch_in_epoch;
     int64_t step;
     double elapsed;
@@ -291,7 +291,7 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
         }
     }
     nn = 0;
-    for (int o = 0; o < 3 && !m.st; o++) {
+    for (int o = 0; o < 4 && !m.st; o++) {
         moe_adam_state_view sv;
         if (!r->opt[o] || moe_adam_state(r->opt[o], &sv)) continue;
         char k[32];
@@ -495,12 +495,13 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
         moe_s2s_find_param(m, "baseline.w", &bw);
         moe_s2s_find_param(m, "baseline.b", &bb);
         const int d = cfg.d;
-        int64_t nrl = 0;
-        for (int i = 0; i < B; i++) nrl += w->len[i] > w->force[i] ? w->len[i] - w->force[i] : 0;
-        /* the baseline regressors' gradient steps are taken here, on a copy of their values, so
-         * that the coefficients below use the baseline before this batch's update */
-        float *gw = calloc((size_t)T * d + T, sizeof(float));
+        /* the regressors' gradient, packed [w (T*d) | b (T)] like their optimiser's parameters:
+         * step t's regressor gets the mean squared error over the rows sampled at t */
+        float *gw = calloc(2 * ((size_t)T * d + T) + (size_t)T, sizeof(float));
         if (!gw) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+        float *pk = gw + (size_t)T * d + T, *nt = pk + (size_t)T * d + T;
+        for (int i = 0; i < B; i++)
+            for (int t = w->force[i]; t < w->len[i]; t++) nt[t] += 1.0f;
         for (int i = 0; i < B; i++) {
             const int f = w->force[i];
             if (f >= w->len[i]) continue;
@@ -519,11 +520,12 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
                     const float *h = hc + ((size_t)t * B + i) * d, *wt = bw.data + (size_t)t * d;
                     double pred = bb.data[t];
                     for (int j = 0; j < d; j++) pred += (double)wt[j] * h[j];
-                    base = pred;
+                    /* a reward lies in [0, 1]: so does the best constant baseline */
+                    base = pred < 0.0 ? 0.0 : (pred > 1.0 ? 1.0 : pred);
                     const double e = pred - w->reward[i];
                     ss->berr_sum += e * e;
                     ss->berr_n++;
-                    const float g = (float)(e / (double)nrl);
+                    const float g = (float)(e / (double)nt[t]);
                     float *gwt = gw + (size_t)t * d;
                     for (int j = 0; j < d; j++) gwt[j] += g * h[j];
                     gw[(size_t)T * d + t] += g;
@@ -531,11 +533,15 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
                 w->coef[(size_t)i * Tt + t] = (float)((w->reward[i] - base) * invN);
             }
         }
-        if (!scst) { /* plain SGD on the regressors: their own learning rate, outside Adam */
-            for (size_t j = 0; j < (size_t)T * d; j++) bw.data[j] -= tc->baseline_lr * gw[j];
-            for (int t = 0; t < T; t++) bb.data[t] -= tc->baseline_lr * gw[(size_t)T * d + t];
+        if (!scst && r->opt[3]) { /* the regressors' own Adam, after the coefficients used them */
+            memcpy(pk, bw.data, sizeof(float) * (size_t)T * d);
+            memcpy(pk + (size_t)T * d, bb.data, sizeof(float) * (size_t)T);
+            st = moe_adam_step(r->opt[3], pk, gw, tc->baseline_lr);
+            memcpy(bw.data, pk, sizeof(float) * (size_t)T * d);
+            memcpy(bb.data, pk + (size_t)T * d, sizeof(float) * (size_t)T);
         }
         free(gw);
+        if (st) return st;
         if ((st = s2s_set_coef(m, w->coef))) return st;
     }
     ss->xent_sum += nx ? (loss - s2s_last_aux(m)) * (double)N : 0.0; /* loss = sum nll / N over forced tokens + aux */
@@ -649,13 +655,18 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     r.c = &c;
     /* optimisers (state from the checkpoint when resuming) */
     moe_adam_config ac = moe_adam_config_default();
-    for (int o = 0; o < 3 && !st; o++) {
+    for (int o = 0; o < 4 && !st; o++) {
         size_t cnt = 0;
         if (o == 0) moe_s2s_arena(r.m, NULL, NULL, &cnt);
-        else if (moe_s2s_moe(r.m, o - 1)) moe_layer_arena(moe_s2s_moe(r.m, o - 1), NULL, NULL, &cnt);
+        else if (o < 3 && moe_s2s_moe(r.m, o - 1)) moe_layer_arena(moe_s2s_moe(r.m, o - 1), NULL, NULL, &cnt);
+        else if (o == 3) {
+            const moe_s2s_config mcf = moe_s2s_get_config(r.m);
+            cnt = (size_t)mcf.max_len * mcf.d + (size_t)mcf.max_len;
+        }
         if (!cnt) continue;
         st = moe_adam_create(&r.opt[o], cnt, &ac);
-        if (st || !ck) continue;
+        /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
+        if (st || !ck || (o == 3 && !moe_st_meta(ck, "optim3.step"))) continue;
         moe_adam_state_view sv;
         moe_adam_state(r.opt[o], &sv);
         char k[32];
@@ -738,7 +749,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             batch_free(&b);
             if (st) break;
             /* clip the global norm over the three arenas (dense, encoder MoE, decoder MoE); the
-             * baseline is not in it: it had its own SGD step in train_step */
+             * baseline is not in it: it had its own Adam step in train_step */
             float *ap[3], *ag[3];
             size_t an[3];
             int na = 0;
@@ -761,8 +772,8 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             const float sc = tc->clip > 0.0f && norm > tc->clip ? (float)(tc->clip / norm) : 1.0f;
             for (int q = 0; q < na && sc != 1.0f; q++)
                 for (size_t i = 0; i < an[q]; i++) ag[q][i] *= sc;
-            /* Adam would still move the baseline through its moments: keep the regressors as
-             * the SGD step left them */
+            /* the dense Adam would still move the baseline through its moments: keep the
+             * regressors as their own step left them */
             float *keep = malloc(sizeof(float) * (bw.numel + bb.numel));
             if (!keep) {
                 st = moe_fail(MOE_ERR_NOMEM, "out of memory");
@@ -873,7 +884,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
         }
     }
     step_ws_free(&w);
-    for (int o = 0; o < 3; o++) moe_adam_free(r.opt[o]);
+    for (int o = 0; o < 4; o++) moe_adam_free(r.opt[o]);
     moe_s2s_free(r.m);
     corpus_free(&c);
     return st;
