@@ -33,7 +33,7 @@
 moe_s2s_train_config moe_s2s_train_config_default(void) {
     moe_s2s_train_config c = {.dict = NULL, .src_file = NULL, .tgt_file = NULL, .out_dir = "runs/seq2seq",
                               .objective = MOE_OBJ_XENT, .epochs = 0, .max_steps = 0, .n_xent = 8, .n_xer = 2, .delta = 3,
-                              .batch = 64, .lr = 2e-3f, .lr_rl = 0.0f, .clip = 1.0f, .seed = 1,
+                              .batch = 64, .lr = 2e-3f, .lr_rl = 5e-4f, .clip = 1.0f, .seed = 1,
                               .reward = MOE_BLEU_PLUS1, .min_count = 3, .max_vocab = 8000, .max_words = 10,
                               .min_words = 3, .valid_sentences = 0, .log_every = 50, .ckpt_every = 0,
                               .baseline_lr = 1e-3f};

@@ -31,7 +31,7 @@ static const char *TRAIN_USAGE =
     "        --reward plus1|0|1|2|3  sentence-BLEU smoothing of the reward (default plus1 = BLEU+1)\n"
     "model:  --d 128 --layers 2 --bidir 1 --moe 1 --experts 8 --k 2 --h 256 --dropout 0.1\n"
     "        --w-importance 0.1 --w-load 0.1 --noise-eps 0.01\n"
-    "train:  --batch 64 --lr 0.002 --lr-rl 0 (0: lr) --baseline-lr 0.001 --clip 1 --seed 1\n"
+    "train:  --batch 64 --lr 0.002 --lr-rl 0.0005 (0: lr) --baseline-lr 0.001 --clip 1 --seed 1\n"
     "        --threads T --log-every 50 --ckpt-every 0 (steps; 0: at each epoch's end)\n"
     "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n"
     "Writes DIR/model.safetensors (each epoch and on Ctrl-C) and DIR/log.jsonl (default DIR\n"
