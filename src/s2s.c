@@ -765,6 +765,10 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
     const int B = m->B, V = c->tgt_vocab;
     if (max_len < 1 || max_len > c->max_len)
         return moe_fail(MOE_ERR_CONFIG, "decoding length %d must be in [1, %d]", max_len, c->max_len);
+    for (int b = 0; force && b < B; b++)
+        if (force[b] < 0 || (force[b] > 0 && (!ref || !ref_len || force[b] > ref_len[b] || force[b] > ref_stride)))
+            return moe_fail(MOE_ERR_INVALID_ARG, "row %d: %d forced tokens but a reference of %d", b, force[b],
+                            ref_len ? ref_len[b] : 0);
     dstate s;
     moe_status st = dstate_make(m, &s, B);
     if (st) return st;
@@ -816,7 +820,6 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
             tok[b] = w;
         }
     }
-    (void)ref_len;
     free(tok);
     free(done);
     return st;

@@ -200,6 +200,19 @@ static void decoding(int moe) {
             }
         CHECK(ok, "greedy (train masks %d) picks the teacher-forced pass's argmax at every step", train);
     }
+    /* teacher forcing inside s2s_sample: a row forced through its whole reference (end mark
+     * included) returns the reference; a row forced for 2 tokens starts with them */
+    {
+        int32_t ref[B * 4] = {2, 3, 1, 0, 4, 4, 5, 1, 3, 2, 0, 1}, out[B * 7];
+        int rl[B] = {3, 4, 4}, force[B] = {3, 2, 4}, len[B];
+        CHECK(s2s_encode(m, c.src, B, TS, 0) == MOE_OK, "encode");
+        CHECK(s2s_sample(m, ref, rl, 4, force, 7, 0, 0, 3, 0, out, len) == MOE_OK, "forced sampling: %s", moe_last_error());
+        CHECK(len[0] == 3 && memcmp(out, ref, 3 * sizeof(int32_t)) == 0, "row forced to its end is the reference");
+        CHECK(len[2] == 4 && memcmp(out + 14, ref + 8, 4 * sizeof(int32_t)) == 0, "row 2 too");
+        CHECK(len[1] >= 2 && out[7] == 4 && out[8] == 4, "row forced for 2 tokens starts with them");
+        force[1] = 5;
+        CHECK(s2s_sample(m, ref, rl, 4, force, 7, 0, 0, 3, 0, out, len) == MOE_ERR_INVALID_ARG, "forcing past the reference");
+    }
     /* beam 1 without a length penalty is greedy */
     int32_t g[B * 8], bm[8];
     int gl[B], bl;
