@@ -604,9 +604,8 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     moe_st *ck = NULL;
     step_ws w;
     memset(&w, 0, sizeof w);
-    char path[4096], logp[4096];
+    char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", tc->out_dir);
-    (void)logp;
     if (resume) {
         if ((st = moe_st_open(&ck, resume))) return st;
         tok *ts = NULL, *tt = NULL;
@@ -791,12 +790,9 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             if (st) break;
             r.step++;
             if (cfg.moe) {
-                moe_layer_stats ls;
-                memset(&ls, 0, sizeof ls);
                 /* the decoder MoE's last forward is the training pass of this step */
-                float *load = malloc(sizeof(float) * (size_t)cfg.n);
                 int *cnts = malloc(sizeof(int) * (size_t)cfg.n);
-                if (load && cnts && !moe_layer_counts(moe_s2s_moe(r.m, 1), cnts)) {
+                if (cnts && !moe_layer_counts(moe_s2s_moe(r.m, 1), cnts)) {
                     double mean = 0, var = 0, mx = 0;
                     for (int e = 0; e < cfg.n; e++) mean += cnts[e];
                     mean /= cfg.n;
@@ -804,7 +800,6 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
                     cv_sum += mean > 0 ? sqrt(var / cfg.n) / mean : 0;
                     mm_sum += mean > 0 ? mx / mean : 0;
                 }
-                free(load);
                 free(cnts);
             }
             nint++;
