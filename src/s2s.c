@@ -201,6 +201,7 @@ moe_s2s_config moe_s2s_get_config(const moe_s2s *m) { return m->cfg; }
 moe_layer *moe_s2s_moe(moe_s2s *m, int side) { return m && (side == 0 || side == 1) ? m->moe[side] : NULL; }
 uint64_t s2s_get_step_counter(const moe_s2s *m) { return m->step_ctr; }
 uint64_t s2s_get_seed(const moe_s2s *m) { return m->seed; }
+size_t s2s_baseline_offset(const moe_s2s *m) { return m->off[P_BW]; } /* P_BW, P_BB come last */
 void s2s_set_seed(moe_s2s *m, uint64_t seed) { m->seed = seed; }
 void s2s_set_step_counter(moe_s2s *m, uint64_t c) { m->step_ctr = c; }
 const float *s2s_hidden(const moe_s2s *m) { return m->w[W_HC]; }

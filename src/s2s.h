@@ -16,6 +16,7 @@
 
 #include "moe.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Runs the encoder on src [B,Ts] (batch-major). train = 1 starts a new training step: a fresh
@@ -47,6 +48,10 @@ double s2s_last_aux(const moe_s2s *m);
  * (t*B + b)*d. The baseline's regressors read it. */
 const float *s2s_hidden(const moe_s2s *m);
 
+/* The baseline regressors ("baseline.w", "baseline.b") are the last tensors of the dense arena:
+ * params[s2s_baseline_offset(m), count) holds them and nothing else, so an optimiser of the
+ * model can stop before them and another can step them on their own. */
+size_t s2s_baseline_offset(const moe_s2s *m);
 /* The seed of the dropout masks (the model's creation seed), for checkpoints. */
 uint64_t s2s_get_seed(const moe_s2s *m);
 void s2s_set_seed(moe_s2s *m, uint64_t seed);

@@ -395,9 +395,9 @@ static moe_status model_from_ckpt(const moe_st *f, moe_s2s **out, tok **ts, tok 
 typedef struct {
     int32_t *seq, *in, *tgt, *greedy, *tmp;
     float *coef;
-    int *len, *glen, *force;
+    float *nt;           /* [T] rows sampled at step t (the baseline's per-step mean) */
+    int *len, *glen, *force, *counts;
     double *reward;
-    size_t cap;
 } step_ws;
 
 static void step_ws_free(step_ws *w) {
@@ -411,9 +411,11 @@ static void step_ws_free(step_ws *w) {
     free(w->glen);
     free(w->force);
     free(w->reward);
+    free(w->nt);
+    free(w->counts);
 }
 
-static moe_status step_ws_make(step_ws *w, int B, int T) {
+static moe_status step_ws_make(step_ws *w, int B, int T, int n_experts) {
     const size_t n = (size_t)B * T;
     w->seq = malloc(sizeof(int32_t) * n);
     w->in = malloc(sizeof(int32_t) * n);
@@ -425,7 +427,10 @@ static moe_status step_ws_make(step_ws *w, int B, int T) {
     w->glen = malloc(sizeof(int) * (size_t)B);
     w->force = malloc(sizeof(int) * (size_t)B);
     w->reward = malloc(sizeof(double) * (size_t)B);
-    if (!w->seq || !w->in || !w->tgt || !w->greedy || !w->tmp || !w->coef || !w->len || !w->glen || !w->force || !w->reward)
+    w->nt = malloc(sizeof(float) * (size_t)T);
+    w->counts = malloc(sizeof(int) * (size_t)(n_experts > 0 ? n_experts : 1));
+    if (!w->seq || !w->in || !w->tgt || !w->greedy || !w->tmp || !w->coef || !w->len || !w->glen || !w->force || !w->reward ||
+        !w->nt || !w->counts)
         return moe_fail(MOE_ERR_NOMEM, "out of memory for the training step");
     return MOE_OK;
 }
@@ -495,11 +500,11 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
         moe_s2s_find_param(m, "baseline.w", &bw);
         moe_s2s_find_param(m, "baseline.b", &bb);
         const int d = cfg.d;
-        /* the regressors' gradient, packed [w (T*d) | b (T)] like their optimiser's parameters:
-         * step t's regressor gets the mean squared error over the rows sampled at t */
-        float *gw = calloc(2 * ((size_t)T * d + T) + (size_t)T, sizeof(float));
-        if (!gw) return moe_fail(MOE_ERR_NOMEM, "out of memory");
-        float *pk = gw + (size_t)T * d + T, *nt = pk + (size_t)T * d + T;
+        /* the regressors' gradient goes to their place in the (zeroed) gradient arena, which the
+         * loss does not touch: step t's regressor gets the mean squared error over the rows
+         * sampled at t */
+        float *nt = w->nt;
+        memset(nt, 0, sizeof(float) * (size_t)T);
         for (int i = 0; i < B; i++)
             for (int t = w->force[i]; t < w->len[i]; t++) nt[t] += 1.0f;
         for (int i = 0; i < B; i++) {
@@ -526,22 +531,15 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
                     ss->berr_sum += e * e;
                     ss->berr_n++;
                     const float g = (float)(e / (double)nt[t]);
-                    float *gwt = gw + (size_t)t * d;
+                    float *gwt = bw.grad + (size_t)t * d;
                     for (int j = 0; j < d; j++) gwt[j] += g * h[j];
-                    gw[(size_t)T * d + t] += g;
+                    bb.grad[t] += g;
                 }
                 w->coef[(size_t)i * Tt + t] = (float)((w->reward[i] - base) * invN);
             }
         }
-        if (!scst && r->opt[3]) { /* the regressors' own Adam, after the coefficients used them */
-            memcpy(pk, bw.data, sizeof(float) * (size_t)T * d);
-            memcpy(pk + (size_t)T * d, bb.data, sizeof(float) * (size_t)T);
-            st = moe_adam_step(r->opt[3], pk, gw, tc->baseline_lr);
-            memcpy(bw.data, pk, sizeof(float) * (size_t)T * d);
-            memcpy(bb.data, pk + (size_t)T * d, sizeof(float) * (size_t)T);
-        }
-        free(gw);
-        if (st) return st;
+        /* the regressors' own Adam, after the coefficients used them (bw starts their block) */
+        if (!scst && (st = moe_adam_step(r->opt[3], bw.data, bw.grad, tc->baseline_lr))) return st;
         if ((st = s2s_set_coef(m, w->coef))) return st;
     }
     ss->xent_sum += nx ? (loss - s2s_last_aux(m)) * (double)N : 0.0; /* loss = sum nll / N over forced tokens + aux */
@@ -555,6 +553,34 @@ static double grad_norm2(const float *g, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
     return s;
+}
+
+/* Clips the global gradient norm over the dense arena (up to the baseline, which train_step
+ * stepped on its own) and both MoE layers, then takes their Adam steps. */
+static moe_status optim_step(run_state *r, float lr) {
+    float *ap[3], *ag[3];
+    size_t an[3];
+    moe_adam *ao[3];
+    moe_s2s_arena(r->m, &ap[0], &ag[0], NULL);
+    an[0] = s2s_baseline_offset(r->m);
+    ao[0] = r->opt[0];
+    int na = 1;
+    for (int sd = 0; sd < 2; sd++)
+        if (moe_s2s_moe(r->m, sd)) {
+            moe_layer_arena(moe_s2s_moe(r->m, sd), &ap[na], &ag[na], &an[na]);
+            ao[na++] = r->opt[1 + sd];
+        }
+    double n2 = 0.0;
+    for (int q = 0; q < na; q++) n2 += grad_norm2(ag[q], an[q]);
+    const double norm = sqrt(n2);
+    if (!isfinite(norm))
+        return moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate", (long long)r->step + 1);
+    const float clip = r->tc->clip, sc = clip > 0.0f && norm > clip ? (float)(clip / norm) : 1.0f;
+    for (int q = 0; q < na && sc != 1.0f; q++)
+        for (size_t i = 0; i < an[q]; i++) ag[q][i] *= sc;
+    moe_status st = MOE_OK;
+    for (int q = 0; q < na && !st; q++) st = moe_adam_step(ao[q], ap[q], ag[q], lr);
+    return st;
 }
 
 static moe_status mkdirs(const char *dir) {
@@ -656,12 +682,11 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     moe_adam_config ac = moe_adam_config_default();
     for (int o = 0; o < 4 && !st; o++) {
         size_t cnt = 0;
-        if (o == 0) moe_s2s_arena(r.m, NULL, NULL, &cnt);
-        else if (o < 3 && moe_s2s_moe(r.m, o - 1)) moe_layer_arena(moe_s2s_moe(r.m, o - 1), NULL, NULL, &cnt);
-        else if (o == 3) {
-            const moe_s2s_config mcf = moe_s2s_get_config(r.m);
-            cnt = (size_t)mcf.max_len * mcf.d + (size_t)mcf.max_len;
-        }
+        /* dense: the arena up to the baseline; 3: the baseline regressors, the arena's tail */
+        if (o == 0 || o == 3) moe_s2s_arena(r.m, NULL, NULL, &cnt);
+        if (o == 0) cnt = s2s_baseline_offset(r.m);
+        if (o == 3) cnt -= s2s_baseline_offset(r.m);
+        if ((o == 1 || o == 2) && moe_s2s_moe(r.m, o - 1)) moe_layer_arena(moe_s2s_moe(r.m, o - 1), NULL, NULL, &cnt);
         if (!cnt) continue;
         st = moe_adam_create(&r.opt[o], cnt, &ac);
         /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
@@ -683,7 +708,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     const moe_s2s_config cfg = r.m ? moe_s2s_get_config(r.m) : moe_s2s_config_default();
     const int T = cfg.max_len, E = total_epochs(tc, T);
     if (!st) st = mkdirs(tc->out_dir);
-    if (!st) st = step_ws_make(&w, tc->batch, T);
+    if (!st) st = step_ws_make(&w, tc->batch, T, cfg.moe ? cfg.n : 0);
     s2s_batches bt;
     memset(&bt, 0, sizeof bt);
     int64_t steps_per_epoch = 0;
@@ -747,52 +772,13 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             if (!st) st = train_step(&r, &b, s, &w, &acc);
             batch_free(&b);
             if (st) break;
-            /* clip the global norm over the three arenas (dense, encoder MoE, decoder MoE); the
-             * baseline is not in it: it had its own Adam step in train_step */
-            float *ap[3], *ag[3];
-            size_t an[3];
-            int na = 0;
-            moe_s2s_arena(r.m, &ap[0], &ag[0], &an[0]);
-            na = 1;
-            for (int sd = 0; sd < 2; sd++)
-                if (moe_s2s_moe(r.m, sd)) moe_layer_arena(moe_s2s_moe(r.m, sd), &ap[na], &ag[na], &an[na]), na++;
-            moe_param bw, bb;
-            moe_s2s_find_param(r.m, "baseline.w", &bw);
-            moe_s2s_find_param(r.m, "baseline.b", &bb);
-            memset(bw.grad, 0, sizeof(float) * bw.numel);
-            memset(bb.grad, 0, sizeof(float) * bb.numel);
-            double n2 = 0.0;
-            for (int q = 0; q < na; q++) n2 += grad_norm2(ag[q], an[q]);
-            const double norm = sqrt(n2);
-            if (!isfinite(norm)) {
-                st = moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate", (long long)r.step + 1);
-                break;
-            }
-            const float sc = tc->clip > 0.0f && norm > tc->clip ? (float)(tc->clip / norm) : 1.0f;
-            for (int q = 0; q < na && sc != 1.0f; q++)
-                for (size_t i = 0; i < an[q]; i++) ag[q][i] *= sc;
-            /* the dense Adam would still move the baseline through its moments: keep the
-             * regressors as their own step left them */
-            float *keep = malloc(sizeof(float) * (bw.numel + bb.numel));
-            if (!keep) {
-                st = moe_fail(MOE_ERR_NOMEM, "out of memory");
-                break;
-            }
-            memcpy(keep, bw.data, sizeof(float) * bw.numel);
-            memcpy(keep + bw.numel, bb.data, sizeof(float) * bb.numel);
-            for (int q = 0, o = 0; q < na && !st; q++, o++) {
-                while (!r.opt[o]) o++; /* the optimisers of the arenas present, in order */
-                st = moe_adam_step(r.opt[o], ap[q], ag[q], lr);
-            }
-            memcpy(bw.data, keep, sizeof(float) * bw.numel);
-            memcpy(bb.data, keep + bw.numel, sizeof(float) * bb.numel);
-            free(keep);
+            st = optim_step(&r, lr);
             if (st) break;
             r.step++;
             if (cfg.moe) {
                 /* the decoder MoE's last forward is the training pass of this step */
-                int *cnts = malloc(sizeof(int) * (size_t)cfg.n);
-                if (cnts && !moe_layer_counts(moe_s2s_moe(r.m, 1), cnts)) {
+                int *cnts = w.counts;
+                if (!moe_layer_counts(moe_s2s_moe(r.m, 1), cnts)) {
                     double mean = 0, var = 0, mx = 0;
                     for (int e = 0; e < cfg.n; e++) mean += cnts[e];
                     mean /= cfg.n;
@@ -800,7 +786,6 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
                     cv_sum += mean > 0 ? sqrt(var / cfg.n) / mean : 0;
                     mm_sum += mean > 0 ? mx / mean : 0;
                 }
-                free(cnts);
             }
             nint++;
             r.elapsed = now_s() - t0;
