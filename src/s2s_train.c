@@ -555,6 +555,33 @@ static double grad_norm2(const float *g, size_t n) {
     return s;
 }
 
+/* A report of `kind` with the run's position filled in. */
+static moe_s2s_progress progress_at(moe_s2s_progress_kind kind, const run_state *r, int64_t steps, int epochs,
+                                    const char *phase, int s) {
+    moe_s2s_progress p;
+    memset(&p, 0, sizeof p);
+    p.kind = kind;
+    p.step = r->step;
+    p.steps = steps;
+    p.epoch = r->epoch;
+    p.epochs = epochs;
+    p.phase = phase;
+    p.s = s;
+    p.elapsed_s = r->elapsed;
+    return p;
+}
+
+/* Writes the checkpoint and reports it; returns the callback's verdict in *stop. */
+static moe_status checkpoint(const run_state *r, const char *path, moe_s2s_callback cb, void *user, int *stop) {
+    moe_status st = ckpt_write(r, path);
+    if (!st && cb) {
+        moe_s2s_progress p = progress_at(MOE_S2S_CHECKPOINT, r, 0, 0, NULL, -1);
+        p.path = path;
+        if (cb(&p, user)) *stop = 1;
+    }
+    return st;
+}
+
 /* Clips the global gradient norm over the dense arena (up to the baseline, which train_step
  * stepped on its own) and both MoE layers, then takes their Adam steps. */
 static moe_status optim_step(run_state *r, float lr) {
@@ -732,7 +759,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
                 moe_layer_arena(moe_s2s_moe(r.m, s), NULL, NULL, &n);
                 total += (int64_t)n;
             }
-        pg.kind = MOE_S2S_START;
+        pg = progress_at(MOE_S2S_START, &r, steps_per_epoch * E, E, obj_name(tc->objective), -1);
         pg.params_total = total;
         pg.src_vocab = cfg.src_vocab;
         pg.tgt_vocab = cfg.tgt_vocab;
@@ -740,11 +767,6 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
         pg.valid_pairs = c.nvalid;
         pg.test_pairs = c.ntest;
         pg.dropped = c.data.dropped_long;
-        pg.step = r.step;
-        pg.steps = steps_per_epoch * E;
-        pg.epoch = r.epoch;
-        pg.epochs = E;
-        pg.phase = obj_name(tc->objective);
         cb(&pg, user);
     }
     const double t0 = now_s() - r.elapsed, trun0 = now_s();
@@ -792,19 +814,11 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             const int report = cb && (r.step % (tc->log_every > 0 ? tc->log_every : 50) == 0 || r.batch_in_epoch + 1 == bt.nbatch);
             if (report) {
                 const double tn = now_s();
-                memset(&pg, 0, sizeof pg);
-                pg.kind = MOE_S2S_TRAIN;
-                pg.step = r.step;
-                pg.steps = steps_per_epoch * E;
-                pg.epoch = r.epoch;
-                pg.epochs = E;
-                pg.phase = phase;
-                pg.s = s;
+                pg = progress_at(MOE_S2S_TRAIN, &r, steps_per_epoch * E, E, phase, s);
                 pg.loss = acc.xent_n ? acc.xent_sum / (double)acc.xent_n : NAN;
                 pg.reward = acc.reward_n ? acc.reward_sum / (double)acc.reward_n : NAN;
                 pg.baseline_err = acc.berr_n ? acc.berr_sum / (double)acc.berr_n : NAN;
                 pg.tokens_per_s = (double)acc.tokens / fmax(tn - tint, 1e-9);
-                pg.elapsed_s = r.elapsed;
                 pg.eta_s = r.step > step0 ? (tn - trun0) / (double)(r.step - step0) * (double)(pg.steps - r.step) : NAN;
                 pg.lr = lr;
                 pg.cv_load = nint ? cv_sum / nint : 0;
@@ -817,15 +831,8 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             }
             if (!stop && tc->ckpt_every > 0 && r.step % tc->ckpt_every == 0) {
                 r.batch_in_epoch++; /* the checkpoint resumes after this batch */
-                st = ckpt_write(&r, path);
+                st = checkpoint(&r, path, cb, user, &stop);
                 r.batch_in_epoch--;
-                if (!st && cb) {
-                    memset(&pg, 0, sizeof pg);
-                    pg.kind = MOE_S2S_CHECKPOINT;
-                    pg.step = r.step;
-                    pg.path = path;
-                    if (cb(&pg, user)) stop = 1;
-                }
             }
         }
         s2s_batches_free(&bt);
@@ -840,28 +847,12 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
             r.elapsed = now_s() - t0;
             tint = now_s(); /* the next speed report counts training only */
             if (cb) {
-                memset(&pg, 0, sizeof pg);
-                pg.kind = MOE_S2S_EPOCH;
-                pg.step = r.step;
-                pg.steps = steps_per_epoch * E;
-                pg.epoch = r.epoch;
-                pg.epochs = E;
-                pg.phase = phase;
-                pg.s = s;
+                pg = progress_at(MOE_S2S_EPOCH, &r, steps_per_epoch * E, E, phase, s);
                 pg.valid_bleu = vb;
-                pg.elapsed_s = r.elapsed;
                 if (cb(&pg, user)) stop = 1;
             }
         }
-        if (!st) st = ckpt_write(&r, path);
-        if (!st && cb) {
-            memset(&pg, 0, sizeof pg);
-            pg.kind = MOE_S2S_CHECKPOINT;
-            pg.step = r.step;
-            pg.epoch = r.epoch;
-            pg.path = path;
-            if (cb(&pg, user)) stop = 1;
-        }
+        if (!st) st = checkpoint(&r, path, cb, user, &stop);
     }
     step_ws_free(&w);
     for (int o = 0; o < 4; o++) moe_adam_free(r.opt[o]);
