@@ -884,15 +884,10 @@ moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float 
             const float *lp = s.logp + (size_t)r * V;
             for (int j = 0; j < V; j++) {
                 const double sc = score[r] + lp[j];
-                if (nk < K) {
-                    int i = nk++;
-                    while (i > 0 && cand_s[i - 1] < sc) cand_s[i] = cand_s[i - 1], cand_w[i] = cand_w[i - 1], cand_p[i] = cand_p[i - 1], i--;
-                    cand_s[i] = sc, cand_w[i] = j, cand_p[i] = r;
-                } else if (sc > cand_s[K - 1]) {
-                    int i = K - 1;
-                    while (i > 0 && cand_s[i - 1] < sc) cand_s[i] = cand_s[i - 1], cand_w[i] = cand_w[i - 1], cand_p[i] = cand_p[i - 1], i--;
-                    cand_s[i] = sc, cand_w[i] = j, cand_p[i] = r;
-                }
+                if (nk == K && !(sc > cand_s[K - 1])) continue;
+                int i = nk < K ? nk++ : K - 1; /* a new slot, or the worst one's */
+                while (i > 0 && cand_s[i - 1] < sc) cand_s[i] = cand_s[i - 1], cand_w[i] = cand_w[i - 1], cand_p[i] = cand_p[i - 1], i--;
+                cand_s[i] = sc, cand_w[i] = j, cand_p[i] = r;
             }
         }
         int na = 0;
