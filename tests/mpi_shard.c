@@ -13,15 +13,6 @@
 static moe_comm *comm;
 static int P, me;
 
-static double rel_err(const float *a, const float *b, size_t n) {
-    double m = 0, e = 0;
-    for (size_t i = 0; i < n; i++) {
-        m = fmax(m, fabs(b[i]));
-        e = fmax(e, fabs((double)a[i] - b[i]));
-    }
-    return e / (m > 1e-6 ? m : 1e-6);
-}
-
 /* tokens of rank r when Btot are split unevenly */
 static int first_tok(int Btot, int r) { return (int)((int64_t)Btot * r * (r + 3) / (P * (P + 3))); }
 
@@ -73,7 +64,7 @@ static void run_case(int n, int k, int bias, int Btot, const char *name) {
         CHECK(moe_layer_forward(ref, yr, x, Btot, mode, NULL, &sr) == MOE_OK, "ref forward");
         CHECK(moe_layer_forward(sh, ys, x + (size_t)b0 * d, B, mode, NULL, &ss) == MOE_OK, "%s: sharded forward: %s",
               name, moe_last_error());
-        worst_y = fmax(worst_y, rel_err(ys, yr + (size_t)b0 * d, (size_t)B * d));
+        worst_y = fmax(worst_y, t_rel_err(ys, yr + (size_t)b0 * d, (size_t)B * d));
         CHECK(fabs(ss.loss_importance - sr.loss_importance) <= 1e-5 * fabs(sr.loss_importance) + 1e-7 &&
                   fabs(ss.loss_load - sr.loss_load) <= 1e-5 * fabs(sr.loss_load) + 1e-7,
               "%s step %d: balancing losses over the whole batch (%g %g vs %g %g)", name, step, ss.loss_importance,
@@ -89,7 +80,7 @@ static void run_case(int n, int k, int bias, int Btot, const char *name) {
         CHECK(moe_layer_backward(ref, dxr, dy) == MOE_OK, "ref backward");
         CHECK(moe_layer_backward(sh, dxs, dy + (size_t)b0 * d) == MOE_OK, "%s: sharded backward: %s", name,
               moe_last_error());
-        worst_dx = fmax(worst_dx, rel_err(dxs, dxr + (size_t)b0 * d, (size_t)B * d));
+        worst_dx = fmax(worst_dx, t_rel_err(dxs, dxr + (size_t)b0 * d, (size_t)B * d));
         for (int i = 0; i < moe_layer_num_params(sh); i++) {
             moe_param a, b;
             moe_layer_param(sh, i, &a);
@@ -97,7 +88,7 @@ static void run_case(int n, int k, int bias, int Btot, const char *name) {
             /* an expert tensor holds this rank's slice of the stack */
             size_t per = b.numel / (b.name[0] == 'e' ? (size_t)n : 1), o = b.name[0] == 'e' ? per * (size_t)e0 : 0;
             CHECK(a.numel == (b.name[0] == 'e' ? per * (size_t)ne : b.numel), "%s: %s has the slice's size", name, a.name);
-            worst_g = fmax(worst_g, rel_err(a.grad, b.grad + o, a.numel));
+            worst_g = fmax(worst_g, t_rel_err(a.grad, b.grad + o, a.numel));
         }
         moe_adam_step(oref, pr, gr, 0.05f);
         moe_adam_step(osh, ps, gs, 0.05f);
@@ -111,7 +102,7 @@ static void run_case(int n, int k, int bias, int Btot, const char *name) {
         moe_layer_param(sh, i, &a);
         moe_layer_find_param(ref, a.name, &b);
         size_t o = b.name[0] == 'e' ? b.numel / (size_t)n * (size_t)e0 : 0;
-        worst_p = fmax(worst_p, rel_err(a.data, b.data + o, a.numel));
+        worst_p = fmax(worst_p, t_rel_err(a.data, b.data + o, a.numel));
     }
     CHECK(worst_p < 1e-5, "%s: parameters after 3 Adam steps match (rel err %.2e)", name, worst_p);
     moe_adam_free(oref);

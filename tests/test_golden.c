@@ -13,17 +13,6 @@
 
 #define RTOL 1e-5
 
-static double rel_err(const float *got, const float *want, size_t n) {
-    double maxd = 0.0, maxw = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        if (isnan(d)) return INFINITY;
-        if (d > maxd) maxd = d;
-        if (fabs(want[i]) > maxw) maxw = fabs(want[i]);
-    }
-    return maxd / fmax(maxw, 1e-6);
-}
-
 static void compare(const char *cs, const moe_st *exp, const char *name, const float *got, size_t n) {
     moe_tensor t;
     const float *want = NULL;
@@ -32,7 +21,7 @@ static void compare(const char *cs, const moe_st *exp, const char *name, const f
     if (s) return;
     CHECK(t.numel == n, "%s: '%s' has %zu values, got %zu", cs, name, t.numel, n);
     if (t.numel != n) return;
-    double e = rel_err(got, want, n);
+    double e = t_rel_err(got, want, n);
     CHECK(e <= RTOL, "%s: %s rel.err %.3g > %g", cs, name, e, RTOL);
 }
 

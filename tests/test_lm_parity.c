@@ -19,17 +19,6 @@
 static const char *const CASES[] = {"moe", "dense", "none"};
 static const char *const SCALARS[] = {"loss", "aux", "loss.importance", "loss.load"};
 
-static double rel_err(const float *got, const float *want, size_t n) {
-    double maxd = 0.0, maxw = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        if (isnan(d)) return INFINITY;
-        if (d > maxd) maxd = d;
-        if (fabs(want[i]) > maxw) maxw = fabs(want[i]);
-    }
-    return maxd / fmax(maxw, 1e-6);
-}
-
 #define NCASES (int)(sizeof CASES / sizeof CASES[0])
 static double g_worst[NCASES]; /* largest error per case and its tensor, for the summary */
 static char g_worst_name[NCASES][80];
@@ -42,7 +31,7 @@ static void compare(int ci, const moe_st *f, const char *name, const float *got,
     if (s) return;
     CHECK(t.numel == n, "lm_%s: '%s' has %zu values, got %zu", CASES[ci], name, t.numel, n);
     if (t.numel != n) return;
-    double e = rel_err(got, want, n);
+    double e = t_rel_err(got, want, n);
     if (e > g_worst[ci]) {
         g_worst[ci] = e;
         snprintf(g_worst_name[ci], sizeof g_worst_name[ci], "%.70s", name);

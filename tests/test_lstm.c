@@ -60,18 +60,6 @@ static double max_abs(const float *x, size_t n) {
     return m;
 }
 
-/* max|got - want| / max(max|want|, 1e-6); infinite on NaN. */
-static double rel_err(const float *got, const float *want, size_t n) {
-    double maxd = 0.0, maxw = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        if (isnan(d)) return INFINITY;
-        maxd = fmax(maxd, d);
-        maxw = fmax(maxw, fabs(want[i]));
-    }
-    return maxd / fmax(maxw, 1e-6);
-}
-
 /* ---- one LSTM with its inputs, parameters, outputs and gradients ------------------------- */
 
 typedef struct {
@@ -211,7 +199,7 @@ static void test_lstm_gradcheck(int T, int B, int D, int H, int state, float wsc
         float *two = falloc(t[k].n);
         for (size_t i = 0; i < t[k].n; i++) two[i] = 2.0f * g1[k][i];
         const int overwritten = k >= 5;
-        double e = rel_err(t[k].g, overwritten ? g1[k] : two, t[k].n);
+        double e = t_rel_err(t[k].g, overwritten ? g1[k] : two, t[k].n);
         CHECK(e <= 1e-6, "%s: second backward %s (rel.err %.3g)", LABEL(t[k].name),
               overwritten ? "did not overwrite" : "did not accumulate", e);
         free(two);
@@ -243,9 +231,9 @@ static void test_lstm_carry(void) {
     lstm_forward(h, hs, cs, cache, c.x, hs, cs, c.w_ih, c.w_hh, c.b_ih, c.b_hh, T1, B, D, H);
     lstm_forward(h + T1 * BH, hs, cs, cache, c.x + (size_t)T1 * B * D, hs, cs, c.w_ih, c.w_hh,
                  c.b_ih, c.b_hh, T - T1, B, D, H);
-    CHECK(rel_err(h, c.h, (size_t)T * BH) <= 1e-6,
+    CHECK(t_rel_err(h, c.h, (size_t)T * BH) <= 1e-6,
           "carried state: h differs from one long forward");
-    CHECK(rel_err(hs, c.hT, BH) <= 1e-6 && rel_err(cs, c.cT, BH) <= 1e-6,
+    CHECK(t_rel_err(hs, c.hT, BH) <= 1e-6 && t_rel_err(cs, c.cT, BH) <= 1e-6,
           "carried state: final (h, c) differs from one long forward");
     /* T = 0 passes the state through */
     lstm_forward(h, hs, cs, cache, c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.b_ih, c.b_hh, 0, B, D, H);
@@ -331,7 +319,7 @@ static void test_embedding(void) {
     fd_check("embedding W_emb", emb_loss, &c, w, g1, V * E);
     embedding_backward(dw, R, tok, N, E);
     for (int i = 0; i < V * E; i++) g1[i] *= 2.0f;
-    CHECK(rel_err(dw, g1, V * E) <= 1e-6, "embedding backward does not accumulate");
+    CHECK(t_rel_err(dw, g1, V * E) <= 1e-6, "embedding backward does not accumulate");
     /* a token outside [0, V) is refused before anything is written */
     int32_t badtok[N];
     memcpy(badtok, tok, sizeof badtok);
@@ -370,7 +358,7 @@ static void test_dropout(void) {
     fd_check("dropout x", drop_loss, &c, x, g1, n);
     dropout_backward(dx, R, n, c.p, c.seed, c.counter);
     for (int i = 0; i < n; i++) g1[i] *= 2.0f;
-    CHECK(rel_err(dx, g1, n) <= 1e-6, "dropout backward does not accumulate");
+    CHECK(t_rel_err(dx, g1, n) <= 1e-6, "dropout backward does not accumulate");
 
     /* rate, scale, determinism, counter offsets */
     const size_t N = 40000;
@@ -432,7 +420,7 @@ static int meta_int(const moe_st *f, const char *key) {
 static void compare(const char *cs, const moe_st *f, const char *name, const float *got, size_t n) {
     const float *want = get(f, cs, name, n, 1);
     if (!want) return;
-    double e = rel_err(got, want, n);
+    double e = t_rel_err(got, want, n);
     CHECK(e <= RTOL, "%s: %s rel.err %.3g > %g", cs, name, e, RTOL);
 }
 

@@ -15,17 +15,6 @@
 
 static const char *const CASES[] = {"bi_moe", "uni2", "l1"};
 
-static double rel_err(const float *got, const float *want, size_t n) {
-    double maxd = 0.0, maxw = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]);
-        if (isnan(d)) return INFINITY;
-        if (d > maxd) maxd = d;
-        if (fabs(want[i]) > maxw) maxw = fabs(want[i]);
-    }
-    return maxd / fmax(maxw, 1e-6);
-}
-
 static int meta_int(const moe_st *f, const char *k, long long *v) {
     const char *s = moe_st_meta(f, k);
     CHECK(s != NULL, "golden metadata lacks '%s'", k);
@@ -115,7 +104,7 @@ static float *run_case(const char *name, const moe_st *f, double *worst, size_t 
           moe_last_error());
     CHECK(moe_s2s_backward(m) == MOE_OK, "s2s_%s backward", name);
     float lf = (float)loss;
-    double e = rel_err(&lf, wl, 1);
+    double e = t_rel_err(&lf, wl, 1);
     CHECK(e <= RTOL, "s2s_%s: loss %.9g want %.9g", name, loss, wl[0]);
     *worst = e;
     size_t o = 0;
@@ -125,7 +114,7 @@ static float *run_case(const char *name, const moe_st *f, double *worst, size_t 
         snprintf(gname, sizeof gname, "grad.%.63s", pn[i]);
         const float *want = tensor(f, gname, ps[i].numel);
         if (want) {
-            double ge = rel_err(ps[i].grad, want, ps[i].numel);
+            double ge = t_rel_err(ps[i].grad, want, ps[i].numel);
             CHECK(ge <= RTOL, "s2s_%s: %s rel.err %.3g > %g", name, gname, ge, RTOL);
             if (ge > *worst) *worst = ge;
         }

@@ -45,4 +45,46 @@ static inline void t_fill_normal(float *x, size_t n, uint64_t seed) {
     }
 }
 
+/* max|got - want| / max(max|want|, 1e-6): the error relative to the tensor's scale; infinite on
+ * NaN. */
+static inline double t_rel_err(const float *got, const float *want, size_t n) {
+    double maxd = 0.0, maxw = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (isnan(d)) return INFINITY;
+        maxd = fmax(maxd, d);
+        maxw = fmax(maxw, fabs(want[i]));
+    }
+    return maxd / fmax(maxw, 1e-6);
+}
+
+/* Central finite differences (step 1e-2) of loss(ctx) at up to ~60 entries of the parameter v
+ * [count] against the analytic gradient ana; an entry where only a one-sided difference agrees
+ * (a top-k switch or ReLU kink inside the step) counts in *kinks instead of failing. */
+static inline void t_check_grad(double (*loss)(void *), void *ctx, const char *name, float *v, const float *ana,
+                                size_t count, int *kinks) {
+    int bad = 0, checked = 0;
+    size_t stride = count > 120 ? count / 60 : 1;
+    for (size_t i = 0; i < count; i += stride) {
+        float orig = v[i];
+        const float h = 1e-2f;
+        v[i] = orig + h;
+        double lp = loss(ctx);
+        v[i] = orig - h;
+        double lm = loss(ctx);
+        v[i] = orig;
+        double l0 = loss(ctx);
+        double num = (lp - lm) / (2.0 * h), a = ana[i];
+        checked++;
+        if (fabs(num - a) <= 2e-2 * fmax(fabs(num), fabs(a)) + 3e-4) continue;
+        double f = (lp - l0) / h, b = (l0 - lm) / h;
+        if (fabs(f - a) <= 4e-2 * fabs(a) + 6e-4 || fabs(b - a) <= 4e-2 * fabs(a) + 6e-4) {
+            (*kinks)++;
+            continue;
+        }
+        if (bad++ < 4) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", name, i, a, num);
+    }
+    CHECK(bad == 0 && checked > 0, "%s: %d of %d entries disagree", name, bad, checked);
+}
+
 #endif
