@@ -16,6 +16,12 @@ void moe_clear_error(void);
 float *moe_alloc_floats(size_t count);
 void moe_free_aligned(void *p);
 
+/* A parameter arena: tensors start on 64-byte boundaries (16 floats), so a tensor of n floats
+ * takes MOE_ARENA_PAD(n); moe_alloc_arena gives zeroed params and grads [count], or 0 (both NULL)
+ * when memory is short. */
+#define MOE_ARENA_PAD(n) (((size_t)(n) + 15) & ~(size_t)15)
+int moe_alloc_arena(float **params, float **grads, size_t count);
+
 /* 1 if all `count` floats are finite. */
 int moe_all_finite(const float *x, size_t count);
 

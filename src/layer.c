@@ -119,11 +119,10 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
             s->numel *= (size_t)shapes[p][i];
         }
         s->offset = off;
-        off += (s->numel + 15) & ~(size_t)15;
+        off += MOE_ARENA_PAD(s->numel);
     }
     l->arena_count = off;
-    l->params = moe_alloc_floats(off);
-    l->grads = moe_alloc_floats(off);
+    moe_alloc_arena(&l->params, &l->grads, off); /* zeroed; NULL checked below */
     l->counts = calloc((size_t)n, sizeof(int));
     l->offsets = calloc((size_t)n + 1, sizeof(int));
     l->importance = calloc((size_t)n, sizeof(double));
@@ -135,8 +134,6 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
         moe_layer_free(l);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", off);
     }
-    memset(l->params, 0, sizeof(float) * off);
-    memset(l->grads, 0, sizeof(float) * off);
     /* gate weights stay zero (balanced load at the start, SPEC 1.3); experts uniform
      * in +-1/sqrt(fan_in), each value a pure function of (seed, position). */
     float *w1 = l->params + l->slots[P_W1].offset, *w2 = l->params + l->slots[P_W2].offset;

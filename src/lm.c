@@ -131,17 +131,13 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
         s->shape[1] = shapes[p][1];
         s->numel = (size_t)shapes[p][0] * (size_t)(shapes[p][1] ? shapes[p][1] : 1);
         s->offset = off;
-        off += (s->numel + 15) & ~(size_t)15;
+        off += MOE_ARENA_PAD(s->numel);
     }
     m->count = off;
-    m->params = moe_alloc_floats(off);
-    m->grads = moe_alloc_floats(off);
-    if (!m->params || !m->grads) {
+    if (!moe_alloc_arena(&m->params, &m->grads, off)) {
         moe_lm_free(m);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", off);
     }
-    memset(m->params, 0, sizeof(float) * off);
-    memset(m->grads, 0, sizeof(float) * off);
     /* PyTorch's initialisations: LSTM and softmax uniform(+-1/sqrt(fan)), embedding small */
     const float a = 1.0f / sqrtf((float)d);
     for (int p = 0; p < NP; p++) {

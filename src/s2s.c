@@ -144,17 +144,13 @@ moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t see
         m->ndim[p] = sh[p][1] ? 2 : 1;
         m->numel[p] = (size_t)sh[p][0] * (size_t)(sh[p][1] ? sh[p][1] : 1);
         m->off[p] = off;
-        off += (m->numel[p] + 15) & ~(size_t)15;
+        off += MOE_ARENA_PAD(m->numel[p]);
     }
     m->count = off;
-    m->params = moe_alloc_floats(off);
-    m->grads = moe_alloc_floats(off);
-    if (!m->params || !m->grads) {
+    if (!moe_alloc_arena(&m->params, &m->grads, off)) {
         moe_s2s_free(m);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", off);
     }
-    memset(m->params, 0, sizeof(float) * off);
-    memset(m->grads, 0, sizeof(float) * off);
     const float a = 1.0f / sqrtf((float)d);
     for (int p = 0; p < NP; p++) {
         if (!used(m, p) || p == P_BW || p == P_BB || p == P_OB || p == P_CB) continue; /* zeros */
@@ -688,7 +684,7 @@ static moe_status dstate_make(moe_s2s *m, dstate *s, int R) {
         m->src_row_cap = (size_t)R;
     }
     float *p = m->st;
-#define TAKE(ptr, n) (ptr = p, p += (((n) + 15) & ~(size_t)15))
+#define TAKE(ptr, n) (ptr = p, p += MOE_ARENA_PAD(n))
     s->R = R;
     TAKE(s->h[0], Rd);
     TAKE(s->c[0], Rd);

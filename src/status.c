@@ -59,3 +59,17 @@ int moe_all_finite(const float *x, size_t count) {
         if (!isfinite(x[i])) return 0;
     return 1;
 }
+
+int moe_alloc_arena(float **params, float **grads, size_t count) {
+    *params = moe_alloc_floats(count);
+    *grads = moe_alloc_floats(count);
+    if (!*params || !*grads) {
+        moe_free_aligned(*params);
+        moe_free_aligned(*grads);
+        *params = *grads = NULL;
+        return 0;
+    }
+    memset(*params, 0, sizeof(float) * count);
+    memset(*grads, 0, sizeof(float) * count);
+    return 1;
+}
