@@ -297,6 +297,33 @@ static void reverse_time(float *out, const float *in, int T, size_t row) {
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * row, in + (size_t)(T - 1 - t) * row, sizeof(float) * row);
 }
 
+/* Between the two LSTM layers of a side:  x2 = drop(x1 + sigmoid(MoE(x1)))  (without MoE:
+ * drop(x1)) over N rows; sg [N,d] keeps the sigmoid for backward (it may be the same buffer as
+ * mo, the MoE's output). Dropout counters start at ctr. */
+static moe_status mid_forward(moe_s2s *m, int side, float *x2, const float *x1, float *mo, float *sg, size_t N,
+                              moe_mode mode, float p, uint64_t ctr, moe_layer_stats *ms) {
+    const size_t Nd = N * (size_t)m->cfg.d;
+    memcpy(x2, x1, sizeof(float) * Nd);
+    if (m->cfg.moe) {
+        moe_status st = moe_layer_forward(m->moe[side], mo, x1, (int)N, mode, NULL, ms);
+        if (st) return st;
+        for (size_t i = 0; i < Nd; i++) sg[i] = sigmoid_f(mo[i]), x2[i] += sg[i];
+    }
+    dropout_forward(x2, x2, Nd, p, m->seed, ctr);
+    return MOE_OK;
+}
+
+/* Its backward: dx1 = dL/dx1 from dx2 = dL/dx2 (overwritten: scratch). */
+static moe_status mid_backward(moe_s2s *m, int side, float *dx1, float *dx2, const float *sg, size_t N, float p,
+                               uint64_t ctr) {
+    const size_t Nd = N * (size_t)m->cfg.d;
+    memset(dx1, 0, sizeof(float) * Nd);
+    dropout_backward(dx1, dx2, Nd, p, m->seed, ctr);
+    if (!m->cfg.moe) return MOE_OK;
+    for (size_t i = 0; i < Nd; i++) dx2[i] = dx1[i] * sg[i] * (1.0f - sg[i]);
+    return moe_layer_backward(m->moe[side], dx1, dx2);
+}
+
 /* ---- encoder ---------------------------------------------------------------------------------- */
 moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) {
     if (!m || !src) return moe_fail(MOE_ERR_INVALID_ARG, "model and source must not be NULL");
@@ -344,14 +371,9 @@ moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) 
     float *enc = e1;
     if (c->layers == 2) {
         float *x2 = m->w[W_X2E];
-        memcpy(x2, e1, sizeof(float) * Nd);
-        if (c->moe) {
-            st = moe_layer_forward(m->moe[0], m->w[W_MOE], e1, (int)N, train ? MOE_TRAIN : MOE_EVAL, NULL, &m->enc_stats);
-            if (st) return st;
-            float *sg = m->w[W_SGE];
-            for (size_t i = 0; i < Nd; i++) sg[i] = sigmoid_f(m->w[W_MOE][i]), x2[i] += sg[i];
-        }
-        dropout_forward(x2, x2, Nd, p, m->seed, drop_ctr(m, DR_ENC2));
+        st = mid_forward(m, 0, x2, e1, m->w[W_MOE], m->w[W_SGE], N, train ? MOE_TRAIN : MOE_EVAL, p,
+                         drop_ctr(m, DR_ENC2), &m->enc_stats);
+        if (st) return st;
         lstm_fwd(m, P_E2, m->w[W_E2], h2, c2, m->w[W_CE2], x2, NULL, NULL, Ts, B);
         enc = m->w[W_E2];
     }
@@ -454,14 +476,9 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     memset(ms, 0, sizeof ms);
     if (c->layers == 2) {
         float *x2 = m->w[W_X2D];
-        memcpy(x2, m->w[W_D1], sizeof(float) * Nd);
-        if (c->moe) {
-            st = moe_layer_forward(m->moe[1], m->w[W_MOD], m->w[W_D1], (int)N, train ? MOE_TRAIN : MOE_EVAL, NULL, &ms[1]);
-            if (st) return st;
-            float *sg = m->w[W_SGD];
-            for (size_t i = 0; i < Nd; i++) sg[i] = sigmoid_f(m->w[W_MOD][i]), x2[i] += sg[i];
-        }
-        dropout_forward(x2, x2, Nd, p, m->seed, drop_ctr(m, DR_DEC2));
+        st = mid_forward(m, 1, x2, m->w[W_D1], m->w[W_MOD], m->w[W_SGD], N, train ? MOE_TRAIN : MOE_EVAL, p,
+                         drop_ctr(m, DR_DEC2), &ms[1]);
+        if (st) return st;
         lstm_fwd(m, P_D2, m->w[W_D2], NULL, NULL, m->w[W_CD2], x2, h2, c2, Tt, B);
         q = m->w[W_D2];
     }
@@ -604,14 +621,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     if (c->layers == 2) {
         memset(g0, 0, sizeof(float) * Nd);
         lstm_bwd(m, P_D2, g0, dh2, dc2, g2, NULL, NULL, m->w[W_X2D], m->w[W_D2], m->w[W_CD2], Tt, B);
-        /* x2d = drop(d1 + s), s = sigmoid(MoE(d1)) */
-        memset(g1, 0, sizeof(float) * Nd);
-        dropout_backward(g1, g0, Nd, p, m->seed, drop_ctr(m, DR_DEC2));
-        if (c->moe) {
-            const float *sg = m->w[W_SGD];
-            for (size_t i = 0; i < Nd; i++) g0[i] = g1[i] * sg[i] * (1.0f - sg[i]);
-            if ((st = moe_layer_backward(m->moe[1], g1, g0))) return st;
-        }
+        if ((st = mid_backward(m, 1, g1, g0, m->w[W_SGD], N, p, drop_ctr(m, DR_DEC2)))) return st;
         dd1 = g1;
     }
     memset(g0, 0, sizeof(float) * Nd);
@@ -626,14 +636,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     if (c->layers == 2) {
         memset(ge1, 0, sizeof(float) * Nsd);
         lstm_bwd(m, P_E2, ge1, NULL, NULL, ge0, dh2, dc2, m->w[W_X2E], m->w[W_E2], m->w[W_CE2], Ts, B);
-        /* x2e = drop(e1 + s), s = sigmoid(MoE(e1)) */
-        memset(ge2, 0, sizeof(float) * Nsd);
-        dropout_backward(ge2, ge1, Nsd, pe, m->seed, drop_ctr(m, DR_ENC2));
-        if (c->moe) {
-            const float *sg = m->w[W_SGE];
-            for (size_t i = 0; i < Nsd; i++) ge1[i] = ge2[i] * sg[i] * (1.0f - sg[i]);
-            if ((st = moe_layer_backward(m->moe[0], ge2, ge1))) return st;
-        }
+        if ((st = mid_backward(m, 0, ge2, ge1, m->w[W_SGE], Ns, pe, drop_ctr(m, DR_ENC2)))) return st;
         de1 = ge2, dxs = ge0, dem = ge1;
     }
     /* e1 = e1f + reverse(e1b); xs feeds both directions */
@@ -728,12 +731,8 @@ static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, 
     lstm_fwd(m, P_D1, s->y, s->h[0], s->c[0], s->cache, s->x, s->h[0], s->c[0], 1, R);
     float *q = s->y;
     if (c->layers == 2) {
-        memcpy(s->x, s->y, sizeof(float) * Rd);
-        if (c->moe) {
-            if ((st = moe_layer_forward(m->moe[1], s->sg, s->y, R, MOE_EVAL, NULL, NULL))) return st;
-            for (size_t i = 0; i < Rd; i++) s->x[i] += sigmoid_f(s->sg[i]);
-        }
-        dropout_forward(s->x, s->x, Rd, p, m->seed, drop_ctr(m, DR_DEC2) + o);
+        st = mid_forward(m, 1, s->x, s->y, s->sg, s->sg, (size_t)R, MOE_EVAL, p, drop_ctr(m, DR_DEC2) + o, NULL);
+        if (st) return st;
         lstm_fwd(m, P_D2, s->q, s->h[1], s->c[1], s->cache, s->x, s->h[1], s->c[1], 1, R);
         q = s->q;
     }
