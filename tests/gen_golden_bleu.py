@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""gen_golden_bleu.py - the golden file of tests/test_bleu.c: sentence and corpus BLEU from nltk.
+"""gen_golden_bleu.py - the golden file of tests/train/test_bleu.c: sentence and corpus BLEU from nltk.
 
 Usage:  /usr/bin/python3 tests/gen_golden_bleu.py [out]      (default tests/golden/bleu_nltk.txt)
 

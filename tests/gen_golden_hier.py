@@ -3,7 +3,7 @@
 
 Usage:  /usr/bin/python3 tests/gen_golden_hier.py [outdir]        (default: tests/golden)
 
-Same three files per case as gen_golden.py (read by tests/test_golden.c), for a layer of a
+Same three files per case as gen_golden.py (read by tests/moe/test_golden.c), for a layer of a
 groups of b = n/a experts:
   hier_<case>.params.safetensors    gate.w_gate [d,a], gate.w_noise [d,a] (the primary gate),
                                     experts.*, gate2.w_gate [a,d,b], gate2.w_noise [a,d,b] (the

@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """gen_golden_lm.py - golden files for PyTorch parity of one training step of the language model
-(src/lm.c, SPEC 2): the loss, the balancing losses and every parameter gradient.
+(src/models/lm.c, SPEC 2): the loss, the balancing losses and every parameter gradient.
 
 Usage:  /usr/bin/python3 tests/gen_golden_lm.py [outdir]        (default: tests/golden)
 
-Writes (read by tests/test_lm_parity.c):
-  lm_rng.safetensors    the counter-based RNG (src/rng.c) ported to numpy, at (seed, counter)
+Writes (read by tests/models/test_lm_parity.c):
+  lm_rng.safetensors    the counter-based RNG (src/base/rng.c) ported to numpy, at (seed, counter)
                         pairs that include wrap-around: seed, counter, u64 [K] (I64 holding the
                         uint64 bits), uniform, normal [K] (F32). The C test recomputes them, so
                         the port that made the dropout masks and gate noise below is tested.
@@ -21,9 +21,9 @@ Writes (read by tests/test_lm_parity.c):
               loss.load [], state_out [4,B,d] (the state carried out), and grad.<name> for
               every parameter above, of  loss + aux.
 
-The reference is the model of src/lm.c written in float64 torch (torch.nn.LSTM for the LSTMs,
+The reference is the model of src/models/lm.c written in float64 torch (torch.nn.LSTM for the LSTMs,
 autograd for the gradients), from float32 parameters cast to double; results are stored as
-float32. It draws the dropout masks and the gate noise with the numpy port of src/rng.c at the
+float32. It draws the dropout masks and the gate noise with the numpy port of src/base/rng.c at the
 counters moe_lm_step uses:
     N = T*B positions, time-major (row t*B + b);  ctr_i = dropout_counter + i*N*d, i = 0..3
     mask_i[j] = uniform(seed, ctr_i + j) >= p, j over the [N,d] buffer, kept values * 1/(1-p)
@@ -60,7 +60,7 @@ MIN_GAP = 1e-3    # required gap between the k-th and (k+1)-th gate logit at eve
 MIN_RELU = 1e-4   # required |pre-activation| of every routed expert unit
 
 # ------------------------------------------------------------------------------------------
-# src/rng.c in numpy: uint64 arithmetic wraps around, as in C
+# src/base/rng.c in numpy: uint64 arithmetic wraps around, as in C
 
 M64 = (1 << 64) - 1
 U = np.uint64

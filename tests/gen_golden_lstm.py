@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""gen_golden_lstm.py - golden files for PyTorch parity of the LSTM layer (src/lstm.c).
+"""gen_golden_lstm.py - golden files for PyTorch parity of the LSTM layer (src/nn/lstm.c).
 
 Usage:  /usr/bin/python3 tests/gen_golden_lstm.py [outdir]        (default: tests/golden)
 

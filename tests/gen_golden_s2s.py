@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """gen_golden_s2s.py - golden files for PyTorch parity of one training step of the translation
-model (src/s2s.c): the loss and every parameter gradient, for a loss that mixes cross-entropy,
+model (src/models/s2s.c): the loss and every parameter gradient, for a loss that mixes cross-entropy,
 REINFORCE-like negative coefficients and masked positions.
 
 Usage:  /usr/bin/python3 tests/gen_golden_s2s.py [outdir]        (default: tests/golden)
 
-Writes s2s_<case>.safetensors (read by tests/test_s2s_parity.c):
+Writes s2s_<case>.safetensors (read by tests/models/test_s2s_parity.c):
   metadata  src_vocab, tgt_vocab, d, layers, bidir, moe, n, k, h, w_importance, w_load,
             noise_eps, dropout, B, Ts, Tt, seed (the model's: dropout masks), step (the training
             step's counter), moe0_seed, moe0_counter, moe1_seed, moe1_counter (gate noise)
@@ -13,7 +13,7 @@ Writes s2s_<case>.safetensors (read by tests/test_s2s_parity.c):
             moe_s2s_param name and the MoE layers' as moe0.<name> (encoder), moe1.<name>
   expected  loss [] = sum coef * cross-entropy + the balancing losses, grad.<name> for all
 
-The reference is the model of src/s2s.c in float64 torch (torch.nn.LSTM, autograd):
+The reference is the model of src/models/s2s.c in float64 torch (torch.nn.LSTM, autograd):
   xs = drop0(emb_s(src));  e1 = LSTM_enc1(xs) [+ reverse(LSTM_enc1r(reverse(xs)))]
   layers 2: e2 = LSTM_enc2(drop1(e1 [+ sigmoid(MoE0(e1))]));  enc = e2 else e1
   decoder layer l starts from encoder layer l's final (h, c) (the left-to-right LSTM's)
@@ -21,7 +21,7 @@ The reference is the model of src/s2s.c in float64 torch (torch.nn.LSTM, autogra
   a = softmax_s(q_t . (enc_s W_a));  hc = tanh([sum_s a enc_s ; q] W_c + b_c)
   logits = drop4(hc) W_o + b_o
 Dropout site i of a training step with counter `step` draws its mask over the time-major [N,d]
-buffer at counters step * 2^37 + i * 2^34 + j (gen_golden_lm's numpy port of src/rng.c); gate
+buffer at counters step * 2^37 + i * 2^34 + j (gen_golden_lm's numpy port of src/base/rng.c); gate
 noise eps [N,n] = normal(moe_seed, moe_counter + i) row-major.
 Checks here: central finite differences of the float64 loss at a few coordinates of every
 parameter, the float32 reference's distance, every file read back bit for bit; parameters are

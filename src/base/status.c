@@ -1,0 +1,75 @@
+/* status.c - status words and the per-thread "last error" message. */
+#include "base/internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char last_error[512];
+
+const char *moe_status_str(moe_status s) {
+    switch (s) {
+    case MOE_OK: return "ok";
+    case MOE_ERR_INVALID_ARG: return "invalid argument";
+    case MOE_ERR_CONFIG: return "invalid configuration";
+    case MOE_ERR_SHAPE: return "shape mismatch";
+    case MOE_ERR_NOMEM: return "out of memory";
+    case MOE_ERR_IO: return "input/output error";
+    case MOE_ERR_TRUNCATED: return "file truncated";
+    case MOE_ERR_FORMAT: return "malformed file";
+    case MOE_ERR_DTYPE: return "unsupported dtype";
+    case MOE_ERR_MISSING: return "missing tensor or setting";
+    case MOE_ERR_NONFINITE: return "NaN or Inf in input";
+    case MOE_ERR_STATE: return "call out of order";
+    case MOE_ERR_UNSUPPORTED: return "not supported by this build";
+    case MOE_ERR_COMM: return "communication between processes failed";
+    }
+    return "unknown status";
+}
+
+const char *moe_last_error(void) { return last_error; }
+
+void moe_clear_error(void) { last_error[0] = '\0'; }
+
+moe_status moe_fail(moe_status s, const char *fmt, ...) {
+    /* format into a local buffer first: an argument may be moe_last_error() itself, as when
+     * a caller adds context to a lower layer's message */
+    char buf[sizeof last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
+    return s;
+}
+
+float *moe_alloc_floats(size_t count) {
+    if (count == 0) count = 1;
+    if (count > ((size_t)-1) / sizeof(float) - 64) return NULL;
+    size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+void moe_free_aligned(void *p) { free(p); }
+
+int moe_all_finite(const float *x, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+int moe_alloc_arena(float **params, float **grads, size_t count) {
+    *params = moe_alloc_floats(count);
+    *grads = moe_alloc_floats(count);
+    if (!*params || !*grads) {
+        moe_free_aligned(*params);
+        moe_free_aligned(*grads);
+        *params = *grads = NULL;
+        return 0;
+    }
+    memset(*params, 0, sizeof(float) * count);
+    memset(*grads, 0, sizeof(float) * count);
+    return 1;
+}

@@ -1,0 +1,79 @@
+/* ckpt_meta.h - checkpoint metadata (internal, not installed): writing settings as decimal
+ * strings into a safetensors __metadata__ and reading them back with range checks. Shared by the
+ * language model's and the translation model's checkpoints. */
+#ifndef MOE_CKPT_META_H
+#define MOE_CKPT_META_H
+
+#include "base/internal.h"
+#include "moe.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* A writer and the first error; every call after an error does nothing. w NULL: a rank that
+ * does not write. */
+
+typedef struct {
+    moe_st_writer *w;
+    moe_status st;
+} meta_w;
+
+static inline void meta_str(meta_w *m, const char *k, const char *v) {
+    if (m->w && !m->st) m->st = moe_st_writer_meta(m->w, k, v); /* no writer: not rank 0 */
+}
+static inline void meta_i64(meta_w *m, const char *k, int64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%" PRId64, v);
+    meta_str(m, k, b);
+}
+static inline void meta_u64(meta_w *m, const char *k, uint64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%" PRIu64, v);
+    meta_str(m, k, b);
+}
+static inline void meta_f(meta_w *m, const char *k, double v) {
+    char b[48];
+    snprintf(b, sizeof b, "%.9g", v);
+    meta_str(m, k, b);
+}
+
+static inline moe_status get_i64(const moe_st *f, const char *k, int64_t *v) {
+    const char *s = moe_st_meta(f, k);
+    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting '%s'", k);
+    char *end;
+    long long x = strtoll(s, &end, 10);
+    if (end == s || *end) return moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s='%s' is not an integer", k, s);
+    *v = x;
+    return MOE_OK;
+}
+static inline moe_status get_u64(const moe_st *f, const char *k, uint64_t *v) {
+    const char *s = moe_st_meta(f, k);
+    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting '%s'", k);
+    char *end;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (end == s || *end || s[0] == '-') return moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s='%s' is not a count", k, s);
+    *v = x;
+    return MOE_OK;
+}
+static inline moe_status get_int(const moe_st *f, const char *k, int *v) {
+    int64_t x = 0;
+    moe_status st = get_i64(f, k, &x);
+    if (st) return st;
+    if (x < -2147483647LL || x > 2147483647LL) return moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s out of range", k);
+    *v = (int)x;
+    return MOE_OK;
+}
+static inline moe_status get_float(const moe_st *f, const char *k, float *v) {
+    const char *s = moe_st_meta(f, k);
+    if (!s) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting '%s'", k);
+    char *end;
+    double x = strtod(s, &end);
+    if (end == s || *end || !isfinite(x))
+        return moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s='%s' is not a number", k, s);
+    *v = (float)x;
+    return MOE_OK;
+}
+
+#endif

@@ -1,0 +1,122 @@
+/* experts.c - the expert feed-forward nets E_i(x) = relu(x W1_i + b1_i) W2_i + b2_i, run on the
+ * rows the dispatcher grouped per expert: 2 BLAS products forward, 4 backward, per expert.
+ *
+ * Threads: experts are spread over the threads, largest first, each product single-threaded
+ * (measured fastest here from n = 4 up); or, with MOE_PAR_BLAS, experts run in turn and each
+ * product is split over the threads by moe_sgemm. */
+#include "moe/layer_ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int experts_pick_strategy(int strategy, int R, int n, int nthreads) {
+    (void)R;
+    if (strategy == EXPERTS_PAR_BLAS || strategy == EXPERTS_PAR_EXPERTS) return strategy;
+    /* measured on 2 cores (BENCHMARKS.md): experts over threads wins from n = 4 to 1024; with
+     * fewer experts than twice the threads, split each product instead */
+    return (nthreads > 1 && n >= 2 * nthreads) ? EXPERTS_PAR_EXPERTS : EXPERTS_PAR_BLAS;
+}
+
+static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float *w1,
+                       const float *b1, const float *w2, const float *b2, const int *offsets,
+                       int d, int h) {
+    int r0 = offsets[e], c = offsets[e + 1] - r0;
+    if (c == 0) return;
+    const float *X = Xs + (size_t)r0 * d;
+    float *Ae = A + (size_t)r0 * h, *Y = Ys + (size_t)r0 * d;
+    const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
+    float beta = 0.0f;
+    if (b1) {
+        for (int r = 0; r < c; r++) memcpy(Ae + (size_t)r * h, b1 + (size_t)e * h, sizeof(float) * h);
+        beta = 1.0f;
+    }
+    moe_sgemm(0,  0, c, h, d, 1.0f, X, d, W1, h, beta, Ae, h);
+    for (size_t i = 0; i < (size_t)c * h; i++) Ae[i] = Ae[i] > 0.0f ? Ae[i] : 0.0f;
+    beta = 0.0f;
+    if (b2) {
+        for (int r = 0; r < c; r++) memcpy(Y + (size_t)r * d, b2 + (size_t)e * d, sizeof(float) * d);
+        beta = 1.0f;
+    }
+    moe_sgemm(0,  0, c, d, h, 1.0f, Ae, h, W2, d, beta, Y, d);
+}
+
+static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, float *db2,
+                       float *dA, const float *dYs, const float *Xs, const float *A,
+                       const float *w1, const float *w2, const int *offsets, int d, int h) {
+    int r0 = offsets[e], c = offsets[e + 1] - r0;
+    if (c == 0) return;
+    const float *X = Xs + (size_t)r0 * d, *Ae = A + (size_t)r0 * h, *dY = dYs + (size_t)r0 * d;
+    float *dAe = dA + (size_t)r0 * h, *dX = dXs + (size_t)r0 * d;
+    const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
+    float *dW1 = dw1 + (size_t)e * d * h, *dW2 = dw2 + (size_t)e * h * d;
+    /* forward: Y = A W2 + b2;  so dW2 += A^T dY, db2 += colsum(dY), dA = dY W2^T */
+    moe_sgemm(1,  0, h, d, c, 1.0f, Ae, h, dY, d, 1.0f, dW2, d);
+    if (db2) {
+        float *g = db2 + (size_t)e * d;
+        for (int r = 0; r < c; r++)
+            for (int j = 0; j < d; j++) g[j] += dY[(size_t)r * d + j];
+    }
+    moe_sgemm(0,  1, c, h, d, 1.0f, dY, d, W2, d, 0.0f, dAe, h);
+    /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
+    for (size_t i = 0; i < (size_t)c * h; i++)
+        if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
+    /* forward: pre = X W1 + b1;  so dW1 += X^T dpre, db1 += colsum(dpre), dX = dpre W1^T */
+    moe_sgemm(1,  0, d, h, c, 1.0f, X, d, dAe, h, 1.0f, dW1, h);
+    if (db1) {
+        float *g = db1 + (size_t)e * h;
+        for (int r = 0; r < c; r++)
+            for (int j = 0; j < h; j++) g[j] += dAe[(size_t)r * h + j];
+    }
+    /* dX may alias dY: every read of this expert's dY rows is above */
+    moe_sgemm(0,  1, c, d, h, 1.0f, dAe, h, W1, h, 0.0f, dX, d);
+}
+
+/* Experts ordered by descending row count, so the dynamic schedule balances the threads. */
+static int *order_by_rows(const int *offsets, int n) {
+    int *ord = malloc(sizeof(int) * (size_t)n);
+    if (!ord) return NULL;
+    for (int e = 0; e < n; e++) ord[e] = e;
+    /* counting sort on row counts, descending */
+    int maxc = 0;
+    for (int e = 0; e < n; e++) {
+        int c = offsets[e + 1] - offsets[e];
+        if (c > maxc) maxc = c;
+    }
+    int *bucket = calloc((size_t)maxc + 2, sizeof(int));
+    if (!bucket) return ord; /* unsorted order still correct, just less balanced */
+    for (int e = 0; e < n; e++) bucket[maxc - (offsets[e + 1] - offsets[e]) + 1]++;
+    for (int i = 1; i <= maxc + 1; i++) bucket[i] += bucket[i - 1];
+    for (int e = 0; e < n; e++) ord[bucket[maxc - (offsets[e + 1] - offsets[e])]++] = e;
+    free(bucket);
+    return ord;
+}
+
+void experts_forward(float *A, float *Ys, const float *Xs, const float *w1, const float *b1,
+                     const float *w2, const float *b2, const int *offsets, int n, int d, int h,
+                     int strategy) {
+    int *ord = NULL;
+    if (strategy == EXPERTS_PAR_EXPERTS) ord = order_by_rows(offsets, n);
+    if (!ord) {
+        for (int e = 0; e < n; e++) expert_fwd(e, A, Ys, Xs, w1, b1, w2, b2, offsets, d, h);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++) expert_fwd(ord[i], A, Ys, Xs, w1, b1, w2, b2, offsets, d, h);
+    free(ord);
+}
+
+void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2, float *dA,
+                      const float *dYs, const float *Xs, const float *A, const float *w1,
+                      const float *w2, const int *offsets, int n, int d, int h, int strategy) {
+    int *ord = NULL;
+    if (strategy == EXPERTS_PAR_EXPERTS) ord = order_by_rows(offsets, n);
+    if (!ord) {
+        for (int e = 0; e < n; e++)
+            expert_bwd(e, dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++)
+        expert_bwd(ord[i], dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
+    free(ord);
+}

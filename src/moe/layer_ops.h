@@ -1,0 +1,98 @@
+/* layer_ops.h - the MoE layer's internal operations as forward/backward pairs on flat buffers.
+ * layer.c strings them together:
+ *
+ *   x [B,d] --gate_forward--> H [B,n], top-k (idx, gk [B,k]) --dispatch_build--> counts, pos
+ *           --dispatch_gather--> Xs [B*k,d] (rows grouped by expert)
+ *           --experts_forward--> A [B*k,h], Ys [B*k,d] --dispatch_combine(gk)--> y [B,d]
+ *
+ * Backward runs the same chain in reverse; every backward accumulates (+=) into parameter
+ * gradients. */
+#ifndef MOE_LAYER_OPS_H
+#define MOE_LAYER_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/gemm.h"
+
+/* ---- gate.c ---- */
+
+/* Noisy top-k gating. K1 = min(k+1, n) entries of each row's ranking are kept (the (k+1)-th
+ * is the load estimator's threshold).
+ *   train:  clean = x Wg, raw = x Wn, sigma = softplus(raw) + noise_eps, H = clean + eps*sigma;
+ *           on return raw holds sigmoid(x Wn), what backward needs
+ *   eval:   H = clean (raw, sigma, eps unused)
+ *   topi [B,K1], topv [B,K1]: indices/values of H by descending value, ties to the lower index
+ *   gk   [B,k]: softmax of the k kept values
+ *   P    [B,n] or NULL: when given (training with k < n), the load estimator's
+ *        P = Phi((clean - thr)/sigma) (SPEC 1.4) */
+void gate_forward(float *clean /* [B,n] */, float *raw /* [B,n] */, float *sigma /* [B,n] */,
+                  float *H /* [B,n] */, float *P /* [B,n] or NULL */, int *topi /* [B,K1] */,
+                  float *topv /* [B,K1] */, float *gk /* [B,k] */, const float *x /* [B,d] */,
+                  const float *wg /* [d,n] */, const float *wn /* [d,n] */,
+                  const float *eps /* [B,n] or NULL */, int train, float noise_eps, int B, int d,
+                  int n, int k);
+
+/* Importance [n] = sum_b G[b,:]; Load [n] = sum_b P[b,:] (P from gate_forward) when `smooth`
+ * (training with k < n), else token counts. Sums run in a fixed order (deterministic for any
+ * thread count). */
+void gate_importance_load(double *importance /* [n] */, double *load /* [n] */,
+                          const float *P /* [B,n], used when smooth */, const int *topi,
+                          const float *gk, int smooth, int B, int n, int k);
+
+/* w * CV(v)^2 with CV^2 = var / (mean^2 + 1e-10), population variance; and, if dv != NULL,
+ * its gradient dv [n] (overwritten). */
+double cv2_loss(double *dv, const double *v, int n, double w);
+/* Plain CV = std / mean (0 if mean == 0), for reporting. */
+double cv_of(const double *v, int n);
+
+/* Backward of the gate. dgk [B,k] = dL/d(gate value), dload [n] = dL/dLoad (used when smooth).
+ * dW_g, dW_n += ; dx += (may be NULL). dclean, draw [B,n] are scratch. sgraw is the raw buffer
+ * as gate_forward left it: sigmoid(x Wn). */
+void gate_backward(float *dx /* [B,d] += */, float *dwg /* [d,n] += */, float *dwn /* [d,n] += */,
+                   float *dclean /* [B,n] scratch */, float *draw /* [B,n] scratch */,
+                   const float *dgk /* [B,k] */, const double *dload /* [n] */,
+                   const float *x, const float *wg, const float *wn, const float *H,
+                   const float *clean, const float *sgraw, const float *sigma, const float *eps,
+                   const int *topi, const float *topv, const float *gk, int train, int smooth,
+                   int B, int d, int n, int k);
+
+/* ---- dispatch.c ---- */
+
+/* Counting sort of the B*k (token, slot) pairs by expert, stable in token order.
+ *   counts [n], offsets [n+1]; tok [B*k]: token of each sorted row; pos [B*k]: sorted row of
+ *   pair (b, j) at b*k + j. topi has row stride K1. */
+void dispatch_build(int *counts, int *offsets, int *tok, int *pos, const int *topi, int B, int n,
+                    int k, int K1);
+/* Xs [B*k,d] row r = x [tok[r]] */
+void dispatch_gather(float *Xs, const float *x, const int *tok, int R, int d);
+/* y [B,d] = sum_j gk[b,j] * Ys[pos[b,j]] (overwrites y) */
+void dispatch_combine(float *y, const float *Ys, const float *gk, const int *pos, int B, int d,
+                      int k);
+/* Backward of combine: dgk [B,k] = <dy[b], Ys[pos]> (overwritten), dYs[pos] = gk * dy[b]. */
+void dispatch_combine_backward(float *dgk, float *dYs, const float *dy, const float *Ys,
+                               const float *gk, const int *pos, int B, int d, int k);
+/* Backward of gather: dx [B,d] += sum_j dXs[pos[b,j]] */
+void dispatch_gather_backward(float *dx, const float *dXs, const int *pos, int B, int d, int k);
+
+/* ---- experts.c ---- */
+
+/* How expert products use the cores: one BLAS call per product using all threads, experts
+ * in turn; or experts spread over threads, single-threaded BLAS in each. */
+enum { EXPERTS_PAR_AUTO = 0, EXPERTS_PAR_BLAS = 1, EXPERTS_PAR_EXPERTS = 2 };
+int experts_pick_strategy(int strategy, int R, int n, int nthreads);
+
+/* For each expert e (rows offsets[e]..offsets[e+1] of Xs):
+ *   A_e = relu(Xs_e W1_e + b1_e)  [c,h];  Ys_e = A_e W2_e + b2_e  [c,d]
+ * b1/b2 may be NULL (no biases). */
+void experts_forward(float *A /* [R,h] */, float *Ys /* [R,d] */, const float *Xs /* [R,d] */,
+                     const float *w1 /* [n,d,h] */, const float *b1 /* [n,h] */,
+                     const float *w2 /* [n,h,d] */, const float *b2 /* [n,d] */,
+                     const int *offsets, int n, int d, int h, int strategy);
+/* Backward: dW1, dW2, db1, db2 += ; dXs [R,d] overwritten; dA [R,h] scratch.
+ * dYs may be the same buffer as dXs (each expert reads its dYs rows before writing dXs). */
+void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2, float *dA,
+                      const float *dYs, const float *Xs, const float *A, const float *w1,
+                      const float *w2, const int *offsets, int n, int d, int h, int strategy);
+
+#endif
