@@ -16,6 +16,17 @@ void moe_clear_error(void);
 float *moe_alloc_floats(size_t count);
 void moe_free_aligned(void *p);
 
+/* A workspace of many buffers in one allocation: each entry names where its pointer goes and
+ * how many bytes it needs; moe_bufs_alloc carves them out of one 64-byte-aligned block (each
+ * buffer 64-byte aligned) and returns the block, or NULL (pointers untouched) when memory is
+ * short or the sizes overflow. moe_free_aligned(block) frees them all. */
+typedef struct {
+    void *ptr; /* the address of a float* / int* / double* to set */
+    size_t bytes;
+} moe_buf;
+void *moe_bufs_alloc(const moe_buf *list, int count);
+#define MOE_BUF(p, count) ((moe_buf){(void *)&(p), sizeof *(p) * (size_t)(count)})
+
 /* A parameter arena: tensors start on 64-byte boundaries (16 floats), so a tensor of n floats
  * takes MOE_ARENA_PAD(n); moe_alloc_arena gives zeroed params and grads [count], or 0 (both NULL)
  * when memory is short. */

@@ -54,6 +54,23 @@ float *moe_alloc_floats(size_t count) {
 
 void moe_free_aligned(void *p) { free(p); }
 
+void *moe_bufs_alloc(const moe_buf *list, int count) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        size_t b = (list[i].bytes + 63) & ~(size_t)63;
+        if (b < list[i].bytes || total + b < total) return NULL;
+        total += b;
+    }
+    char *block = (char *)moe_alloc_floats(total / sizeof(float) + 1);
+    if (!block) return NULL;
+    size_t off = 0;
+    for (int i = 0; i < count; i++) {
+        *(void **)list[i].ptr = block + off;
+        off += (list[i].bytes + 63) & ~(size_t)63;
+    }
+    return block;
+}
+
 int moe_all_finite(const float *x, size_t count) {
     for (size_t i = 0; i < count; i++)
         if (!isfinite(x[i])) return 0;

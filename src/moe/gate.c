@@ -59,9 +59,12 @@ static inline int in_topk(float hk, int ik, int i, float hi) {
     return (hi > hk) | ((hi == hk) & (i <= ik));
 }
 
-void gate_forward(float *clean, float *raw, float *sigma, float *H, float *P, int *topi,
-                  float *topv, float *gk, const float *x, const float *wg, const float *wn,
-                  const float *eps, int train, float noise_eps, int B, int d, int n, int k) {
+void gate_forward(const gate_bufs *gb, const float *x, const float *wg, const float *wn, int train,
+                  float noise_eps, int B, int d, int n, int k) {
+    float *clean = gb->clean, *raw = gb->raw, *sigma = gb->sigma, *H = gb->H, *P = gb->P, *topv = gb->topv;
+    float *gk = gb->gk;
+    int *topi = gb->topi;
+    const float *eps = gb->eps;
     const int K1 = k < n ? k + 1 : n;
     moe_sgemm(0,  0, B, n, d, 1.0f, x, d, wg, n, 0.0f,
                 clean, n);
@@ -160,11 +163,13 @@ double cv_of(const double *v, int n) {
     return mean != 0.0 ? sqrt(var) / fabs(mean) : 0.0;
 }
 
-void gate_backward(float *dx, float *dwg, float *dwn, float *dclean, float *draw,
-                   const float *dgk, const double *dload, const float *x, const float *wg,
-                   const float *wn, const float *H, const float *clean, const float *sgraw,
-                   const float *sigma, const float *eps, const int *topi, const float *topv,
-                   const float *gk, int train, int smooth, int B, int d, int n, int k) {
+void gate_backward(float *dx, float *dwg, float *dwn, const gate_bufs *gb, const float *dgk,
+                   const double *dload, const float *x, const float *wg, const float *wn, int train,
+                   int smooth, int B, int d, int n, int k) {
+    float *dclean = gb->dclean, *draw = gb->draw;
+    const float *H = gb->H, *clean = gb->clean, *sgraw = gb->raw, *sigma = gb->sigma, *eps = gb->eps;
+    const float *topv = gb->topv, *gk = gb->gk;
+    const int *topi = gb->topi;
     const int K1 = k < n ? k + 1 : n;
     /* Per token: dL/dH is nonzero only at the k kept experts (softmax) and at the two
      * threshold holders ti[k-1], ti[k] (load). Every other entry gets only the direct terms

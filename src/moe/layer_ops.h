@@ -1,5 +1,6 @@
 /* layer_ops.h - the MoE layer's internal operations as forward/backward pairs on flat buffers.
- * layer.c strings them together:
+ * The routers (router_flat.c, router_hier.c) are made of the gate's; the pipeline (pipeline.c)
+ * strings the rest together, the placements (place_local.c, place_shard.c) run the experts':
  *
  *   x [B,d] --gate_forward--> H [B,n], top-k (idx, gk [B,k]) --dispatch_build--> counts, pos
  *           --dispatch_gather--> Xs [B*k,d] (rows grouped by expert)
@@ -17,21 +18,26 @@
 
 /* ---- gate.c ---- */
 
-/* Noisy top-k gating. K1 = min(k+1, n) entries of each row's ranking are kept (the (k+1)-th
- * is the load estimator's threshold).
- *   train:  clean = x Wg, raw = x Wn, sigma = softplus(raw) + noise_eps, H = clean + eps*sigma;
- *           on return raw holds sigmoid(x Wn), what backward needs
+/* One gate's buffers for B rows choosing among n (the experts, the groups of a hierarchical
+ * layer, or one group's experts); K1 = min(k+1, n) entries of each row's ranking are kept (the
+ * (k+1)-th is the load estimator's threshold). */
+typedef struct {
+    float *clean, *raw, *sigma, *H; /* [B,n]; after forward raw holds sigmoid(x Wn) */
+    float *P;                       /* [B,n] or NULL: the load estimator's Phi, when smooth */
+    int *topi;                      /* [B,K1] indices of H by descending value, ties to the lower index */
+    float *topv;                    /* [B,K1] their values */
+    float *gk;                      /* [B,k] softmax of the k kept values */
+    float *dclean, *draw;           /* [B,n] backward scratch */
+    const float *eps;               /* [B,n] the noise draws (training) */
+} gate_bufs;
+
+/* Noisy top-k gating of x [B,d] with wg, wn [d,n]:
+ *   train:  clean = x Wg, raw = x Wn, sigma = softplus(raw) + noise_eps, H = clean + eps*sigma
  *   eval:   H = clean (raw, sigma, eps unused)
- *   topi [B,K1], topv [B,K1]: indices/values of H by descending value, ties to the lower index
- *   gk   [B,k]: softmax of the k kept values
- *   P    [B,n] or NULL: when given (training with k < n), the load estimator's
- *        P = Phi((clean - thr)/sigma) (SPEC 1.4) */
-void gate_forward(float *clean /* [B,n] */, float *raw /* [B,n] */, float *sigma /* [B,n] */,
-                  float *H /* [B,n] */, float *P /* [B,n] or NULL */, int *topi /* [B,K1] */,
-                  float *topv /* [B,K1] */, float *gk /* [B,k] */, const float *x /* [B,d] */,
-                  const float *wg /* [d,n] */, const float *wn /* [d,n] */,
-                  const float *eps /* [B,n] or NULL */, int train, float noise_eps, int B, int d,
-                  int n, int k);
+ * then the ranking (topi, topv), gk, and, when gb->P is set (training with k < n), the load
+ * estimator's P = Phi((clean - thr)/sigma) (SPEC 1.4). */
+void gate_forward(const gate_bufs *gb, const float *x /* [B,d] */, const float *wg /* [d,n] */,
+                  const float *wn /* [d,n] */, int train, float noise_eps, int B, int d, int n, int k);
 
 /* Importance [n] = sum_b G[b,:]; Load [n] = sum_b P[b,:] (P from gate_forward) when `smooth`
  * (training with k < n), else token counts. Sums run in a fixed order (deterministic for any
@@ -47,15 +53,12 @@ double cv2_loss(double *dv, const double *v, int n, double w);
 double cv_of(const double *v, int n);
 
 /* Backward of the gate. dgk [B,k] = dL/d(gate value), dload [n] = dL/dLoad (used when smooth).
- * dW_g, dW_n += ; dx += (may be NULL). dclean, draw [B,n] are scratch. sgraw is the raw buffer
- * as gate_forward left it: sigmoid(x Wn). */
+ * dW_g, dW_n += ; dx [B,d] += (may be NULL). Reads the buffers gate_forward filled; dclean and
+ * draw are overwritten. */
 void gate_backward(float *dx /* [B,d] += */, float *dwg /* [d,n] += */, float *dwn /* [d,n] += */,
-                   float *dclean /* [B,n] scratch */, float *draw /* [B,n] scratch */,
-                   const float *dgk /* [B,k] */, const double *dload /* [n] */,
-                   const float *x, const float *wg, const float *wn, const float *H,
-                   const float *clean, const float *sgraw, const float *sigma, const float *eps,
-                   const int *topi, const float *topv, const float *gk, int train, int smooth,
-                   int B, int d, int n, int k);
+                   const gate_bufs *gb, const float *dgk /* [B,k] */, const double *dload /* [n] */,
+                   const float *x, const float *wg, const float *wn, int train, int smooth, int B, int d,
+                   int n, int k);
 
 /* ---- dispatch.c ---- */
 

@@ -3,6 +3,7 @@
 # global batch on 1, 2 and 4 ranks gives the same checkpoint (weights, optimiser state, carried
 # state) to 1e-5 after several steps, with dropout and gate noise on; a run checkpointed on 2
 # ranks resumes on 4 and on 1 and ends where the straight run ends; the factored optimiser too;
+# a hierarchical MoE on 2 and 4 ranks;
 # and impossible or mismatched settings end every rank with a clear message.
 # usage: mpi_lm.sh "MPIRUN AND FLAGS" MOE_BINARY
 set -u
@@ -38,6 +39,16 @@ same "$tmp/h/model.safetensors" "$tmp/one/model.safetensors" "2 ranks then 1 pro
 run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f1" > /dev/null 2>&1 || bad "factored, 1 process"
 run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f2" > "$tmp/f2.log" 2>&1 || bad "factored, 2 ranks: $(tail -2 "$tmp/f2.log")"
 same "$tmp/f2/model.safetensors" "$tmp/f1/model.safetensors" "factored optimiser, 5 experts on 2 ranks"
+# a hierarchical MoE (2 groups of 4 experts, 1 group x 2 experts a token; 4 ranks split the
+# groups) with Adam and with the factored optimiser
+hier=(--d 16 --experts 8 --groups 2 --k-groups 1 --k 2 --h 16)
+for opt in adam factored; do
+  run 1 "${common[@]}" "${hier[@]}" --optim $opt --steps 12 --out "$tmp/g1$opt" > /dev/null 2>&1 || bad "hierarchical $opt, 1 process"
+  for np in 2 4; do
+    run $np "${common[@]}" "${hier[@]}" --optim $opt --steps 12 --out "$tmp/g$np$opt" > "$tmp/g$np$opt.log" 2>&1 || bad "hierarchical $opt, $np ranks: $(tail -2 "$tmp/g$np$opt.log")"
+    same "$tmp/g$np$opt/model.safetensors" "$tmp/g1$opt/model.safetensors" "hierarchical MoE ($opt) on $np ranks"
+  done
+done
 # the dense baseline: its one expert is replicated, its gradients summed like the LSTMs'
 run 1 "${common[@]}" --d 16 --ffn dense --k 2 --h 16 --steps 12 --out "$tmp/d1" > /dev/null 2>&1 || bad "dense, 1 process"
 run 2 "${common[@]}" --d 16 --ffn dense --k 2 --h 16 --steps 12 --out "$tmp/d2" > "$tmp/d2.log" 2>&1 || bad "dense, 2 ranks: $(tail -2 "$tmp/d2.log")"

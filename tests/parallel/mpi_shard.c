@@ -16,13 +16,16 @@ static int P, me;
 /* tokens of rank r when Btot are split unevenly */
 static int first_tok(int Btot, int r) { return (int)((int64_t)Btot * r * (r + 3) / (P * (P + 3))); }
 
-static void run_case(int n, int k, int bias, int Btot, const char *name) {
+/* groups > 0: a hierarchical layer (its experts split evenly, so a group may straddle ranks) */
+static void run_case(int n, int k, int bias, int Btot, int groups, int k_groups, const char *name) {
     moe_layer_config cfg = moe_layer_config_default();
     cfg.d = 8;
     cfg.h = 6;
     cfg.n = n;
     cfg.k = k;
     cfg.bias = bias;
+    cfg.groups = groups;
+    cfg.k_groups = k_groups;
     cfg.w_importance = 0.5f;
     cfg.w_load = 0.5f;
     moe_layer *ref = NULL, *sh = NULL;
@@ -34,13 +37,15 @@ static void run_case(int n, int k, int bias, int Btot, const char *name) {
     CHECK(ne >= 1 && e0 == n * me / P && e0 + ne == n * (me + 1) / P, "%s: rank %d holds experts [%d, %d)", name, me,
           e0, e0 + ne);
     const int d = cfg.d, b0 = first_tok(Btot, me), B = first_tok(Btot, me + 1) - b0;
-    /* gate weights are zero at the start; give them values so that routing is not all ties */
-    const char *gates[] = {"gate.w_gate", "gate.w_noise"};
+    /* gate weights are zero at the start; give them values so that routing is not all ties
+     * (a hierarchical layer's gate.* are [d, groups], its gate2.* [groups, d, n/groups]) */
+    const char *gates[] = {"gate.w_gate", "gate.w_noise", "gate2.w_gate", "gate2.w_noise"};
     float *g = malloc(sizeof(float) * (size_t)d * n);
-    for (int i = 0; i < 2; i++) {
-        t_fill_uniform(g, (size_t)d * n, 0.8f, 100 + (uint64_t)i);
-        moe_layer_set_param(ref, gates[i], g, (size_t)d * n);
-        moe_layer_set_param(sh, gates[i], g, (size_t)d * n);
+    for (int i = 0; i < (groups ? 4 : 2); i++) {
+        const size_t m = (size_t)d * (groups && i < 2 ? groups : n);
+        t_fill_uniform(g, m, 0.8f, 100 + (uint64_t)i);
+        CHECK(moe_layer_set_param(ref, gates[i], g, m) == MOE_OK && moe_layer_set_param(sh, gates[i], g, m) == MOE_OK,
+              "%s: set %s: %s", name, gates[i], moe_last_error());
     }
     free(g);
     moe_adam_config ac = moe_adam_config_default();
@@ -142,9 +147,12 @@ int main(int argc, char **argv) {
         moe_comm_free(comm);
         return 0;
     }
-    run_case(8, 2, 1, 37, "n=8 k=2 bias");
-    run_case(P == 4 ? 6 : 5, 3, 0, 23, "uneven experts k=3");
-    run_case(8, 1, 0, 16, "k=1");
+    run_case(8, 2, 1, 37, 0, 0, "n=8 k=2 bias");
+    run_case(P == 4 ? 6 : 5, 3, 0, 23, 0, 0, "uneven experts k=3");
+    run_case(8, 1, 0, 16, 0, 0, "k=1");
+    run_case(8, 2, 1, 29, 2, 1, "hierarchical 2 groups of 4, 1 x 2");
+    run_case(12, 2, 0, 31, 3, 2, "hierarchical 3 groups of 4 over uneven ranks, 2 x 2");
+    run_case(16, 1, 0, 19, 4, 4, "hierarchical 4 groups of 4, every group, k=1");
     /* settings that differ across ranks are refused everywhere */
     moe_layer_config cfg = moe_layer_config_default();
     cfg.d = 8, cfg.n = 8, cfg.k = 2;

@@ -1,0 +1,225 @@
+/* pipeline.c - the layer's forward and backward: one pipeline over a router (flat or
+ * hierarchical, router.h) and a placement (experts here or split over ranks, placement.h).
+ *
+ *   x [B,d] --noise--> eps [B,nw] --router--> expert, gate [B,kk]; sums --sum over ranks-->
+ *     Importance, Load [n] --cv2--> L_importance, L_load
+ *   expert --dispatch_build--> offsets [n+1], pos --gather--> Xs [B*kk,d] (sorted by expert)
+ *     --placement--> Ys [B*kk,d] --combine(gate)--> y [B,d]
+ *
+ * Backward runs the chain in reverse: combine -> (+ the importance term) dgate; placement dYs ->
+ * dXs -> dx; router dgate, dLoad -> dx, router gradients (summed over ranks when the batch is
+ * split). */
+#include "base/internal.h"
+#include "moe/layer_impl.h"
+#include "moe/layer_ops.h"
+
+#include <string.h>
+
+static moe_status reserve(moe_layer *l, int B) {
+    layer_ws *w = &l->ws;
+    moe_status st = l->rt.i->reserve(l->rt.ctx, B);
+    if (st || B <= w->capB) return st;
+    const size_t Bk = (size_t)B * l->rt.kk, d = (size_t)l->cfg.d;
+    layer_ws t = *w;
+    const moe_buf list[] = {MOE_BUF(t.eps, (size_t)B * l->rt.nw), MOE_BUF(t.expert, Bk), MOE_BUF(t.gate, Bk),
+                            MOE_BUF(t.dgate, Bk), MOE_BUF(t.tok, Bk), MOE_BUF(t.pos, Bk), MOE_BUF(t.Xs, Bk * d),
+                            MOE_BUF(t.Ys, Bk * d), MOE_BUF(t.dYs, Bk * d)};
+    if (!(t.block = moe_bufs_alloc(list, (int)(sizeof list / sizeof list[0]))))
+        return moe_fail(MOE_ERR_NOMEM, "cannot allocate the workspace for a batch of %d tokens", B);
+    moe_free_aligned(w->block);
+    t.capB = B;
+    *w = t;
+    return MOE_OK;
+}
+
+/* eps [B,nw] for tokens [first, first + B) of the batch: given, or drawn by global position */
+static moe_status draw_noise(moe_layer *l, const float *noise, int B, int64_t first, int64_t total) {
+    const size_t nw = (size_t)l->rt.nw;
+    float *eps = l->ws.eps;
+    if (noise) {
+        memcpy(eps, noise, sizeof(float) * (size_t)B * nw);
+        return MOE_OK;
+    }
+    if (l->nz_rows == 0) {
+        moe_rng_normal_fill(eps, (size_t)B * nw, l->seed, l->counter + (uint64_t)first * nw);
+    } else { /* blocks of nz_rows tokens at t * nz_stride + nz_first of the whole batch */
+        if (B % l->nz_rows)
+            return moe_fail(MOE_ERR_SHAPE, "B=%d is not a multiple of the noise layout's %d rows", B, l->nz_rows);
+        for (int t = 0; t < B / l->nz_rows; t++)
+            moe_rng_normal_fill(eps + (size_t)t * l->nz_rows * nw, (size_t)l->nz_rows * nw, l->seed,
+                                l->counter + ((uint64_t)t * l->nz_stride + (uint64_t)l->nz_first) * nw);
+    }
+    l->counter += (uint64_t)total * nw;
+    return MOE_OK;
+}
+
+/* The router's weights; its gradients into the layer's arena, or into `g` (laid out as
+ * WG, WN, WG2, WN2) when the batch is split over ranks and they are summed first. */
+static router_weights router_of(const moe_layer *l, float *g) {
+    router_weights rw = {pdata(l, P_WG), pdata(l, P_WN), pdata(l, P_WG2), pdata(l, P_WN2),
+                         pgrad(l, P_WG), pgrad(l, P_WN), pgrad(l, P_WG2), pgrad(l, P_WN2)};
+    if (g) {
+        float **gs[] = {&rw.gwg, &rw.gwn, &rw.gwg2, &rw.gwn2};
+        const int ps[] = {P_WG, P_WN, P_WG2, P_WN2};
+        for (int i = 0; i < 4; i++)
+            if (l->slots[ps[i]].present) {
+                *gs[i] = g;
+                g += l->slots[ps[i]].numel;
+            }
+    }
+    return rw;
+}
+
+static expert_weights experts_of(const moe_layer *l) {
+    return (expert_weights){pdata(l, P_W1), pdata(l, P_B1), pdata(l, P_W2), pdata(l, P_B2),
+                            pgrad(l, P_W1), pgrad(l, P_B1), pgrad(l, P_W2), pgrad(l, P_B2)};
+}
+
+/* Importance and Load of the whole batch from the router's sums, and the balancing losses */
+static moe_status balance(moe_layer *l, double *li, double *ll) {
+    layer_ws *w = &l->ws;
+    const int n = l->cfg.n;
+    moe_status st = l->pl.i->sum_f64(l->pl.ctx, w->sums, l->rt.nsum);
+    if (st) return st;
+    memcpy(w->importance, w->sums, sizeof(double) * (size_t)n);
+    w->smooth = l->rt.i->finish(l->rt.ctx, w->load, w->sums);
+    *li = cv2_loss(w->dimp, w->importance, n, l->cfg.w_importance);
+    *ll = cv2_loss(w->dload, w->load, n, l->cfg.w_load);
+    if (!w->smooth) memset(w->dload, 0, sizeof(double) * (size_t)n); /* counts: no gradient */
+    return MOE_OK;
+}
+
+static void finish_stats(moe_layer *l, int64_t rows, double li, double ll, int B) {
+    const layer_ws *w = &l->ws;
+    const int n = l->cfg.n;
+    int maxc = 0;
+    for (int e = 0; e < n; e++)
+        if (w->gcounts[e] > maxc) maxc = w->gcounts[e];
+    l->stats.loss_importance = (float)li;
+    l->stats.loss_load = (float)ll;
+    l->stats.cv_importance = (float)cv_of(w->importance, n);
+    l->stats.cv_load = (float)cv_of(w->load, n);
+    l->stats.max_mean_load = (float)(maxc / ((double)rows / n));
+    l->stats.B = B;
+}
+
+static moe_status check_forward(const moe_layer *l, const float *y, const float *x, int B, moe_mode mode,
+                                const float *noise) {
+    if (!l || !y || !x) return moe_fail(MOE_ERR_INVALID_ARG, "layer, y and x must not be NULL");
+    if (B < 1) return moe_fail(MOE_ERR_SHAPE, "batch size B=%d must be at least 1", B);
+    if (mode != MOE_EVAL && mode != MOE_TRAIN)
+        return moe_fail(MOE_ERR_INVALID_ARG, "mode must be MOE_EVAL or MOE_TRAIN");
+    const int d = l->cfg.d, nw = l->rt.nw;
+    if (!moe_all_finite(x, (size_t)B * d))
+        return moe_fail(MOE_ERR_NONFINITE, "input x [%d,%d] contains NaN or Inf", B, d);
+    if (mode == MOE_TRAIN && noise && !moe_all_finite(noise, (size_t)B * nw))
+        return moe_fail(MOE_ERR_NONFINITE, "noise [%d,%d] contains NaN or Inf", B, nw);
+    return MOE_OK;
+}
+
+moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode, const float *noise,
+                             moe_layer_stats *stats) {
+    moe_status st = check_forward(l, y, x, B, mode, noise);
+    if (st) return st;
+    layer_ws *w = &l->ws;
+    const int d = l->cfg.d, n = l->cfg.n, kk = l->rt.kk, train = mode == MOE_TRAIN, R = B * kk;
+    w->valid = 0;
+    if ((st = reserve(l, B))) return st;
+    int64_t first, total;
+    if ((st = l->pl.i->batch(l->pl.ctx, &first, &total, B, train))) return st;
+    if (train && (st = draw_noise(l, noise, B, first, total))) return st;
+    const router_weights rw = router_of(l, NULL);
+    l->rt.i->forward(l->rt.ctx, w->expert, w->gate, w->sums, x, w->eps, &rw, B, train);
+    double li, ll;
+    if ((st = balance(l, &li, &ll))) return st;
+
+    dispatch_build(w->counts, w->offsets, w->tok, w->pos, w->expert, B, n, kk, kk);
+    dispatch_gather(w->Xs, x, w->tok, R, d);
+    const expert_weights ew = experts_of(l);
+    if ((st = l->pl.i->forward(l->pl.ctx, w->Ys, w->gcounts, w->Xs, w->offsets, &ew, l->strategy))) return st;
+    dispatch_combine(y, w->Ys, w->gate, w->pos, B, d, kk);
+
+    finish_stats(l, total * kk, li, ll, B);
+    w->x = x;
+    w->B = B;
+    w->train = train;
+    w->valid = 1;
+    if (stats) *stats = l->stats;
+    return MOE_OK;
+}
+
+/* router gradients of this backward (in ws.rgrad), summed over ranks, added to the arena */
+static moe_status add_router_grads(moe_layer *l) {
+    const int ps[] = {P_WG, P_WN, P_WG2, P_WN2};
+    moe_status st = l->pl.i->sum_f32(l->pl.ctx, l->ws.rgrad, router_floats(l));
+    if (st) return st;
+    const float *g = l->ws.rgrad;
+    for (int i = 0; i < 4; i++) {
+        if (!l->slots[ps[i]].present) continue;
+        float *dst = pgrad(l, ps[i]);
+        for (size_t j = 0; j < l->slots[ps[i]].numel; j++) dst[j] += g[j];
+        g += l->slots[ps[i]].numel;
+    }
+    return MOE_OK;
+}
+
+moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
+    if (!l || !dy) return moe_fail(MOE_ERR_INVALID_ARG, "layer and dy must not be NULL");
+    layer_ws *w = &l->ws;
+    if (!w->valid) return moe_fail(MOE_ERR_STATE, "backward called without a successful forward");
+    const int d = l->cfg.d, kk = l->rt.kk, B = w->B, R = B * kk;
+    if (!moe_all_finite(dy, (size_t)B * d))
+        return moe_fail(MOE_ERR_NONFINITE, "grad_output dy [%d,%d] contains NaN or Inf", B, d);
+    /* forward: y = sum_s gate[s] Ys[pos[s]];  so dgate = <dy, Ys>, dYs = gate dy; and
+     * Importance[e] = sum of gate over e's slots: dgate += dL_imp/dImportance_e */
+    dispatch_combine_backward(w->dgate, w->dYs, dy, w->Ys, w->gate, w->pos, B, d, kk);
+    for (int s = 0; s < R; s++) w->dgate[s] += (float)w->dimp[w->expert[s]];
+    const expert_weights ew = experts_of(l);
+    moe_status st = l->pl.i->backward(l->pl.ctx, w->dYs, w->dYs, &ew, l->strategy);
+    if (st) return st;
+    if (dx) dispatch_gather_backward(dx, w->dYs, w->pos, B, d, kk);
+    const int split = l->pl.ranks > 1;
+    if (split) memset(w->rgrad, 0, sizeof(float) * router_floats(l));
+    const router_weights rw = router_of(l, split ? w->rgrad : NULL);
+    l->rt.i->backward(l->rt.ctx, dx, w->dgate, w->dload, w->x, &rw);
+    return split ? add_router_grads(l) : MOE_OK;
+}
+
+/* ---- what the last forward saw ---- */
+
+moe_status moe_layer_gates(const moe_layer *l, float *gates) {
+    if (!l || !gates) return moe_fail(MOE_ERR_INVALID_ARG, "layer and gates must not be NULL");
+    const layer_ws *w = &l->ws;
+    if (!w->valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
+    const int n = l->cfg.n, kk = l->rt.kk;
+    memset(gates, 0, sizeof(float) * (size_t)w->B * n);
+    for (int b = 0; b < w->B; b++)
+        for (int j = 0; j < kk; j++) gates[(size_t)b * n + w->expert[(size_t)b * kk + j]] = w->gate[(size_t)b * kk + j];
+    return MOE_OK;
+}
+
+moe_status moe_layer_counts(const moe_layer *l, int *counts) {
+    if (!l || !counts) return moe_fail(MOE_ERR_INVALID_ARG, "layer and counts must not be NULL");
+    if (!l->ws.valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
+    memcpy(counts, l->ws.gcounts, sizeof(int) * (size_t)l->cfg.n);
+    return MOE_OK;
+}
+
+static moe_status copy_vec(const moe_layer *l, float *v, const double *src) {
+    if (!l || !v) return moe_fail(MOE_ERR_INVALID_ARG, "layer and output must not be NULL");
+    if (!l->ws.valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
+    for (int e = 0; e < l->cfg.n; e++) v[e] = (float)src[e];
+    return MOE_OK;
+}
+
+moe_status moe_layer_importance(const moe_layer *l, float *v) { return copy_vec(l, v, l ? l->ws.importance : NULL); }
+moe_status moe_layer_load_vec(const moe_layer *l, float *v) { return copy_vec(l, v, l ? l->ws.load : NULL); }
+
+void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received) {
+    double s = 0.0;
+    uint64_t a = 0, b = 0;
+    if (l) l->pl.i->stats(l->pl.ctx, &s, &a, &b);
+    if (seconds) *seconds = s;
+    if (sent) *sent = a;
+    if (received) *received = b;
+}
