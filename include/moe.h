@@ -14,9 +14,34 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of this header. CMakeLists.txt reads these three lines for project(VERSION), the
+ * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
+ * the one place the version is written. */
+#define MOE_VERSION_MAJOR 0
+#define MOE_VERSION_MINOR 9
+#define MOE_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
+#define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
+
+/* Marks the functions libmoe exports. The library is compiled with -fvisibility=hidden, so a
+ * function of the shared library is callable from outside exactly when it is declared here
+ * with MOE_API. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define MOE_API __attribute__((visibility("default")))
+#else
+#define MOE_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of the library a program runs with (which, for the shared library, may differ from
+ * the header it was compiled with): "MAJOR.MINOR.PATCH", e.g. "0.9.0"; a static string, never
+ * NULL. moe_version_number() is its MAJOR * 10000 + MINOR * 100 + PATCH. The shared library's
+ * SOVERSION is MAJOR: it is the file libmoe.so.MAJOR that a program loads. */
+MOE_API const char *moe_version(void);
+MOE_API int moe_version_number(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status codes. Append-only: values never change meaning.                                     */
@@ -38,9 +63,9 @@ typedef enum {
 } moe_status;
 
 /* Words for a status ("invalid configuration", ...). Never NULL. */
-const char *moe_status_str(moe_status s);
+MOE_API const char *moe_status_str(moe_status s);
 /* Details of the last failure in this thread (e.g. "k=5 exceeds n=4"). Empty string if none. */
-const char *moe_last_error(void);
+MOE_API const char *moe_last_error(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* safetensors files (reading and atomic writing).                                             */
@@ -60,31 +85,31 @@ typedef struct moe_st moe_st; /* an opened safetensors file, read whole into mem
 
 /* Reads and validates `path`: header length against file size, JSON syntax, dtypes, shapes
  * against byte ranges, ranges inside the data area and not overlapping. */
-moe_status moe_st_open(moe_st **out, const char *path);
-void moe_st_free(moe_st *f);
-int moe_st_count(const moe_st *f);
-moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t);
+MOE_API moe_status moe_st_open(moe_st **out, const char *path);
+MOE_API void moe_st_free(moe_st *f);
+MOE_API int moe_st_count(const moe_st *f);
+MOE_API moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t);
 /* MOE_ERR_MISSING if absent. */
-moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t);
+MOE_API moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t);
 /* Like moe_st_get but also requires dtype F32; returns the data. */
-moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, const float **data);
+MOE_API moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, const float **data);
 /* __metadata__ entries; NULL if absent. */
-const char *moe_st_meta(const moe_st *f, const char *key);
-int moe_st_meta_count(const moe_st *f);
-moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char **value);
+MOE_API const char *moe_st_meta(const moe_st *f, const char *key);
+MOE_API int moe_st_meta_count(const moe_st *f);
+MOE_API moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char **value);
 
 typedef struct moe_st_writer moe_st_writer; /* collects tensors, then writes one file */
-moe_status moe_st_writer_create(moe_st_writer **out);
-void moe_st_writer_free(moe_st_writer *w);
+MOE_API moe_status moe_st_writer_create(moe_st_writer **out);
+MOE_API void moe_st_writer_free(moe_st_writer *w);
 /* Records a tensor. `data` is NOT copied: it must stay valid until moe_st_writer_write().
  * Names must be unique. ndim 0 = scalar. */
-moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype, int ndim,
-                             const int64_t *shape, const void *data);
+MOE_API moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype, int ndim,
+                                     const int64_t *shape, const void *data);
 /* Adds a __metadata__ string entry (copied). A repeated key replaces the earlier value. */
-moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *value);
+MOE_API moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *value);
 /* Writes atomically: `path`.tmp.<pid>, fsync, rename, fsync of the directory. On failure the old
  * file at `path` (if any) is untouched and the temporary is removed. */
-moe_status moe_st_writer_write(moe_st_writer *w, const char *path);
+MOE_API moe_status moe_st_writer_write(moe_st_writer *w, const char *path);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The sparsely-gated MoE layer (SPEC 1.1-1.5).                                                */
@@ -104,9 +129,9 @@ typedef struct {
 } moe_layer_config;
 
 /* d=512 h=1024 n=16 k=4 bias=0 w_importance=w_load=0.1 noise_eps=0.01 */
-moe_layer_config moe_layer_config_default(void);
+MOE_API moe_layer_config moe_layer_config_default(void);
 /* MOE_OK or MOE_ERR_CONFIG with the reason in moe_last_error(). */
-moe_status moe_layer_config_check(const moe_layer_config *cfg);
+MOE_API moe_status moe_layer_config_check(const moe_layer_config *cfg);
 
 typedef struct moe_layer moe_layer;
 
@@ -124,9 +149,9 @@ typedef struct {
 
 /* Allocates a layer: gate weights zero (SPEC 1.3), experts from a seeded uniform
  * (+-1/sqrt(fan_in)), biases zero. The seed also starts the noise stream. */
-moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed);
-void moe_layer_free(moe_layer *l);
-moe_layer_config moe_layer_get_config(const moe_layer *l);
+MOE_API moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed);
+MOE_API void moe_layer_free(moe_layer *l);
+MOE_API moe_layer_config moe_layer_get_config(const moe_layer *l);
 
 /* y [B,d] = MoE(x [B,d]). In MOE_TRAIN the gate adds noise: `noise` [B,n] gives the standard
  * normal draws eps (for replaying another framework's run; hierarchical: [B, a + n], each row
@@ -134,20 +159,20 @@ moe_layer_config moe_layer_get_config(const moe_layer *l);
  * counter-based stream (seed, call counter), so the same seed gives the same run.
  * `noise` is ignored in MOE_EVAL. Keeps what backward needs until the next forward.
  * Fails with MOE_ERR_NONFINITE on NaN/Inf in x or noise, leaving the layer unchanged. */
-moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
-                             const float *noise, moe_layer_stats *stats);
+MOE_API moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
+                                     const float *noise, moe_layer_stats *stats);
 
 /* Backward of the last forward for the total loss  sum(y * dy) + L_importance + L_load:
  * parameter gradients += into the layer's gradient buffers, dx [B,d] += (dx may be NULL).
  * MOE_ERR_STATE without a preceding forward. */
-moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy);
+MOE_API moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy);
 
 /* From the last forward: dense gates [B,n] (zeros off the top k); per-expert token counts [n];
  * Importance [n] and Load [n] (SPEC 1.4). */
-moe_status moe_layer_gates(const moe_layer *l, float *gates);
-moe_status moe_layer_counts(const moe_layer *l, int *counts);
-moe_status moe_layer_importance(const moe_layer *l, float *importance);
-moe_status moe_layer_load_vec(const moe_layer *l, float *load);
+MOE_API moe_status moe_layer_gates(const moe_layer *l, float *gates);
+MOE_API moe_status moe_layer_counts(const moe_layer *l, int *counts);
+MOE_API moe_status moe_layer_importance(const moe_layer *l, float *importance);
+MOE_API moe_status moe_layer_load_vec(const moe_layer *l, float *load);
 
 /* Parameters, in the order of SPEC 1.5: gate.w_gate, gate.w_noise, experts.w1, [experts.b1],
  * experts.w2, [experts.b2]; a hierarchical layer's gate.* are the primary gate's [d, a] and
@@ -162,42 +187,42 @@ typedef struct {
     float *grad; /* owned by the layer; same layout as data */
 } moe_param;
 
-int moe_layer_num_params(const moe_layer *l);
-moe_status moe_layer_param(moe_layer *l, int i, moe_param *p);
-moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *p);
+MOE_API int moe_layer_num_params(const moe_layer *l);
+MOE_API moe_status moe_layer_param(moe_layer *l, int i, moe_param *p);
+MOE_API moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *p);
 /* Whole arenas (for an optimiser): *count floats each. */
-moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count);
-void moe_layer_zero_grad(moe_layer *l);
+MOE_API moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count);
+MOE_API void moe_layer_zero_grad(moe_layer *l);
 /* Copies `count` floats in/out of the named parameter; MOE_ERR_SHAPE if count differs.
  * set_param rejects NaN/Inf. */
-moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst, size_t count);
-moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src, size_t count);
+MOE_API moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst, size_t count);
+MOE_API moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src, size_t count);
 
 /* Noise stream position (for exact resume). */
-void moe_layer_get_rng(const moe_layer *l, uint64_t *seed, uint64_t *counter);
-void moe_layer_set_rng(moe_layer *l, uint64_t seed, uint64_t counter);
+MOE_API void moe_layer_get_rng(const moe_layer *l, uint64_t *seed, uint64_t *counter);
+MOE_API void moe_layer_set_rng(moe_layer *l, uint64_t seed, uint64_t counter);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Expert parallelism over processes (SPEC 1.7): each expert lives on one rank; the gate is
  * replicated. Needs a build with MPI (moe_have_mpi()); without it these calls give
  * MOE_ERR_UNSUPPORTED. mpi.h is never needed by callers.                                      */
 typedef struct moe_comm moe_comm;
-int moe_have_mpi(void); /* 1 if this build has the MPI backend */
+MOE_API int moe_have_mpi(void); /* 1 if this build has the MPI backend */
 /* Initialises MPI if nobody has (threads: MPI_THREAD_FUNNELED: only the calling thread talks
  * to MPI) and returns a handle on MPI_COMM_WORLD. Under mpirun a rank that dies or exits with
  * a non-zero status ends the whole job (OpenMPI's default), so a failing rank never leaves the
  * others waiting in a collective. */
-moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv);
+MOE_API moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv);
 /* Frees the handle; finalises MPI if moe_comm_world initialised it. NULL is harmless. */
-void moe_comm_free(moe_comm *c);
-int moe_comm_rank(const moe_comm *c);
-int moe_comm_size(const moe_comm *c);
+MOE_API void moe_comm_free(moe_comm *c);
+MOE_API int moe_comm_rank(const moe_comm *c);
+MOE_API int moe_comm_size(const moe_comm *c);
 /* In place: buf[count] = the sum over ranks (the same order on every rank). */
-moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count);
+MOE_API moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count);
 /* Every rank must pass the same value (settings, sizes); MOE_ERR_COMM naming `what` if not. */
-moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what);
+MOE_API moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what);
 /* Ends every rank of the job with `code` (for a rank that cannot go on while others wait). */
-void moe_comm_abort(moe_comm *c, int code);
+MOE_API void moe_comm_abort(moe_comm *c, int code);
 
 /* A layer whose experts are split over the ranks of `comm`: rank r holds experts
  * [n*r/P, n*(r+1)/P) (P <= n; uneven counts are fine), the parameters of a layer created with
@@ -207,36 +232,36 @@ void moe_comm_abort(moe_comm *c, int code);
  * (rank 0's tokens first): the same y, the balancing losses over the whole batch, and, after
  * backward, the same gradients (the gate's summed over ranks, each expert's on its rank).
  * Seeded noise is drawn for each token's global position. `comm` must outlive the layer. */
-moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed,
-                                    moe_comm *comm);
+MOE_API moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed,
+                                            moe_comm *comm);
 /* Where a sharded layer's tokens sit in the whole batch, for its seeded noise: T blocks of
  * `rows` consecutive tokens, block t at t * stride + first (a time-major [T, B] batch whose B
  * streams are split over ranks: rows = this rank's streams, stride = B). rows = 0 (the default):
  * the concatenation of the ranks' batches. */
-moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first);
+MOE_API moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first);
 /* Time a sharded layer has spent in collectives and the bytes of token rows it has sent to and
  * received from other ranks, since it was created (all zero for a plain layer). */
-void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received);
+MOE_API void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received);
 /* The experts this layer holds: [first, first + count). A plain layer holds them all. */
-void moe_layer_shard(const moe_layer *l, int *first, int *count);
+MOE_API void moe_layer_shard(const moe_layer *l, int *first, int *count);
 
 /* Save/load in the SPEC 1.5 layout (settings in __metadata__ as strings). Save is atomic.
  * Load checks every tensor's presence, dtype and shape against the metadata. */
-moe_status moe_layer_save(const moe_layer *l, const char *path);
-moe_status moe_layer_load(moe_layer **out, const char *path);
+MOE_API moe_status moe_layer_save(const moe_layer *l, const char *path);
+MOE_API moe_status moe_layer_load(moe_layer **out, const char *path);
 /* Reads the settings from an opened file's metadata and tensor shapes. */
-moe_status moe_layer_config_from_st(const moe_st *f, moe_layer_config *cfg);
+MOE_API moe_status moe_layer_config_from_st(const moe_st *f, moe_layer_config *cfg);
 /* Copies the parameters from an opened file into an existing layer of matching shape. */
-moe_status moe_layer_load_st(moe_layer *l, const moe_st *f);
+MOE_API moe_status moe_layer_load_st(moe_layer *l, const moe_st *f);
 
 /* Threads used by the layer (OpenMP and BLAS); <= 0 means all cores. */
-void moe_set_threads(int nthreads);
-int moe_get_threads(void);
+MOE_API void moe_set_threads(int nthreads);
+MOE_API int moe_get_threads(void);
 
 /* How expert products share the threads: AUTO picks by rows per expert; BLAS runs experts in
  * turn with multi-threaded products; EXPERTS runs experts in parallel, one thread each. */
 typedef enum { MOE_PAR_AUTO = 0, MOE_PAR_BLAS = 1, MOE_PAR_EXPERTS = 2 } moe_parallel;
-void moe_set_parallel(moe_parallel p);
+MOE_API void moe_set_parallel(moe_parallel p);
 
 /* ------------------------------------------------------------------------------------------ */
 /* BLEU (SPEC 3.4) over token ids, one reference: the score nltk 3.8's sentence_bleu and
@@ -256,11 +281,11 @@ typedef struct {
 } moe_bleu_stats;
 
 /* The statistics of one hypothesis against its reference (token ids; either may be empty). */
-moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t nh, const int32_t *ref, size_t nr);
+MOE_API moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t nh, const int32_t *ref, size_t nr);
 /* acc += s: corpus BLEU is the score of the summed statistics. */
-void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s);
+MOE_API void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s);
 /* BLEU in [0, 1] (0 when no unigram matches, as nltk). */
-double moe_bleu_score(const moe_bleu_stats *s, moe_bleu_smoothing smoothing);
+MOE_API double moe_bleu_score(const moe_bleu_stats *s, moe_bleu_smoothing smoothing);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Adam, and the paper's memory-saving variant (SPEC 1.7): beta1 = 0 keeps no first moment, and
@@ -273,18 +298,18 @@ typedef struct {
     int factored;       /* 1: factored second moment for the declared matrices */
 } moe_adam_config;
 
-moe_adam_config moe_adam_config_default(void);  /* 0.9, 0.999, 1e-8, 0, not factored */
-moe_adam_config moe_adam_config_factored(void); /* the paper's: beta1 = 0, factored */
+MOE_API moe_adam_config moe_adam_config_default(void);  /* 0.9, 0.999, 1e-8, 0, not factored */
+MOE_API moe_adam_config moe_adam_config_factored(void); /* the paper's: beta1 = 0, factored */
 typedef struct moe_adam moe_adam;
-moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *cfg);
-void moe_adam_free(moe_adam *a);
+MOE_API moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *cfg);
+MOE_API void moe_adam_free(moe_adam *a);
 /* Declares params[offset, offset + count*rows*cols) to be `count` matrices [rows, cols] (row
  * major), e.g. the n experts' w1 [n, d, h]. Call before the first step; blocks must not overlap.
  * Without cfg.factored the declaration changes nothing. */
-moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int64_t rows, int64_t cols);
+MOE_API moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int64_t rows, int64_t cols);
 /* params[count] -= lr * mhat / (sqrt(vhat) + eps) (mhat = the gradient when beta1 = 0).
  * MOE_ERR_NONFINITE (params untouched) if a gradient is NaN/Inf. */
-moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr);
+MOE_API moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr);
 /* The optimiser's state, for checkpoints: writable views into it. Fixes the layout of the
  * declared matrices (no more moe_adam_set_matrices after it). */
 typedef struct {
@@ -294,11 +319,11 @@ typedef struct {
     size_t v_count;
     int64_t *step;  /* steps taken */
 } moe_adam_state_view;
-moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *state);
+MOE_API moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *state);
 /* The state of one parameter, params[offset, offset + len) (for checkpoints that store it per
  * tensor): writable m (NULL when beta1 = 0; else len floats) and v (*v_len floats: len, or
  * count * (rows + cols) for a factored block, which the range must then cover exactly). */
-moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len);
+MOE_API moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The paper's language model (SPEC 2): embedding -> LSTM -> MoE -> LSTM -> softmax, dropout on
@@ -322,7 +347,7 @@ typedef struct {
 } moe_lm_config;
 
 /* vocab 256, d 128, MoE n 16 k 2 h 256, w_importance = w_load = 0.1, noise_eps 0.01, dropout 0.1 */
-moe_lm_config moe_lm_config_default(void);
+MOE_API moe_lm_config moe_lm_config_default(void);
 
 typedef struct moe_lm moe_lm;
 
@@ -334,46 +359,46 @@ typedef struct {
     double flops;          /* matrix-product FLOPs of this call (forward, + backward if trained) */
 } moe_lm_stats;
 
-moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed);
+MOE_API moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed);
 /* The same model with the MoE's experts split over the ranks of comm (moe_layer_create_sharded);
  * everything else is replicated (data parallelism). */
-moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm);
+MOE_API moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm);
 /* Data parallelism: this model's batches are streams [b0, b0 + B) of a global batch of Bglobal
  * streams. Dropout masks become those of the global positions, and the loss gradient is scaled
  * by B / Bglobal: the sum of the ranks' gradients is the gradient of the global mean loss. */
-moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal);
-void moe_lm_free(moe_lm *m);
-moe_lm_config moe_lm_get_config(const moe_lm *m);
+MOE_API moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal);
+MOE_API void moe_lm_free(moe_lm *m);
+MOE_API moe_lm_config moe_lm_get_config(const moe_lm *m);
 
 /* One batch. tokens [B, T+1]: row b is stream b; inputs are columns 0..T-1, targets 1..T.
  * The LSTM state is carried from the previous call (truncated backpropagation through time).
  * train = 1: dropout and gate noise on, and gradients += for loss + aux;
  * train = 0: evaluation, no gradients. Errors leave the parameters unchanged. */
-moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train,
-                       moe_lm_stats *stats);
+MOE_API moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train,
+                               moe_lm_stats *stats);
 /* Zero the carried LSTM state (start of a new pass over data). */
-void moe_lm_reset_state(moe_lm *m);
+MOE_API void moe_lm_reset_state(moe_lm *m);
 /* Next-token logits [B, V] after feeding tokens [B] one step (evaluation mode, state carried).*/
-moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *logits);
+MOE_API moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *logits);
 
 /* Parameters: the dense ones (embedding, LSTMs, softmax) and the MoE layer's, in two arenas. */
-int moe_lm_num_params(const moe_lm *m);
-moe_status moe_lm_param(moe_lm *m, int i, moe_param *p); /* names like "lstm1.w_ih" */
-moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count);
-moe_layer *moe_lm_moe(moe_lm *m); /* the MoE (or dense FFN) layer; NULL for MOE_FFN_NONE */
-void moe_lm_zero_grad(moe_lm *m);
+MOE_API int moe_lm_num_params(const moe_lm *m);
+MOE_API moe_status moe_lm_param(moe_lm *m, int i, moe_param *p); /* names like "lstm1.w_ih" */
+MOE_API moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count);
+MOE_API moe_layer *moe_lm_moe(moe_lm *m); /* the MoE (or dense FFN) layer; NULL for MOE_FFN_NONE */
+MOE_API void moe_lm_zero_grad(moe_lm *m);
 /* Parameter counts: total, and active per token (the MoE counts k of its n experts). */
-void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
+MOE_API void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
 
 /* The model's random streams and carried state, for checkpoints that resume exactly. */
 typedef struct {
     uint64_t seed, dropout_counter, moe_seed, moe_counter;
 } moe_lm_rng;
-moe_lm_rng moe_lm_get_rng(const moe_lm *m);
-void moe_lm_set_rng(moe_lm *m, const moe_lm_rng *r);
+MOE_API moe_lm_rng moe_lm_get_rng(const moe_lm *m);
+MOE_API void moe_lm_set_rng(moe_lm *m, const moe_lm_rng *r);
 /* The carried LSTM state for B streams: h1, c1, h2, c2, each [B,d] (4*B*d floats). */
-moe_status moe_lm_get_state(const moe_lm *m, float *state, int B);
-moe_status moe_lm_set_state(moe_lm *m, const float *state, int B);
+MOE_API moe_status moe_lm_get_state(const moe_lm *m, float *state, int B);
+MOE_API moe_status moe_lm_set_state(moe_lm *m, const float *state, int B);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Training the language model on a text file, with checkpoints that resume exactly.           */
@@ -397,7 +422,7 @@ typedef struct {
                                   MoE's experts split over them; rank 0 calls back and writes */
 } moe_train_config;
 
-moe_train_config moe_train_config_default(void);
+MOE_API moe_train_config moe_train_config_default(void);
 
 typedef enum { MOE_PROGRESS_TRAIN = 0, MOE_PROGRESS_VALID, MOE_PROGRESS_CHECKPOINT, MOE_PROGRESS_START } moe_progress_kind;
 
@@ -427,25 +452,25 @@ typedef int (*moe_train_callback)(const moe_train_progress *p, void *user);
  * tokenizer, batch and bptt: anything else is MOE_ERR_CONFIG with the difference named).
  * N steps, then N more from the checkpoint, give the same parameters as 2N straight (same
  * thread count). */
-moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
-                     moe_train_callback cb, void *user);
+MOE_API moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
+                             moe_train_callback cb, void *user);
 
 /* A trained model from a checkpoint, with its tokenizer. */
 typedef struct moe_ckpt moe_ckpt;
-moe_status moe_ckpt_load(moe_ckpt **out, const char *path);
-void moe_ckpt_free(moe_ckpt *c);
-moe_lm *moe_ckpt_model(moe_ckpt *c);
+MOE_API moe_status moe_ckpt_load(moe_ckpt **out, const char *path);
+MOE_API void moe_ckpt_free(moe_ckpt *c);
+MOE_API moe_lm *moe_ckpt_model(moe_ckpt *c);
 /* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...). */
-const char *moe_ckpt_meta(const moe_ckpt *c, const char *key);
-int moe_ckpt_meta_count(const moe_ckpt *c);
-moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value);
+MOE_API const char *moe_ckpt_meta(const moe_ckpt *c, const char *key);
+MOE_API int moe_ckpt_meta_count(const moe_ckpt *c);
+MOE_API moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value);
 /* text -> ids (malloc'ed, the caller frees) and ids -> text (malloc'ed, NUL-terminated). */
-moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
-moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
+MOE_API moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
+MOE_API moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
 /* Mean cross-entropy (nats per token) of the model on one split of a text file
  * (0 train, 1 valid, 2 test), B streams of T steps, at most max_batches (0 = all). */
-moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
-                         double *loss, uint64_t *tokens);
+MOE_API moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
+                                 double *loss, uint64_t *tokens);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Sequence-to-sequence translation (issue 4, SPEC 3): an LSTM encoder (the first layer
@@ -468,19 +493,19 @@ typedef struct {
 
 /* d 128, layers 2, bidir 1, moe 1 (n 8, k 2, h 256, 0.1/0.1, noise 0.01), dropout 0.1,
  * max_len 16, eos 1; the vocabulary sizes are the caller's. */
-moe_s2s_config moe_s2s_config_default(void);
+MOE_API moe_s2s_config moe_s2s_config_default(void);
 typedef struct moe_s2s moe_s2s;
-moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed);
-void moe_s2s_free(moe_s2s *m);
-moe_s2s_config moe_s2s_get_config(const moe_s2s *m);
+MOE_API moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed);
+MOE_API void moe_s2s_free(moe_s2s *m);
+MOE_API moe_s2s_config moe_s2s_get_config(const moe_s2s *m);
 /* The dense parameters (one arena; names like "enc1.w_ih", "att.w", "baseline.w"). */
-int moe_s2s_num_params(const moe_s2s *m);
-moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p);
-moe_status moe_s2s_find_param(moe_s2s *m, const char *name, moe_param *p);
-moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *count);
+MOE_API int moe_s2s_num_params(const moe_s2s *m);
+MOE_API moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p);
+MOE_API moe_status moe_s2s_find_param(moe_s2s *m, const char *name, moe_param *p);
+MOE_API moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *count);
 /* The MoE layer of a side (0 encoder, 1 decoder); NULL without MoE. */
-moe_layer *moe_s2s_moe(moe_s2s *m, int side);
-void moe_s2s_zero_grad(moe_s2s *m);
+MOE_API moe_layer *moe_s2s_moe(moe_s2s *m, int side);
+MOE_API void moe_s2s_zero_grad(moe_s2s *m);
 
 /* Teacher-forced forward of a batch: the decoder reads in [B,Tt] (in[b][0] is normally eos) and
  * position (b,t) scores tgt[b][t]. Returns in *loss
@@ -489,19 +514,19 @@ void moe_s2s_zero_grad(moe_s2s *m);
  * REINFORCE surrogate; coef 0 masks a position (its tgt is not looked at). All sources of a
  * batch have the same length Ts. MOE_TRAIN: dropout and gate noise on. Keeps what
  * moe_s2s_backward needs. */
-moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src /* [B,Ts] */, int B, int Ts,
-                           const int32_t *in /* [B,Tt] */, const int32_t *tgt /* [B,Tt] */,
-                           const float *coef /* [B,Tt] */, int Tt, moe_mode mode, double *loss);
+MOE_API moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src /* [B,Ts] */, int B, int Ts,
+                                   const int32_t *in /* [B,Tt] */, const int32_t *tgt /* [B,Tt] */,
+                                   const float *coef /* [B,Tt] */, int Tt, moe_mode mode, double *loss);
 /* Gradients of the last forward's loss += into every parameter's gradient. */
-moe_status moe_s2s_backward(moe_s2s *m);
+MOE_API moe_status moe_s2s_backward(moe_s2s *m);
 /* Greedy decoding of B sources of length Ts: out [B,max_len] ids without the end mark, len [B]
  * (max_len <= cfg.max_len; a sentence that never ends stops there). */
-moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max_len, int32_t *out,
-                          int *len);
+MOE_API moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max_len, int32_t *out,
+                                  int *len);
 /* Beam search for one source: the best finished hypothesis by sum log p / len^alpha
  * (alpha 0: plain sum), `beam` hypotheses kept per step. out [max_len], *len. */
-moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float alpha, int max_len,
-                        int32_t *out, int *len);
+MOE_API moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float alpha, int max_len,
+                                int32_t *out, int *len);
 
 /* Training the translation model (issue 4): cross-entropy, MIXER (SPEC 3.3) or SCST (SPEC 3.2)
  * on the Ding dictionary (SPEC 4) or two parallel files; checkpoints as moe_train's.          */
@@ -533,7 +558,7 @@ typedef struct {
     float baseline_lr;     /* learning rate of the baseline regressors (their own Adam) */
 } moe_s2s_train_config;
 
-moe_s2s_train_config moe_s2s_train_config_default(void);
+MOE_API moe_s2s_train_config moe_s2s_train_config_default(void);
 
 typedef enum { MOE_S2S_START = 0, MOE_S2S_TRAIN, MOE_S2S_EPOCH, MOE_S2S_CHECKPOINT } moe_s2s_progress_kind;
 
@@ -559,23 +584,23 @@ typedef int (*moe_s2s_callback)(const moe_s2s_progress *p, void *user);
  * model). Resuming with the same settings continues exactly; with another objective it starts
  * that objective's schedule at the checkpoint's epoch (how MIXER and SCST start from a
  * cross-entropy model). */
-moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *mc, const char *resume,
-                         moe_s2s_callback cb, void *user);
+MOE_API moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_config *mc, const char *resume,
+                                 moe_s2s_callback cb, void *user);
 
 /* A trained translation model with its vocabularies. */
 typedef struct moe_s2s_ckpt moe_s2s_ckpt;
-moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path);
-void moe_s2s_ckpt_free(moe_s2s_ckpt *c);
-moe_s2s *moe_s2s_ckpt_model(moe_s2s_ckpt *c);
-const char *moe_s2s_ckpt_meta(const moe_s2s_ckpt *c, const char *key);
+MOE_API moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path);
+MOE_API void moe_s2s_ckpt_free(moe_s2s_ckpt *c);
+MOE_API moe_s2s *moe_s2s_ckpt_model(moe_s2s_ckpt *c);
+MOE_API const char *moe_s2s_ckpt_meta(const moe_s2s_ckpt *c, const char *key);
 /* One sentence -> its translation (malloc'ed, NUL-terminated). beam 1: greedy. *unknown gets
  * the number of source words outside the vocabulary (translated as <unk>). MOE_ERR_INVALID_ARG
  * for a sentence without words; longer than the model's max_len words: MOE_ERR_SHAPE. */
-moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, float alpha, char **out,
-                                  int *unknown);
+MOE_API moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, float alpha, char **out,
+                                          int *unknown);
 /* Corpus BLEU (x 100, unsmoothed) on a split (1 valid, 2 test) of the data the checkpoint was
  * trained on, greedy (beam 1) or beam search; *sentences gets the count. */
-moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, double *bleu, int *sentences);
+MOE_API moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, double *bleu, int *sentences);
 
 /* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */
@@ -587,16 +612,16 @@ typedef struct {
 } moe_idx;
 /* Only the unsigned-byte type (0x08) is supported; anything else is MOE_ERR_DTYPE. The header's
  * sizes are checked against the real data length (MOE_ERR_TRUNCATED / MOE_ERR_FORMAT). */
-moe_status moe_idx_load(const char *path, moe_idx *out);
-void moe_idx_free(moe_idx *m); /* frees data; NULL or an empty struct is fine */
+MOE_API moe_status moe_idx_load(const char *path, moe_idx *out);
+MOE_API void moe_idx_free(moe_idx *m); /* frees data; NULL or an empty struct is fine */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Counter-based random numbers: the same (seed, counter) always gives the same value.          */
-uint64_t moe_rng_u64(uint64_t seed, uint64_t counter);
-float moe_rng_uniform(uint64_t seed, uint64_t counter); /* in [0, 1) */
-float moe_rng_normal(uint64_t seed, uint64_t counter);  /* standard normal */
+MOE_API uint64_t moe_rng_u64(uint64_t seed, uint64_t counter);
+MOE_API float moe_rng_uniform(uint64_t seed, uint64_t counter); /* in [0, 1) */
+MOE_API float moe_rng_normal(uint64_t seed, uint64_t counter);  /* standard normal */
 /* out[i] = moe_rng_normal(seed, counter + i) for i < count, about twice as fast. */
-void moe_rng_normal_fill(float *out, size_t count, uint64_t seed, uint64_t counter);
+MOE_API void moe_rng_normal_fill(float *out, size_t count, uint64_t seed, uint64_t counter);
 
 #ifdef __cplusplus
 }
