@@ -11,13 +11,22 @@
 #include <time.h>
 #include <unistd.h>
 
-static int g_rank = -1; /* >= 0 in a job of several processes: errors say which rank */
+static moe_comm *g_comm; /* set in a job of several processes: errors say which rank and end the job */
 
-void cli_set_rank(int rank) { g_rank = rank; }
+void cli_set_comm(moe_comm *comm) { g_comm = comm && moe_comm_size(comm) > 1 ? comm : NULL; }
 
 static void error_prefix(void) {
-    if (g_rank >= 0) fprintf(stderr, "moe: error (rank %d): ", g_rank);
+    if (g_comm) fprintf(stderr, "moe: error (rank %d): ", moe_comm_rank(g_comm));
     else fputs("moe: error: ", stderr);
+}
+
+/* The end of every error path: one process exits; one rank of several ends the whole job (the
+ * library returns its failure on this rank only, and the other ranks may be waiting for this one
+ * in a collective). */
+static void __attribute__((noreturn)) error_exit(void) {
+    fflush(stderr);
+    if (g_comm) moe_comm_abort(g_comm, 1);
+    exit(1);
 }
 
 void cli_die(const char *fmt, ...) {
@@ -27,7 +36,7 @@ void cli_die(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    exit(1);
+    error_exit();
 }
 
 void cli_check(moe_status s, const char *what) {
@@ -35,7 +44,7 @@ void cli_check(moe_status s, const char *what) {
     const char *detail = moe_last_error();
     error_prefix();
     fprintf(stderr, "%s: %s%s%s\n", what, moe_status_str(s), detail[0] ? ": " : "", detail);
-    exit(1);
+    error_exit();
 }
 
 void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char *usage) {

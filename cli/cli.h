@@ -18,11 +18,14 @@ typedef struct {
  * or a missing value prints what was wrong and exits 2. */
 void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char *usage);
 
-/* Prints "moe: <msg>" to stderr and exits with status 1 (2 for usage errors). */
+/* Prints "moe: error: <msg>" to stderr and exits with status 1 (cli_parse: 2 for usage errors).
+ * In a job of several processes (cli_set_comm) it prints "moe: error (rank R): <msg>" and ends
+ * every rank of the job (moe_comm_abort): the library never does that itself. */
 void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-/* In a job of several processes: error messages name this rank. */
-void cli_set_rank(int rank);
-/* Dies with the library's words for a failed status. */
+/* The job's processes: errors from here on name this rank and end the job (a comm of one
+ * process, or NULL, changes nothing). The comm must stay valid until it is set to NULL. */
+void cli_set_comm(moe_comm *comm);
+/* Dies (as cli_die) with the library's words for a failed status; returns on MOE_OK. */
 void cli_check(moe_status s, const char *what);
 
 /* Strict number parsing of an option's value; dies with a clear message otherwise. */

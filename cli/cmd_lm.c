@@ -149,7 +149,7 @@ int cmd_train(int argc, char **argv) {
             cli_die("started by mpirun with %s processes, but this moe was built without MPI (apt-get install libopenmpi-dev, rebuild)",
                     np_env);
         cli_check(moe_comm_world(&comm, &argc, &argv), "starting MPI");
-        cli_set_rank(moe_comm_rank(comm));
+        cli_set_comm(comm);
         if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
     }
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
@@ -245,6 +245,7 @@ int cmd_train(int argc, char **argv) {
     if (comm) printf("ranks: %d processes, experts split over them\n", moe_comm_size(comm));
     if (g_interrupted) {
         printf("interrupted: checkpoint written to %s (continue with --resume %s)\n", ckpt, ckpt);
+        cli_set_comm(NULL);
         moe_comm_free(comm);
         return 130;
     }
@@ -253,6 +254,7 @@ int cmd_train(int argc, char **argv) {
     printf("memory: peak RSS %.1f MB; parameters + gradients %.1f MB (%lld parameters); optimiser state %.1f MB\n",
            ru.ru_maxrss / 1024.0, 8.0 * ui.params_total / 1e6, (long long)ui.params_total, 4.0 * ui.optim_floats / 1e6);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
+    cli_set_comm(NULL);
     moe_comm_free(comm);
     return 0;
 }

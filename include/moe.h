@@ -2,9 +2,17 @@
  * (Shazeer et al. 2017) trained in C.
  *
  * Conventions
- *   - Every fallible call returns moe_status. MOE_OK is 0. Nothing here prints, exits or aborts.
- *   - moe_last_error() gives a sentence about the most recent failure in the calling thread.
+ *   - Every fallible call returns moe_status. MOE_OK is 0. Nothing here prints, exits or aborts
+ *     (not even in a job of several processes: see moe_comm_world).
+ *   - moe_last_error() gives a sentence about the failure of the last call in the calling thread.
  *   - Handles are opaque; moe_x_free(NULL) does nothing.
+ *   - Ownership: what a call returns through a pointer is owned by the handle it came from
+ *     ("owned by the layer") and valid until that handle is freed, unless the comment says
+ *     "the caller frees". Pointers the caller passes are read during the call only, except
+ *     where the comment says "borrowed": then the library keeps the pointer, and the caller
+ *     must keep the memory alive (and unchanged) as long as the comment says.
+ *   - A call that fills a caller's buffer names the buffer's size in floats/ints/ids in its
+ *     comment ([B, n] ...); the caller allocates at least that much.
  *   - Tensors are float32, row-major, shapes given in comments as [rows, cols].
  *   - Backward functions ACCUMULATE (+=) into gradients; zero them with moe_layer_zero_grad().
  */
@@ -64,7 +72,17 @@ typedef enum {
 
 /* Words for a status ("invalid configuration", ...). Never NULL. */
 MOE_API const char *moe_status_str(moe_status s);
-/* Details of the last failure in this thread (e.g. "k=5 exceeds n=4"). Empty string if none. */
+/* A sentence about why the last failing call in this thread failed (e.g. "k=5 exceeds n=4");
+ * never NULL. Per thread: another thread's failures do not change it. A call that returns a
+ * status other than MOE_OK sets it; a call that returns MOE_OK leaves it empty (""), even when
+ * it tolerated a failure inside; calls that return no moe_status leave it as it was. The
+ * pointer is to this thread's buffer, whose contents the next fallible call changes.
+ * Exception, for now: the layer's own calls moe_layer_config_check, moe_layer_create,
+ * moe_layer_create_sharded, moe_layer_set_noise_layout, moe_layer_forward,
+ * moe_layer_backward, moe_layer_gates, moe_layer_counts, moe_layer_importance,
+ * moe_layer_load_vec, moe_layer_param, moe_layer_find_param, moe_layer_arena,
+ * moe_layer_get_param and moe_layer_set_param set it when they fail but leave an earlier
+ * message in place when they succeed: after them, read it only if they failed. */
 MOE_API const char *moe_last_error(void);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -73,7 +91,7 @@ typedef enum { MOE_F32 = 0, MOE_F64, MOE_I32, MOE_I64, MOE_U8, MOE_F16, MOE_BF16
 
 #define MOE_MAX_DIMS 8
 typedef struct {
-    const char *name;
+    const char *name;            /* owned by the file handle */
     moe_dtype dtype;
     int ndim;                    /* 0 for a scalar */
     int64_t shape[MOE_MAX_DIMS];
@@ -88,21 +106,26 @@ typedef struct moe_st moe_st; /* an opened safetensors file, read whole into mem
 MOE_API moe_status moe_st_open(moe_st **out, const char *path);
 MOE_API void moe_st_free(moe_st *f);
 MOE_API int moe_st_count(const moe_st *f);
+/* Fills *t with tensor i (0 <= i < moe_st_count); its name and data point into the file handle,
+ * valid until moe_st_free. */
 MOE_API moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t);
-/* MOE_ERR_MISSING if absent. */
+/* The same by name (t may be NULL: only whether it exists); MOE_ERR_MISSING if absent. */
 MOE_API moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t);
-/* Like moe_st_get but also requires dtype F32; returns the data. */
+/* Like moe_st_get but also requires dtype F32; *data (if data is not NULL) = its numel floats,
+ * owned by the file handle. t may be NULL. */
 MOE_API moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, const float **data);
-/* __metadata__ entries; NULL if absent. */
+/* __metadata__ entries, owned by the file handle; NULL if absent. */
 MOE_API const char *moe_st_meta(const moe_st *f, const char *key);
 MOE_API int moe_st_meta_count(const moe_st *f);
+/* Entry i (0 <= i < moe_st_meta_count): *key and *value point into the file handle. */
 MOE_API moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char **value);
 
 typedef struct moe_st_writer moe_st_writer; /* collects tensors, then writes one file */
 MOE_API moe_status moe_st_writer_create(moe_st_writer **out);
 MOE_API void moe_st_writer_free(moe_st_writer *w);
-/* Records a tensor. `data` is NOT copied: it must stay valid until moe_st_writer_write().
- * Names must be unique. ndim 0 = scalar. */
+/* Records a tensor: `name` and `shape` [ndim] are copied; `data` (numel * the dtype's size
+ * bytes) is borrowed, NOT copied: it must stay valid and unchanged until moe_st_writer_write()
+ * has returned. Names must be unique. ndim 0 = scalar. */
 MOE_API moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype, int ndim,
                                      const int64_t *shape, const void *data);
 /* Adds a __metadata__ string entry (copied). A repeated key replaces the earlier value. */
@@ -157,18 +180,29 @@ MOE_API moe_layer_config moe_layer_get_config(const moe_layer *l);
  * normal draws eps (for replaying another framework's run; hierarchical: [B, a + n], each row
  * the primary gate's a draws, then group i's n/a draws at a + i*n/a); NULL draws them from the layer's
  * counter-based stream (seed, call counter), so the same seed gives the same run.
- * `noise` is ignored in MOE_EVAL. Keeps what backward needs until the next forward.
+ * `noise` is ignored in MOE_EVAL, and copied. `stats` may be NULL.
+ * Keeps what backward needs until the next forward, and `x` is borrowed for that: the layer
+ * keeps the pointer, not a copy, and moe_layer_backward reads it, so the caller keeps x alive
+ * and unchanged from this call until the backward of this forward (or until the next forward
+ * or moe_layer_free, when no backward follows).
  * Fails with MOE_ERR_NONFINITE on NaN/Inf in x or noise, leaving the layer unchanged. */
 MOE_API moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode,
                                      const float *noise, moe_layer_stats *stats);
 
 /* Backward of the last forward for the total loss  sum(y * dy) + L_importance + L_load:
- * parameter gradients += into the layer's gradient buffers, dx [B,d] += (dx may be NULL).
+ * parameter gradients += into the layer's gradient buffers, dx [B,d] += (dx may be NULL);
+ * dy [B,d]; B is the last forward's. Reads the forward's x (borrowed, see moe_layer_forward).
  * MOE_ERR_STATE without a preceding forward. */
 MOE_API moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy);
 
-/* From the last forward: dense gates [B,n] (zeros off the top k); per-expert token counts [n];
- * Importance [n] and Load [n] (SPEC 1.4). */
+/* From the last forward (MOE_ERR_STATE before one), into the caller's buffers:
+ *   gates       [B, n] floats, B the last forward's (this rank's tokens for a sharded layer):
+ *               the dense gates, zero off each token's chosen experts (k of them; k_groups * k
+ *               for a hierarchical layer, whose gates are the primary gate's times the group's)
+ *   counts      [n] ints: tokens routed to each expert (each token counts at each of its
+ *               experts; a sharded layer: over all ranks' tokens)
+ *   importance  [n] floats, load [n] floats: Importance and Load (SPEC 1.4; a sharded layer:
+ *               over the whole batch of all ranks) */
 MOE_API moe_status moe_layer_gates(const moe_layer *l, float *gates);
 MOE_API moe_status moe_layer_counts(const moe_layer *l, int *counts);
 MOE_API moe_status moe_layer_importance(const moe_layer *l, float *importance);
@@ -183,18 +217,19 @@ typedef struct {
     int ndim;
     int64_t shape[3];
     size_t numel;
-    float *data; /* owned by the layer */
-    float *grad; /* owned by the layer; same layout as data */
+    float *data; /* owned by the layer (or model) it came from, like name */
+    float *grad; /* owned by the layer (or model); same layout as data */
 } moe_param;
 
 MOE_API int moe_layer_num_params(const moe_layer *l);
 MOE_API moe_status moe_layer_param(moe_layer *l, int i, moe_param *p);
 MOE_API moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *p);
-/* Whole arenas (for an optimiser): *count floats each. */
+/* Whole arenas (for an optimiser): *params and *grads (each may be NULL) get the layer's own
+ * buffers of *count floats each, valid until moe_layer_free. */
 MOE_API moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count);
 MOE_API void moe_layer_zero_grad(moe_layer *l);
-/* Copies `count` floats in/out of the named parameter; MOE_ERR_SHAPE if count differs.
- * set_param rejects NaN/Inf. */
+/* Copies `count` floats (dst/src [count]) out of/into the named parameter; MOE_ERR_SHAPE if
+ * count differs from its numel. set_param rejects NaN/Inf. */
 MOE_API moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst, size_t count);
 MOE_API moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src, size_t count);
 
@@ -209,9 +244,19 @@ MOE_API void moe_layer_set_rng(moe_layer *l, uint64_t seed, uint64_t counter);
 typedef struct moe_comm moe_comm;
 MOE_API int moe_have_mpi(void); /* 1 if this build has the MPI backend */
 /* Initialises MPI if nobody has (threads: MPI_THREAD_FUNNELED: only the calling thread talks
- * to MPI) and returns a handle on MPI_COMM_WORLD. Under mpirun a rank that dies or exits with
- * a non-zero status ends the whole job (OpenMPI's default), so a failing rank never leaves the
- * others waiting in a collective. */
+ * to MPI) and returns a handle on (a duplicate of) MPI_COMM_WORLD; the caller frees it with
+ * moe_comm_free after every layer and model that uses it.
+ *
+ * Failures in a job of several processes. The library never ends the job: a call fails on the
+ * ranks where it fails and returns the status there. It fails on every rank together when the
+ * reason is the same on all (the same impossible settings) or is checked together
+ * (moe_comm_check_same; the agreement on settings in moe_layer_create_sharded and moe_train;
+ * a checkpoint that one rank cannot help write in moe_train). A call that fails on one rank
+ * only in the middle of the work (a sharded layer's forward or backward, a training step: NaN
+ * in one rank's input, memory, ...) may leave the other ranks waiting for it in a collective:
+ * the application must then end the job, with moe_comm_abort or by exiting with a non-zero
+ * status under mpirun (both end every rank). The moe command does so after printing
+ * "moe: error (rank R): ...". */
 MOE_API moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv);
 /* Frees the handle; finalises MPI if moe_comm_world initialised it. NULL is harmless. */
 MOE_API void moe_comm_free(moe_comm *c);
@@ -221,7 +266,9 @@ MOE_API int moe_comm_size(const moe_comm *c);
 MOE_API moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count);
 /* Every rank must pass the same value (settings, sizes); MOE_ERR_COMM naming `what` if not. */
 MOE_API moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what);
-/* Ends every rank of the job with `code` (for a rank that cannot go on while others wait). */
+/* For applications (the library never calls it): ends every rank of the job with exit status
+ * `code` (MPI_Abort; c NULL: MPI_COMM_WORLD) and does not return, e.g. for a rank that cannot
+ * go on while the others wait for it. In a build without MPI it does nothing and returns. */
 MOE_API void moe_comm_abort(moe_comm *c, int code);
 
 /* A layer whose experts are split over the ranks of `comm`: rank r holds experts
@@ -231,7 +278,8 @@ MOE_API void moe_comm_abort(moe_comm *c, int code);
  * together the ranks compute exactly the layer applied to the concatenation of their batches
  * (rank 0's tokens first): the same y, the balancing losses over the whole batch, and, after
  * backward, the same gradients (the gate's summed over ranks, each expert's on its rank).
- * Seeded noise is drawn for each token's global position. `comm` must outlive the layer. */
+ * Seeded noise is drawn for each token's global position. `comm` is borrowed: it must outlive
+ * the layer. */
 MOE_API moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed,
                                             moe_comm *comm);
 /* Where a sharded layer's tokens sit in the whole batch, for its seeded noise: T blocks of
@@ -240,7 +288,8 @@ MOE_API moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_con
  * the concatenation of the ranks' batches. */
 MOE_API moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first);
 /* Time a sharded layer has spent in collectives and the bytes of token rows it has sent to and
- * received from other ranks, since it was created (all zero for a plain layer). */
+ * received from other ranks, since it was created (all zero for a plain layer). Each output
+ * pointer may be NULL. */
 MOE_API void moe_layer_comm_stats(const moe_layer *l, double *seconds, uint64_t *sent, uint64_t *received);
 /* The experts this layer holds: [first, first + count). A plain layer holds them all. */
 MOE_API void moe_layer_shard(const moe_layer *l, int *first, int *count);
@@ -280,7 +329,8 @@ typedef struct {
     int64_t hyp_len, ref_len;
 } moe_bleu_stats;
 
-/* The statistics of one hypothesis against its reference (token ids; either may be empty). */
+/* The statistics of one hypothesis hyp [nh] against its reference ref [nr] (token ids; either
+ * may be empty), into *s. */
 MOE_API moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t nh, const int32_t *ref, size_t nr);
 /* acc += s: corpus BLEU is the score of the summed statistics. */
 MOE_API void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s);
@@ -301,17 +351,20 @@ typedef struct {
 MOE_API moe_adam_config moe_adam_config_default(void);  /* 0.9, 0.999, 1e-8, 0, not factored */
 MOE_API moe_adam_config moe_adam_config_factored(void); /* the paper's: beta1 = 0, factored */
 typedef struct moe_adam moe_adam;
+/* An optimiser for `count` parameters (moe_adam_step's params and grads are [count]). */
 MOE_API moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *cfg);
 MOE_API void moe_adam_free(moe_adam *a);
 /* Declares params[offset, offset + count*rows*cols) to be `count` matrices [rows, cols] (row
  * major), e.g. the n experts' w1 [n, d, h]. Call before the first step; blocks must not overlap.
  * Without cfg.factored the declaration changes nothing. */
 MOE_API moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int64_t rows, int64_t cols);
-/* params[count] -= lr * mhat / (sqrt(vhat) + eps) (mhat = the gradient when beta1 = 0).
+/* params[count] -= lr * mhat / (sqrt(vhat) + eps) (mhat = the gradient when beta1 = 0); params
+ * and grads [count], the count of moe_adam_create.
  * MOE_ERR_NONFINITE (params untouched) if a gradient is NaN/Inf. */
 MOE_API moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr);
-/* The optimiser's state, for checkpoints: writable views into it. Fixes the layout of the
- * declared matrices (no more moe_adam_set_matrices after it). */
+/* The optimiser's state, for checkpoints: writable views into it, owned by the optimiser and
+ * valid until moe_adam_free. Fixes the layout of the declared matrices (no more
+ * moe_adam_set_matrices after it). */
 typedef struct {
     float *m;       /* [m_count] first moment; NULL and m_count 0 when beta1 = 0 */
     size_t m_count;
@@ -322,7 +375,8 @@ typedef struct {
 MOE_API moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *state);
 /* The state of one parameter, params[offset, offset + len) (for checkpoints that store it per
  * tensor): writable m (NULL when beta1 = 0; else len floats) and v (*v_len floats: len, or
- * count * (rows + cols) for a factored block, which the range must then cover exactly). */
+ * count * (rows + cols) for a factored block, which the range must then cover exactly), views
+ * into the optimiser as moe_adam_state's. m, v and v_len may each be NULL. */
 MOE_API moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -361,7 +415,8 @@ typedef struct {
 
 MOE_API moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed);
 /* The same model with the MoE's experts split over the ranks of comm (moe_layer_create_sharded);
- * everything else is replicated (data parallelism). */
+ * everything else is replicated (data parallelism). `comm` is borrowed: it must outlive the
+ * model. */
 MOE_API moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm);
 /* Data parallelism: this model's batches are streams [b0, b0 + B) of a global batch of Bglobal
  * streams. Dropout masks become those of the global positions, and the loss gradient is scaled
@@ -370,22 +425,27 @@ MOE_API moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal);
 MOE_API void moe_lm_free(moe_lm *m);
 MOE_API moe_lm_config moe_lm_get_config(const moe_lm *m);
 
-/* One batch. tokens [B, T+1]: row b is stream b; inputs are columns 0..T-1, targets 1..T.
+/* One batch. tokens [B, T+1] (copied): row b is stream b; inputs are columns 0..T-1, targets 1..T.
  * The LSTM state is carried from the previous call (truncated backpropagation through time).
  * train = 1: dropout and gate noise on, and gradients += for loss + aux;
- * train = 0: evaluation, no gradients. Errors leave the parameters unchanged. */
+ * train = 0: evaluation, no gradients. Errors leave the parameters unchanged. stats may be NULL. */
 MOE_API moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train,
                                moe_lm_stats *stats);
 /* Zero the carried LSTM state (start of a new pass over data). */
 MOE_API void moe_lm_reset_state(moe_lm *m);
-/* Next-token logits [B, V] after feeding tokens [B] one step (evaluation mode, state carried).*/
+/* Next-token logits [B, V] floats (V = cfg.vocab; log-probabilities) after feeding tokens [B]
+ * one step (evaluation mode, state carried). */
 MOE_API moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *logits);
 
-/* Parameters: the dense ones (embedding, LSTMs, softmax) and the MoE layer's, in two arenas. */
+/* Parameters: the dense ones (embedding, LSTMs, softmax) and the MoE layer's, in two arenas.
+ * moe_lm_param and moe_lm_arena give the dense ones (names like "lstm1.w_ih"; the arena's
+ * *params and *grads [*count floats], each output may be NULL), owned by the model; the MoE's
+ * come from its layer, moe_lm_moe (owned by the model: not to be freed; NULL for
+ * MOE_FFN_NONE; the dense FFN baseline is a layer of one expert). */
 MOE_API int moe_lm_num_params(const moe_lm *m);
-MOE_API moe_status moe_lm_param(moe_lm *m, int i, moe_param *p); /* names like "lstm1.w_ih" */
+MOE_API moe_status moe_lm_param(moe_lm *m, int i, moe_param *p);
 MOE_API moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count);
-MOE_API moe_layer *moe_lm_moe(moe_lm *m); /* the MoE (or dense FFN) layer; NULL for MOE_FFN_NONE */
+MOE_API moe_layer *moe_lm_moe(moe_lm *m);
 MOE_API void moe_lm_zero_grad(moe_lm *m);
 /* Parameter counts: total, and active per token (the MoE counts k of its n experts). */
 MOE_API void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
@@ -396,7 +456,8 @@ typedef struct {
 } moe_lm_rng;
 MOE_API moe_lm_rng moe_lm_get_rng(const moe_lm *m);
 MOE_API void moe_lm_set_rng(moe_lm *m, const moe_lm_rng *r);
-/* The carried LSTM state for B streams: h1, c1, h2, c2, each [B,d] (4*B*d floats). */
+/* The carried LSTM state for B streams: state [4*B*d floats] = h1, c1, h2, c2, each [B,d]
+ * (get: zeros when no state of B streams is carried; set: copied). */
 MOE_API moe_status moe_lm_get_state(const moe_lm *m, float *state, int B);
 MOE_API moe_status moe_lm_set_state(moe_lm *m, const float *state, int B);
 
@@ -419,7 +480,8 @@ typedef struct {
     const char *checkpoint;    /* written atomically every ckpt_every steps and at the end */
     uint64_t seed;
     moe_comm *comm;            /* NULL: one process; else data parallel over its ranks, the
-                                  MoE's experts split over them; rank 0 calls back and writes */
+                                  MoE's experts split over them; rank 0 calls back and writes
+                                  (used during moe_train only) */
 } moe_train_config;
 
 MOE_API moe_train_config moe_train_config_default(void);
@@ -444,7 +506,8 @@ typedef struct {
     const char *path;          /* CHECKPOINT: the file written */
 } moe_train_progress;
 
-/* Called at each report; return non-zero to stop (a checkpoint is written first). */
+/* Called at each report; return non-zero to stop (a checkpoint is written first). `p` and what
+ * it points to (expert_tokens [n], path) are valid during the call only. */
 typedef int (*moe_train_callback)(const moe_train_progress *p, void *user);
 
 /* Trains from scratch (resume = NULL, model settings from mc) or continues the checkpoint at
@@ -459,12 +522,15 @@ MOE_API moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc
 typedef struct moe_ckpt moe_ckpt;
 MOE_API moe_status moe_ckpt_load(moe_ckpt **out, const char *path);
 MOE_API void moe_ckpt_free(moe_ckpt *c);
+/* The model, owned by the checkpoint handle (not to be freed; valid until moe_ckpt_free). */
 MOE_API moe_lm *moe_ckpt_model(moe_ckpt *c);
-/* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...). */
+/* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...);
+ * the strings are owned by the checkpoint handle. */
 MOE_API const char *moe_ckpt_meta(const moe_ckpt *c, const char *key);
 MOE_API int moe_ckpt_meta_count(const moe_ckpt *c);
 MOE_API moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value);
-/* text -> ids (malloc'ed, the caller frees) and ids -> text (malloc'ed, NUL-terminated). */
+/* text [len bytes] -> *ids [*n] (malloc'ed, the caller frees) and ids [n] -> *text
+ * (malloc'ed, NUL-terminated, the caller frees; *len its length when len is not NULL). */
 MOE_API moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
 MOE_API moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
 /* Mean cross-entropy (nats per token) of the model on one split of a text file
@@ -498,12 +564,14 @@ typedef struct moe_s2s moe_s2s;
 MOE_API moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed);
 MOE_API void moe_s2s_free(moe_s2s *m);
 MOE_API moe_s2s_config moe_s2s_get_config(const moe_s2s *m);
-/* The dense parameters (one arena; names like "enc1.w_ih", "att.w", "baseline.w"). */
+/* The dense parameters (one arena; names like "enc1.w_ih", "att.w", "baseline.w"), owned by the
+ * model; moe_s2s_arena's *params and *grads are [*count floats] (each output may be NULL). */
 MOE_API int moe_s2s_num_params(const moe_s2s *m);
 MOE_API moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p);
 MOE_API moe_status moe_s2s_find_param(moe_s2s *m, const char *name, moe_param *p);
 MOE_API moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *count);
-/* The MoE layer of a side (0 encoder, 1 decoder); NULL without MoE. */
+/* The MoE layer of a side (0 encoder, 1 decoder), owned by the model (not to be freed); NULL
+ * without MoE. */
 MOE_API moe_layer *moe_s2s_moe(moe_s2s *m, int side);
 MOE_API void moe_s2s_zero_grad(moe_s2s *m);
 
@@ -513,18 +581,19 @@ MOE_API void moe_s2s_zero_grad(moe_s2s *m);
  * so coef = 1/N on real tokens gives mean cross-entropy and coef = -(r - baseline)/N gives the
  * REINFORCE surrogate; coef 0 masks a position (its tgt is not looked at). All sources of a
  * batch have the same length Ts. MOE_TRAIN: dropout and gate noise on. Keeps what
- * moe_s2s_backward needs. */
+ * moe_s2s_backward needs (copies: src, in, tgt and coef are read during the call only). */
 MOE_API moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src /* [B,Ts] */, int B, int Ts,
                                    const int32_t *in /* [B,Tt] */, const int32_t *tgt /* [B,Tt] */,
                                    const float *coef /* [B,Tt] */, int Tt, moe_mode mode, double *loss);
 /* Gradients of the last forward's loss += into every parameter's gradient. */
 MOE_API moe_status moe_s2s_backward(moe_s2s *m);
-/* Greedy decoding of B sources of length Ts: out [B,max_len] ids without the end mark, len [B]
- * (max_len <= cfg.max_len; a sentence that never ends stops there). */
+/* Greedy decoding of B sources src [B,Ts]: out [B,max_len] ids without the end mark (row b's
+ * first len[b] are set), len [B] ints (max_len <= cfg.max_len; a sentence that never ends stops
+ * there). */
 MOE_API moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max_len, int32_t *out,
                                   int *len);
-/* Beam search for one source: the best finished hypothesis by sum log p / len^alpha
- * (alpha 0: plain sum), `beam` hypotheses kept per step. out [max_len], *len. */
+/* Beam search for one source src [Ts]: the best finished hypothesis by sum log p / len^alpha
+ * (alpha 0: plain sum), `beam` hypotheses kept per step: out [max_len] ids (the first *len set). */
 MOE_API moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam, float alpha, int max_len,
                                 int32_t *out, int *len);
 
@@ -578,6 +647,7 @@ typedef struct {
     int src_vocab, tgt_vocab, train_pairs, valid_pairs, test_pairs, dropped;
     const char *path;      /* CHECKPOINT */
 } moe_s2s_progress;
+/* Called at each report; non-zero stops. `p` and its strings are valid during the call only. */
 typedef int (*moe_s2s_callback)(const moe_s2s_progress *p, void *user);
 
 /* Trains from scratch (resume NULL) or continues a checkpoint (mc may be NULL: the checkpoint's
@@ -591,11 +661,14 @@ MOE_API moe_status moe_s2s_train(const moe_s2s_train_config *tc, const moe_s2s_c
 typedef struct moe_s2s_ckpt moe_s2s_ckpt;
 MOE_API moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path);
 MOE_API void moe_s2s_ckpt_free(moe_s2s_ckpt *c);
+/* The model and the stored settings, owned by the checkpoint handle (valid until
+ * moe_s2s_ckpt_free; the model is not to be freed). */
 MOE_API moe_s2s *moe_s2s_ckpt_model(moe_s2s_ckpt *c);
 MOE_API const char *moe_s2s_ckpt_meta(const moe_s2s_ckpt *c, const char *key);
-/* One sentence -> its translation (malloc'ed, NUL-terminated). beam 1: greedy. *unknown gets
- * the number of source words outside the vocabulary (translated as <unk>). MOE_ERR_INVALID_ARG
- * for a sentence without words; longer than the model's max_len words: MOE_ERR_SHAPE. */
+/* One sentence -> *out, its translation (malloc'ed, NUL-terminated, the caller frees). beam 1:
+ * greedy. *unknown (unknown may be NULL) gets the number of source words outside the vocabulary
+ * (translated as <unk>). MOE_ERR_INVALID_ARG for a sentence without words; more than 4096
+ * words: MOE_ERR_SHAPE. */
 MOE_API moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, float alpha, char **out,
                                           int *unknown);
 /* Corpus BLEU (x 100, unsmoothed) on a split (1 valid, 2 test) of the data the checkpoint was

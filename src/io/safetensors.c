@@ -738,6 +738,7 @@ moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t) {
     if (i < 0 || i >= f->count)
         return moe_fail(MOE_ERR_INVALID_ARG, "tensor index %d out of range [0, %d)", i, f->count);
     *t = f->tensors[i].t;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -759,6 +760,7 @@ moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t) {
     const name_ref *r = find_name(f->by_name, f->count, name);
     if (!r) return moe_fail(MOE_ERR_MISSING, "no tensor named \"%s\"", name);
     if (t) *t = f->tensors[r->idx].t;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -771,6 +773,7 @@ moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, cons
         return moe_fail(MOE_ERR_DTYPE, "tensor \"%s\" is %s, not F32", name, dtype_info[tmp.dtype].name);
     if (t) *t = tmp;
     if (data) *data = tmp.data;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -788,6 +791,7 @@ moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char *
         return moe_fail(MOE_ERR_INVALID_ARG, "metadata index %d out of range [0, %d)", i, f->nmeta);
     *key = f->meta[i].key;
     *value = f->meta[i].val;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -825,6 +829,7 @@ moe_status moe_st_writer_create(moe_st_writer **out) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "moe_st_writer_create: NULL argument");
     *out = calloc(1, sizeof **out);
     if (!*out) return moe_fail(MOE_ERR_NOMEM, "out of memory creating a safetensors writer");
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -896,6 +901,7 @@ moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype
     t->bytes = bytes;
     t->data = data;
     w->n++;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -909,6 +915,7 @@ moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *val
         if (strcmp(w->m[i].key, key) == 0) {
             free(w->m[i].val);
             w->m[i].val = v;
+            moe_clear_error();
             return MOE_OK;
         }
     }
@@ -921,6 +928,7 @@ moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *val
     w->m[w->nm].key = k;
     w->m[w->nm].val = v;
     w->nm++;
+    moe_clear_error();
     return MOE_OK;
 }
 

@@ -179,12 +179,16 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
 }
 
 moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) {
-    return lm_create(out, cfg, seed, NULL);
+    moe_status st = lm_create(out, cfg, seed, NULL);
+    if (!st) moe_clear_error();
+    return st;
 }
 
 moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!comm) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
-    return lm_create(out, cfg, seed, comm);
+    moe_status st = lm_create(out, cfg, seed, comm);
+    if (!st) moe_clear_error();
+    return st;
 }
 
 moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal) {
@@ -192,6 +196,7 @@ moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal) {
         return moe_fail(MOE_ERR_INVALID_ARG, "slice [%d, ..) of %d streams is impossible", b0, Bglobal);
     m->b0 = b0;
     m->Bg = Bglobal;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -315,7 +320,10 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
         stats->tokens = N;
         stats->flops = step_flops(m, N, train);
     }
-    if (!train) return MOE_OK;
+    if (!train) {
+        moe_clear_error();
+        return MOE_OK;
+    }
 
     /* ---- backward ---- */
     const int64_t Vd = (int64_t)N * V;
@@ -354,6 +362,7 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
     m->T = T;
     m->B = B;
     m->valid = 1;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -373,6 +382,7 @@ moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *lo
     /* moe_lm_step leaves the logits' softmax in probs; logits are recoverable only up to a
      * constant, which is all sampling needs: log p */
     for (size_t i = 0; i < (size_t)B * m->cfg.vocab; i++) logits[i] = logf(fmaxf(m->probs[i], 1e-30f));
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -389,6 +399,7 @@ moe_status moe_lm_param(moe_lm *m, int i, moe_param *p) {
     p->numel = s->numel;
     p->data = m->params + s->offset;
     p->grad = m->grads + s->offset;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -397,6 +408,7 @@ moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count)
     if (params) *params = m->params;
     if (grads) *grads = m->grads;
     if (count) *count = m->count;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -441,11 +453,9 @@ void moe_lm_set_rng(moe_lm *m, const moe_lm_rng *r) {
 moe_status moe_lm_get_state(const moe_lm *m, float *state, int B) {
     if (!m || !state) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     size_t n = 4 * (size_t)B * m->cfg.d;
-    if (m->stateB != B) {
-        memset(state, 0, sizeof(float) * n); /* no state carried yet for this B: zeros */
-        return MOE_OK;
-    }
-    memcpy(state, m->state, sizeof(float) * n);
+    if (m->stateB != B) memset(state, 0, sizeof(float) * n); /* no state carried yet for this B: zeros */
+    else memcpy(state, m->state, sizeof(float) * n);
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -456,5 +466,6 @@ moe_status moe_lm_set_state(moe_lm *m, const float *state, int B) {
     moe_status st = state_reserve(m, B);
     if (st) return st;
     memcpy(m->state, state, sizeof(float) * 4 * (size_t)B * m->cfg.d);
+    moe_clear_error();
     return MOE_OK;
 }

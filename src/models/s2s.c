@@ -176,6 +176,7 @@ moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t see
     }
     m->seed = seed;
     *out = m;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -221,6 +222,7 @@ moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p) {
             p->numel = m->numel[q];
             p->data = PA(m, q);
             p->grad = GR(m, q);
+            moe_clear_error();
             return MOE_OK;
         }
     }
@@ -239,6 +241,7 @@ moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *coun
     if (params) *params = m->params;
     if (grads) *grads = m->grads;
     if (count) *count = m->count;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -521,7 +524,9 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
 moe_status moe_s2s_forward(moe_s2s *m, const int32_t *src, int B, int Ts, const int32_t *in, const int32_t *tgt,
                            const float *coef, int Tt, moe_mode mode, double *loss) {
     moe_status st = s2s_encode(m, src, B, Ts, mode == MOE_TRAIN);
-    return st ? st : s2s_decode(m, in, tgt, coef, Tt, mode == MOE_TRAIN, loss);
+    if (!st) st = s2s_decode(m, in, tgt, coef, Tt, mode == MOE_TRAIN, loss);
+    if (!st) moe_clear_error();
+    return st;
 }
 
 moe_status s2s_set_coef(moe_s2s *m, const float *coef) {
@@ -658,6 +663,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     dropout_backward(dem, dxs, Nsd, pe, m->seed, drop_ctr(m, DR_SRC));
     embedding_backward(GR(m, P_SEMB), dem, stok, (int)Ns, d);
     /* the model changed nothing that forward keeps; a second backward is allowed but adds twice */
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -835,6 +841,7 @@ moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max
         len[b] = n;
     }
     free(tmp);
+    if (!st) moe_clear_error();
     return st;
 }
 
@@ -935,5 +942,6 @@ done:
     free(tok);
     free(parent);
     moe_free_aligned(save);
+    if (!st) moe_clear_error();
     return st;
 }

@@ -48,6 +48,7 @@ moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv) {
     MPI_Comm_rank(c->comm, &c->rank);
     MPI_Comm_size(c->comm, &c->size);
     *out = c;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -65,6 +66,7 @@ void moe_comm_free(moe_comm *c) {
 int moe_comm_rank(const moe_comm *c) { return c ? c->rank : 0; }
 int moe_comm_size(const moe_comm *c) { return c ? c->size : 1; }
 
+/* for applications: the library itself never ends the job (moe.h) */
 void moe_comm_abort(moe_comm *c, int code) { MPI_Abort(c ? c->comm : MPI_COMM_WORLD, code); }
 
 /* Sums reduce to rank 0 and are broadcast from there, in chunks that fit an int count: every
@@ -85,11 +87,18 @@ static moe_status sum_everywhere(moe_comm *c, void *buf, size_t count, MPI_Datat
 
 moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count) {
     if (!c || (!buf && count)) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument to allreduce");
-    return sum_everywhere(c, buf, count, MPI_FLOAT, sizeof(float));
+    moe_status st = sum_everywhere(c, buf, count, MPI_FLOAT, sizeof(float));
+    if (!st) moe_clear_error();
+    return st;
 }
 
 moe_status comm_allreduce_sum_f64(moe_comm *c, double *buf, int count) {
     return sum_everywhere(c, buf, (size_t)count, MPI_DOUBLE, sizeof(double));
+}
+
+moe_status comm_allreduce_min_int(moe_comm *c, int *v) {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT, MPI_MIN, c->comm);
+    return rc == MPI_SUCCESS ? MOE_OK : mpi_fail(rc, "MPI_Allreduce");
 }
 
 moe_status comm_allgather_int(moe_comm *c, const int *send, int count, int *recv) {
@@ -142,6 +151,7 @@ int moe_comm_size(const moe_comm *c) { return 1; }
 void moe_comm_abort(moe_comm *c, int code) { (void)c, (void)code; }
 moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count) { return no_mpi(); }
 moe_status comm_allreduce_sum_f64(moe_comm *c, double *buf, int count) { return no_mpi(); }
+moe_status comm_allreduce_min_int(moe_comm *c, int *v) { return no_mpi(); }
 moe_status comm_allgather_int(moe_comm *c, const int *send, int count, int *recv) { return no_mpi(); }
 moe_status comm_alltoallv_f32(moe_comm *c, const float *send, const int *scounts, const int *sdispls,
                               float *recv, const int *rcounts, const int *rdispls) {
@@ -157,22 +167,20 @@ moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *re
 
 moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what) {
     if (!c) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
-    const int P = moe_comm_size(c);
-    if (P == 1) return MOE_OK;
-    /* gather as two ints per rank (MPI_INT64 would do; this keeps the helpers few) */
-    int mine[2] = {(int)(value & 0xffffffff), (int)(value >> 32)};
-    int *all = malloc(sizeof(int) * 2 * (size_t)P);
-    if (!all) return moe_fail(MOE_ERR_NOMEM, "out of memory");
-    moe_status st = comm_allgather_int(c, mine, 2, all);
-    if (!st)
-        for (int r = 1; r < P; r++)
-            if (all[2 * r] != all[0] || all[2 * r + 1] != all[1]) {
-                int64_t v0 = (int64_t)(((uint64_t)(uint32_t)all[1] << 32) | (uint32_t)all[0]);
-                int64_t vr = (int64_t)(((uint64_t)(uint32_t)all[2 * r + 1] << 32) | (uint32_t)all[2 * r]);
-                st = moe_fail(MOE_ERR_COMM, "the ranks disagree on %s: rank 0 has %lld, rank %d has %lld", what,
-                              (long long)v0, r, (long long)vr);
-                break;
-            }
-    free(all);
+    const int P = moe_comm_size(c), me = moe_comm_rank(c);
+    if (P == 1) {
+        moe_clear_error();
+        return MOE_OK;
+    }
+    /* Nothing allocated, so every rank reaches every collective and gets the same verdict: rank
+     * 0's value to all, the lowest rank with another value, and that rank's value to all. */
+    int64_t v0 = value, vr = value;
+    moe_status st = comm_bcast(c, &v0, sizeof v0, 0);
+    int r = value == v0 ? P : me;
+    if (!st) st = comm_allreduce_min_int(c, &r);
+    if (!st && r < P && !(st = comm_bcast(c, &vr, sizeof vr, r)))
+        st = moe_fail(MOE_ERR_COMM, "the ranks disagree on %s: rank 0 has %lld, rank %d has %lld", what, (long long)v0, r,
+                      (long long)vr);
+    if (!st) moe_clear_error();
     return st;
 }

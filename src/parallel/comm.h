@@ -8,6 +8,8 @@
 #include <stddef.h>
 
 moe_status comm_allreduce_sum_f64(moe_comm *c, double *buf, int count);
+/* *v = the smallest of the ranks' values */
+moe_status comm_allreduce_min_int(moe_comm *c, int *v);
 moe_status comm_allgather_int(moe_comm *c, const int *send, int count, int *recv /* [P*count] */);
 /* counts and displacements in floats, one per rank */
 moe_status comm_alltoallv_f32(moe_comm *c, const float *send, const int *scounts, const int *sdispls,

@@ -36,6 +36,7 @@ moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t
             s->match[n - 1] += ch < cr ? ch : cr;
         }
     }
+    moe_clear_error();
     return MOE_OK;
 }
 

@@ -65,6 +65,7 @@ moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *
         memset(a->m, 0, sizeof(float) * count);
     }
     *out = a;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -90,6 +91,7 @@ moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int6
     if (!d) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     a->decl = d;
     d[a->ndecl++] = (segment){offset, count, rows, cols, len, 0};
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -214,6 +216,7 @@ moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float l
                         inv_c2, lrwd);
         }
     }
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -226,6 +229,7 @@ moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *sv) {
     sv->v = a->v;
     sv->v_count = a->vcount;
     sv->step = &a->step;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -243,12 +247,14 @@ moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **
             if (m) *m = a->m ? a->m + offset : NULL;
             if (v) *v = a->v + sg->voff + (offset - sg->offset);
             if (v_len) *v_len = len;
+            moe_clear_error();
             return MOE_OK;
         }
         if (offset != sg->offset || len != sg->len) break; /* a factored block: whole only */
         if (m) *m = a->m ? a->m + offset : NULL;
         if (v) *v = a->v + sg->voff;
         if (v_len) *v_len = (size_t)sg->count * (size_t)(sg->rows + sg->cols);
+        moe_clear_error();
         return MOE_OK;
     }
     return moe_fail(MOE_ERR_SHAPE, "range [%zu, %zu) is not one declared matrix block nor inside a run of vectors", offset,

@@ -858,6 +858,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     for (int o = 0; o < 4; o++) moe_adam_free(r.opt[o]);
     moe_s2s_free(r.m);
     corpus_free(&c);
+    if (!st) moe_clear_error(); /* a step may have tolerated a failure (e.g. no expert counts) */
     return st;
 }
 
@@ -881,6 +882,7 @@ moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path) {
         return st;
     }
     *out = c;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -923,6 +925,7 @@ moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, f
     if (!st) st = tok_decode(c->tt, hyp, (size_t)len, out, NULL);
     free(ids);
     free(hyp);
+    if (!st) moe_clear_error();
     return st;
 }
 
@@ -951,5 +954,7 @@ moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, 
         }
         c->c = cp;
     }
-    return split_bleu(c->m, &c->c->data, split, beam, alpha, 0, 128, bleu, sentences);
+    st = split_bleu(c->m, &c->c->data, split, beam, alpha, 0, 128, bleu, sentences);
+    if (!st) moe_clear_error();
+    return st;
 }

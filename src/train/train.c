@@ -68,6 +68,23 @@ static int myrank(const moe_comm *c) { return c ? moe_comm_rank(c) : 0; }
 /* the first stream (of B) or expert (of n) of rank r */
 static int first_of(int total, int P, int r) { return (int)((int64_t)total * r / P); }
 
+/* Collective, before a collective that a rank may be unready for (a buffer it could not get):
+ * `mine` is this rank's status, and every rank learns whether any rank failed. Then all of them
+ * return a failing status together and none is left waiting: the failing rank keeps its own
+ * message, the others name it. The library never ends the job; the application decides. */
+static moe_status ranks_ready(moe_comm *comm, moe_status mine) {
+    if (nranks(comm) == 1) return mine;
+    double v[3] = {mine ? 1.0 : 0.0, mine ? (double)myrank(comm) : 0.0, mine ? (double)mine : 0.0};
+    moe_status st = comm_allreduce_sum_f64(comm, v, 3); /* no allocation: it cannot fail for memory */
+    if (mine) return mine;
+    if (st) return st;
+    if (v[0] == 0.0) return MOE_OK;
+    if (v[0] == 1.0)
+        return moe_fail((moe_status)(int)v[2], "rank %d could not go on (%s; its message says more), so no rank does",
+                        (int)v[1], moe_status_str((moe_status)(int)v[2]));
+    return moe_fail(MOE_ERR_COMM, "%d ranks could not go on (their messages say why), so no rank does", (int)v[0]);
+}
+
 /* Tensors of a checkpoint, gathered on rank 0, which alone writes. */
 typedef struct {
     moe_st_writer *w; /* rank 0 only */
@@ -76,6 +93,7 @@ typedef struct {
     moe_status st;
     void *keep[160];  /* names and gathered buffers, freed after the write */
     int nkeep;
+    int stopped;      /* the ranks agreed that one failed (ranks_ready): no more gathers */
 } ck_out;
 
 static void *ck_keep(ck_out *o, void *p) {
@@ -100,8 +118,8 @@ static char *ck_name(ck_out *o, const char *a, const char *b) {
 }
 
 /* One tensor. An expert tensor (`expert`) holds this rank's experts along dim 0 when they are
- * split over ranks; the file gets all n in order (collective then). A full buffer that cannot
- * be had on rank 0 ends the job: the other ranks are already sending. */
+ * split over ranks; the file gets all n in order (collective then). A buffer that a rank cannot
+ * have stops the gathering on every rank (ranks_ready), and the checkpoint fails everywhere. */
 static void ck_add(ck_out *o, const char *prefix, const char *name, int ndim, const int64_t *shape, const float *data,
                    size_t numel, int expert) {
     const int P = nranks(o->comm), me = myrank(o->comm);
@@ -110,17 +128,29 @@ static void ck_add(ck_out *o, const char *prefix, const char *name, int ndim, co
         if (o->w && nm && !o->st) o->st = moe_st_writer_add(o->w, nm, MOE_F32, ndim, shape, data);
         return;
     }
+    if (o->stopped) return;
     const size_t per = numel / (size_t)shape[0];
     int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
     float *full = NULL;
-    if (me == 0) full = ck_keep(o, moe_alloc_floats(per * (size_t)o->n));
-    if (!rc || !rd || (me == 0 && !full) || per * (size_t)o->n > (size_t)INT32_MAX) moe_comm_abort(o->comm, 12);
-    for (int r = 0; r < P; r++) {
-        rd[r] = (int)(first_of(o->n, P, r) * per);
-        rc[r] = (int)((first_of(o->n, P, r + 1) - first_of(o->n, P, r)) * per);
+    moe_status st = MOE_OK;
+    if (per * (size_t)o->n > (size_t)INT32_MAX)
+        st = moe_fail(MOE_ERR_UNSUPPORTED, "%s%s has %zu floats, more than one MPI gather can take", prefix, name,
+                      per * (size_t)o->n);
+    else if (me == 0 && !(full = ck_keep(o, moe_alloc_floats(per * (size_t)o->n))))
+        st = moe_fail(MOE_ERR_NOMEM, "out of memory for %s%s of the checkpoint", prefix, name);
+    else if (!rc || !rd)
+        st = moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
+    if ((st = ranks_ready(o->comm, st))) {
+        o->stopped = 1;
+        if (!o->st) o->st = st;
+    } else {
+        for (int r = 0; r < P; r++) {
+            rd[r] = (int)(first_of(o->n, P, r) * per);
+            rc[r] = (int)((first_of(o->n, P, r + 1) - first_of(o->n, P, r)) * per);
+        }
+        st = comm_gatherv_f32(o->comm, data, (int)numel, full, rc, rd, 0);
+        if (st && !o->st) o->st = st;
     }
-    moe_status st = comm_gatherv_f32(o->comm, data, (int)numel, full, rc, rd, 0);
-    if (st && !o->st) o->st = st;
     free(rc);
     free(rd);
     if (me == 0 && nm && !o->st) {
@@ -164,7 +194,7 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
     const int P = nranks(comm), me = myrank(comm);
     moe_st_writer *w = NULL;
     moe_status st = me == 0 ? moe_st_writer_create(&w) : MOE_OK;
-    if (st) return st; /* rank 0 only, before any collective: then it ends the job */
+    if ((st = ranks_ready(comm, st))) return st; /* rank 0's failure: every rank returns it */
     meta_w m = {w, MOE_OK};
     moe_lm_config c = moe_lm_get_config(r->lm);
     moe_layer *ml = moe_lm_moe(r->lm);
@@ -214,7 +244,7 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
             if (a && !moe_adam_state(a, &sv)) meta_i64(&m, o ? "optim.moe.step" : "optim.lm.step", *sv.step);
         }
     }
-    ck_out o = {w, comm, ml ? moe_layer_get_config(ml).n : 1, m.st, {0}, 0};
+    ck_out o = {w, comm, ml ? moe_layer_get_config(ml).n : 1, m.st, {0}, 0, 0};
     moe_param ps[16];
     const int nlp = moe_lm_num_params(r->lm);
     float *arena;
@@ -233,16 +263,18 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
         const int B = r->tc->batch, b0 = first_of(B, P, me), nb = first_of(B, P, me + 1) - b0;
         float *local = malloc(sizeof(float) * 4 * (size_t)nb * c.d);
         float *full = me == 0 ? ck_keep(&o, moe_alloc_floats(4 * (size_t)B * c.d)) : NULL;
-        if ((!local || (me == 0 && !full)) && P > 1) moe_comm_abort(comm, 12);
-        if (!local || (me == 0 && !full)) {
-            if (!o.st) o.st = moe_fail(MOE_ERR_NOMEM, "out of memory for the LSTM state");
+        int *rc = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL, *rd = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL;
+        st = !local || (me == 0 && !full) || (P > 1 && (!rc || !rd))
+                 ? moe_fail(MOE_ERR_NOMEM, "out of memory for the LSTM state of the checkpoint")
+                 : MOE_OK;
+        if (!o.stopped && (st = ranks_ready(comm, st))) o.stopped = 1;
+        if (st || o.stopped) {
+            if (!o.st) o.st = st ? st : moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
         } else if (P == 1) {
             moe_lm_get_state(r->lm, local, nb);
             memcpy(full, local, sizeof(float) * 4 * (size_t)B * c.d);
         } else {
             moe_lm_get_state(r->lm, local, nb);
-            int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
-            if (!rc || !rd) moe_comm_abort(comm, 12);
             for (int i = 0; i < 4; i++) {
                 for (int q = 0; q < P; q++) {
                     rd[q] = (i * B + first_of(B, P, q)) * c.d;
@@ -251,9 +283,9 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
                 st = comm_gatherv_f32(comm, local + (size_t)i * nb * c.d, nb * c.d, full, rc, rd, 0);
                 if (st && !o.st) o.st = st;
             }
-            free(rc);
-            free(rd);
         }
+        free(rc);
+        free(rd);
         free(local);
         int64_t sh[3] = {4, B, c.d};
         if (me == 0 && !o.st) o.st = moe_st_writer_add(w, "state", MOE_F32, 3, sh, full);
@@ -866,6 +898,7 @@ done:
     free(tokbuf);
     free(expert_tokens);
     free(counts);
+    if (!st) moe_clear_error(); /* a step may have tolerated a failure (e.g. no expert counts) */
     return st;
 }
 
@@ -889,6 +922,7 @@ moe_status moe_ckpt_load(moe_ckpt **out, const char *path) {
         return st;
     }
     *out = c;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -914,6 +948,7 @@ moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int3
     if (!out) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     *n = tok_encode(c->tk, NULL, text, len, 1, out);
     *ids = out;
+    moe_clear_error();
     return MOE_OK;
 }
 
@@ -921,8 +956,10 @@ moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char
     if (!c || !ids || !text) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     size_t l = 0;
     moe_status st = tok_decode(c->tk, ids, n, text, &l);
-    if (!st && len) *len = l;
-    return st;
+    if (st) return st;
+    if (len) *len = l;
+    moe_clear_error();
+    return MOE_OK;
 }
 
 moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
@@ -935,5 +972,6 @@ moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T,
     if (st) return st;
     st = eval_split(c->lm, f, c->tk, (td_split)split, B, T, max_batches, loss, tokens, NULL, 0, B);
     td_free(f);
+    if (!st) moe_clear_error();
     return st;
 }
