@@ -184,3 +184,16 @@ moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what) {
     if (!st) moe_clear_error();
     return st;
 }
+
+moe_status comm_ready(moe_comm *c, moe_status mine) {
+    if (!c || moe_comm_size(c) == 1) return mine;
+    double v[3] = {mine ? 1.0 : 0.0, mine ? (double)moe_comm_rank(c) : 0.0, mine ? (double)mine : 0.0};
+    moe_status st = comm_allreduce_sum_f64(c, v, 3); /* no allocation: it cannot fail for memory */
+    if (mine) return mine;
+    if (st) return st;
+    if (v[0] == 0.0) return MOE_OK;
+    if (v[0] == 1.0)
+        return moe_fail((moe_status)(int)v[2], "rank %d could not go on (%s; its message says more), so no rank does",
+                        (int)v[1], moe_status_str((moe_status)(int)v[2]));
+    return moe_fail(MOE_ERR_COMM, "%d ranks could not go on (their messages say why), so no rank does", (int)v[0]);
+}

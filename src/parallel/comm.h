@@ -18,4 +18,10 @@ moe_status comm_bcast(moe_comm *c, void *buf, size_t bytes, int root);
 moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *recv, const int *rcounts,
                             const int *rdispls, int root);
 
+/* Before a collective that a rank may be unready for (a buffer it could not get): `mine` is this
+ * rank's status, and every rank learns whether any failed, so all return a failing status
+ * together and none is left waiting (the failing rank keeps its own message, the others name
+ * it). c NULL or one rank: `mine`. */
+moe_status comm_ready(moe_comm *c, moe_status mine);
+
 #endif

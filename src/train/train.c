@@ -1,9 +1,11 @@
 /* train.c - the language model's training loop and its checkpoints.
  *
- * A checkpoint is one safetensors file (written atomically) holding everything a run depends on:
- *   lm.<param>, moe.<param>        the weights (SPEC 1.5 names for the MoE layer)
- *   optim.lm.m/v, optim.moe.m/v    Adam's moments over each arena (no m with beta1 = 0; v holds
- *                                  row and column means of matrices with --optim factored)
+ * A checkpoint is one safetensors file (written atomically, kind "lm" of train/ckpt_table.h's
+ * format) holding everything a run depends on:
+ *   lm.<param>, moe.<param>        the weights (the model's parameter table; SPEC 1.5 names for
+ *                                  the MoE layer)
+ *   optim.lm.m.<param>, ...        Adam's moments per tensor (no m with beta1 = 0; v holds row and
+ *                                  column means of matrices with --optim factored)
  *   state                          the LSTM state carried between batches [4,B,d]
  *   __metadata__                   model and training settings, the tokenizer, the step, Adam's
  *                                  step, the random streams' counters, the data position
@@ -15,6 +17,9 @@
 #include "base/internal.h"
 #include "data/textdata.h"
 #include "data/tokenizer.h"
+#include "models/model_table.h"
+#include "train/ckpt_table.h"
+#include "train/optset.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -23,9 +28,8 @@
 #include <string.h>
 #include <time.h>
 
-#define CKPT_FORMAT "moe-lm-checkpoint-1"
-/* optimiser state per tensor (optim.lm.m.<name>, ...); the arena-wide optim.lm.m of earlier
- * checkpoints is not read for resuming */
+/* checkpoints of version 1 had a format string of their own; their layout is version 2's */
+#define LEGACY_FORMAT "moe-lm-checkpoint-1"
 
 moe_train_config moe_train_config_default(void) {
     moe_train_config c = {.data = NULL, .words = 0, .min_count = 2, .max_vocab = 10000,
@@ -47,8 +51,8 @@ static double now_s(void) {
 typedef struct {
     moe_lm *lm;
     tok *tk;
-    moe_adam *opt_lm, *opt_moe; /* may be NULL (inference) */
-    int factored;               /* the optimiser is the paper's factored variant */
+    const ptable *pt;           /* the model's tensors */
+    const optset *opt;          /* may be NULL (inference) */
     moe_comm *comm;             /* NULL: one process */
     const moe_train_config *tc;
     int64_t step;
@@ -68,238 +72,90 @@ static int myrank(const moe_comm *c) { return c ? moe_comm_rank(c) : 0; }
 /* the first stream (of B) or expert (of n) of rank r */
 static int first_of(int total, int P, int r) { return (int)((int64_t)total * r / P); }
 
-/* Collective, before a collective that a rank may be unready for (a buffer it could not get):
- * `mine` is this rank's status, and every rank learns whether any rank failed. Then all of them
- * return a failing status together and none is left waiting: the failing rank keeps its own
- * message, the others name it. The library never ends the job; the application decides. */
-static moe_status ranks_ready(moe_comm *comm, moe_status mine) {
-    if (nranks(comm) == 1) return mine;
-    double v[3] = {mine ? 1.0 : 0.0, mine ? (double)myrank(comm) : 0.0, mine ? (double)mine : 0.0};
-    moe_status st = comm_allreduce_sum_f64(comm, v, 3); /* no allocation: it cannot fail for memory */
-    if (mine) return mine;
-    if (st) return st;
-    if (v[0] == 0.0) return MOE_OK;
-    if (v[0] == 1.0)
-        return moe_fail((moe_status)(int)v[2], "rank %d could not go on (%s; its message says more), so no rank does",
-                        (int)v[1], moe_status_str((moe_status)(int)v[2]));
-    return moe_fail(MOE_ERR_COMM, "%d ranks could not go on (their messages say why), so no rank does", (int)v[0]);
+static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
+    const moe_lm_config c = moe_lm_get_config(r->lm);
+    meta_i64(m, "vocab", c.vocab);
+    meta_i64(m, "d", c.d);
+    meta_str(m, "ffn", ffn_name(c.ffn));
+    meta_i64(m, "n", c.n);
+    meta_i64(m, "k", c.k);
+    meta_i64(m, "h", c.h);
+    meta_f(m, "w_importance", c.w_importance);
+    meta_f(m, "w_load", c.w_load);
+    meta_f(m, "noise_eps", c.noise_eps);
+    meta_f(m, "dropout", c.dropout);
+    meta_i64(m, "groups", c.groups);
+    meta_i64(m, "k_groups", c.k_groups);
+    if (m->w && !m->st) m->st = tok_serialize(r->tk, ts);
+    meta_str(m, "tokenizer", *ts ? *ts : "");
+    meta_str(m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
+    const moe_train_config *tc = r->tc;
+    if (tc) {
+        meta_str(m, "data", tc->data ? tc->data : "");
+        meta_i64(m, "batch", tc->batch);
+        meta_i64(m, "bptt", tc->bptt);
+        meta_f(m, "lr", tc->lr);
+        meta_i64(m, "warmup", tc->warmup);
+        meta_f(m, "clip", tc->clip);
+        meta_u64(m, "seed", tc->seed);
+        meta_i64(m, "ranks", P);
+    }
+    meta_i64(m, "step", r->step);
+    meta_u64(m, "tokens_seen", r->tokens_seen);
+    meta_f(m, "elapsed_s", r->elapsed);
+    meta_u64(m, "data.step", r->pos.step);
+    meta_u64(m, "data.ntokens", r->pos.ntokens);
+    moe_lm_rng rng = moe_lm_get_rng(r->lm);
+    meta_u64(m, "rng.seed", rng.seed);
+    meta_u64(m, "rng.dropout_counter", rng.dropout_counter);
+    meta_u64(m, "rng.moe_seed", rng.moe_seed);
+    meta_u64(m, "rng.moe_counter", rng.moe_counter);
+    if (r->opt) meta_str(m, "optim", r->opt->factored ? "factored" : "adam");
 }
 
-/* Tensors of a checkpoint, gathered on rank 0, which alone writes. */
-typedef struct {
-    moe_st_writer *w; /* rank 0 only */
-    moe_comm *comm;
-    int n;            /* experts, for the slices of expert tensors */
-    moe_status st;
-    void *keep[160];  /* names and gathered buffers, freed after the write */
-    int nkeep;
-    int stopped;      /* the ranks agreed that one failed (ranks_ready): no more gathers */
-} ck_out;
-
-static void *ck_keep(ck_out *o, void *p) {
-    if (!p && !o->st) o->st = moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
-    else if (p && o->nkeep < (int)(sizeof o->keep / sizeof o->keep[0])) o->keep[o->nkeep++] = p;
-    else if (p) {
-        free(p);
-        p = NULL;
-        if (!o->st) o->st = moe_fail(MOE_ERR_NOMEM, "too many tensors in one checkpoint");
-    }
-    return p;
-}
-
-static char *ck_name(ck_out *o, const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = ck_keep(o, malloc(la + lb + 1));
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
-    return s;
-}
-
-/* One tensor. An expert tensor (`expert`) holds this rank's experts along dim 0 when they are
- * split over ranks; the file gets all n in order (collective then). A buffer that a rank cannot
- * have stops the gathering on every rank (ranks_ready), and the checkpoint fails everywhere. */
-static void ck_add(ck_out *o, const char *prefix, const char *name, int ndim, const int64_t *shape, const float *data,
-                   size_t numel, int expert) {
-    const int P = nranks(o->comm), me = myrank(o->comm);
-    char *nm = o->w ? ck_name(o, prefix, name) : NULL;
-    if (!expert || P == 1) {
-        if (o->w && nm && !o->st) o->st = moe_st_writer_add(o->w, nm, MOE_F32, ndim, shape, data);
-        return;
-    }
-    if (o->stopped) return;
-    const size_t per = numel / (size_t)shape[0];
-    int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
-    float *full = NULL;
-    moe_status st = MOE_OK;
-    if (per * (size_t)o->n > (size_t)INT32_MAX)
-        st = moe_fail(MOE_ERR_UNSUPPORTED, "%s%s has %zu floats, more than one MPI gather can take", prefix, name,
-                      per * (size_t)o->n);
-    else if (me == 0 && !(full = ck_keep(o, moe_alloc_floats(per * (size_t)o->n))))
-        st = moe_fail(MOE_ERR_NOMEM, "out of memory for %s%s of the checkpoint", prefix, name);
-    else if (!rc || !rd)
-        st = moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
-    if ((st = ranks_ready(o->comm, st))) {
-        o->stopped = 1;
-        if (!o->st) o->st = st;
+/* The carried LSTM state of all B streams [4, B, d], each rank's rows in place (collective). */
+static void write_state(ckw *o, const run_state *r) {
+    const int P = o->ranks, me = o->rank, d = moe_lm_get_config(r->lm).d;
+    const int B = r->tc->batch, b0 = first_of(B, P, me), nb = first_of(B, P, me + 1) - b0;
+    float *local = malloc(sizeof(float) * 4 * (size_t)nb * d);
+    float *full = me == 0 ? moe_alloc_floats(4 * (size_t)B * d) : NULL;
+    int *rc = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL, *rd = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL;
+    moe_status st = !local || (me == 0 && !full) || (P > 1 && (!rc || !rd))
+                        ? moe_fail(MOE_ERR_NOMEM, "out of memory for the LSTM state of the checkpoint")
+                        : MOE_OK;
+    if (!o->stopped && (st = comm_ready(o->comm, st))) o->stopped = 1;
+    if (st || o->stopped) {
+        if (!o->m.st) o->m.st = st ? st : moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
+    } else if (P == 1) {
+        moe_lm_get_state(r->lm, full, nb);
     } else {
-        for (int r = 0; r < P; r++) {
-            rd[r] = (int)(first_of(o->n, P, r) * per);
-            rc[r] = (int)((first_of(o->n, P, r + 1) - first_of(o->n, P, r)) * per);
+        moe_lm_get_state(r->lm, local, nb);
+        for (int i = 0; i < 4; i++) {
+            for (int q = 0; q < P; q++) {
+                rd[q] = (i * B + first_of(B, P, q)) * d;
+                rc[q] = (first_of(B, P, q + 1) - first_of(B, P, q)) * d;
+            }
+            st = comm_gatherv_f32(o->comm, local + (size_t)i * nb * d, nb * d, full, rc, rd, 0);
+            if (st && !o->m.st) o->m.st = st;
         }
-        st = comm_gatherv_f32(o->comm, data, (int)numel, full, rc, rd, 0);
-        if (st && !o->st) o->st = st;
     }
     free(rc);
     free(rd);
-    if (me == 0 && nm && !o->st) {
-        int64_t fs[3] = {shape[0], shape[1], shape[2]};
-        fs[0] = o->n;
-        o->st = moe_st_writer_add(o->w, nm, MOE_F32, ndim, fs, full);
-    }
-}
-
-/* Parameters and their optimiser state (per tensor: m with the parameter's shape; v with it, or
- * [count, rows + cols] for the factored variant's row and column means) of one arena. */
-static void ck_add_arena(ck_out *o, const char *tag, moe_adam *opt, int np, moe_param *ps, const float *arena, int sharded) {
-    char pfx[3][32];
-    snprintf(pfx[0], sizeof pfx[0], "%s.", tag);
-    snprintf(pfx[1], sizeof pfx[1], "optim.%s.m.", tag);
-    snprintf(pfx[2], sizeof pfx[2], "optim.%s.v.", tag);
-    for (int i = 0; i < np; i++) {
-        const moe_param *p = &ps[i];
-        const int expert = sharded && strncmp(p->name, "experts.", 8) == 0;
-        ck_add(o, pfx[0], p->name, p->ndim, p->shape, p->data, p->numel, expert);
-        if (!opt) continue;
-        float *m = NULL, *v = NULL;
-        size_t vl = 0;
-        moe_status st = moe_adam_range_state(opt, (size_t)(p->data - arena), p->numel, &m, &v, &vl);
-        if (st) {
-            if (!o->st) o->st = st;
-            continue; /* the same on every rank: the layouts agree */
-        }
-        if (m) ck_add(o, pfx[1], p->name, p->ndim, p->shape, m, p->numel, expert);
-        if (vl == p->numel) {
-            ck_add(o, pfx[2], p->name, p->ndim, p->shape, v, vl, expert);
-        } else {
-            int64_t lead = p->ndim == 3 ? p->shape[0] : 1, vs[3] = {lead, (int64_t)vl / lead, 0};
-            ck_add(o, pfx[2], p->name, 2, vs, v, vl, expert);
-        }
-    }
+    free(local);
+    const int64_t sh[3] = {4, B, d};
+    if (full && ckw_keep(o, full)) ckw_tensor(o, "state", 3, sh, full, 0, 0, 0);
 }
 
 static moe_status ckpt_write(const run_state *r, const char *path) {
-    moe_comm *comm = r->comm;
-    const int P = nranks(comm), me = myrank(comm);
-    moe_st_writer *w = NULL;
-    moe_status st = me == 0 ? moe_st_writer_create(&w) : MOE_OK;
-    if ((st = ranks_ready(comm, st))) return st; /* rank 0's failure: every rank returns it */
-    meta_w m = {w, MOE_OK};
-    moe_lm_config c = moe_lm_get_config(r->lm);
-    moe_layer *ml = moe_lm_moe(r->lm);
+    ckw o;
+    moe_status st = ckw_begin(&o, r->comm, "lm");
+    if (st) return st;
     char *ts = NULL;
-    if (me == 0) {
-        meta_str(&m, "format", CKPT_FORMAT);
-        meta_i64(&m, "vocab", c.vocab);
-        meta_i64(&m, "d", c.d);
-        meta_str(&m, "ffn", ffn_name(c.ffn));
-        meta_i64(&m, "n", c.n);
-        meta_i64(&m, "k", c.k);
-        meta_i64(&m, "h", c.h);
-        meta_f(&m, "w_importance", c.w_importance);
-        meta_f(&m, "w_load", c.w_load);
-        meta_f(&m, "noise_eps", c.noise_eps);
-        meta_f(&m, "dropout", c.dropout);
-        meta_i64(&m, "groups", c.groups);
-        meta_i64(&m, "k_groups", c.k_groups);
-        if (!m.st) m.st = tok_serialize(r->tk, &ts);
-        meta_str(&m, "tokenizer", ts ? ts : "");
-        meta_str(&m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
-        const moe_train_config *tc = r->tc;
-        if (tc) {
-            meta_str(&m, "data", tc->data ? tc->data : "");
-            meta_i64(&m, "batch", tc->batch);
-            meta_i64(&m, "bptt", tc->bptt);
-            meta_f(&m, "lr", tc->lr);
-            meta_i64(&m, "warmup", tc->warmup);
-            meta_f(&m, "clip", tc->clip);
-            meta_u64(&m, "seed", tc->seed);
-            meta_i64(&m, "ranks", P);
-        }
-        meta_i64(&m, "step", r->step);
-        meta_u64(&m, "tokens_seen", r->tokens_seen);
-        meta_f(&m, "elapsed_s", r->elapsed);
-        meta_u64(&m, "data.step", r->pos.step);
-        meta_u64(&m, "data.ntokens", r->pos.ntokens);
-        moe_lm_rng rng = moe_lm_get_rng(r->lm);
-        meta_u64(&m, "rng.seed", rng.seed);
-        meta_u64(&m, "rng.dropout_counter", rng.dropout_counter);
-        meta_u64(&m, "rng.moe_seed", rng.moe_seed);
-        meta_u64(&m, "rng.moe_counter", rng.moe_counter);
-        if (r->opt_lm) meta_str(&m, "optim", r->factored ? "factored" : "adam");
-        for (int o = 0; o < 2; o++) {
-            moe_adam *a = o ? r->opt_moe : r->opt_lm;
-            moe_adam_state_view sv;
-            if (a && !moe_adam_state(a, &sv)) meta_i64(&m, o ? "optim.moe.step" : "optim.lm.step", *sv.step);
-        }
-    }
-    ck_out o = {w, comm, ml ? moe_layer_get_config(ml).n : 1, m.st, {0}, 0, 0};
-    moe_param ps[16];
-    const int nlp = moe_lm_num_params(r->lm);
-    float *arena;
-    for (int i = 0; i < nlp; i++) moe_lm_param(r->lm, i, &ps[i]);
-    moe_lm_arena(r->lm, &arena, NULL, NULL);
-    ck_add_arena(&o, "lm", r->opt_lm, nlp, ps, arena, 0);
-    if (ml) {
-        const int nmp = moe_layer_num_params(ml);
-        for (int i = 0; i < nmp; i++) moe_layer_param(ml, i, &ps[i]);
-        moe_layer_arena(ml, &arena, NULL, NULL);
-        int e0, ne;
-        moe_layer_shard(ml, &e0, &ne);
-        ck_add_arena(&o, "moe", r->opt_moe, nmp, ps, arena, ne < o.n);
-    }
-    if (r->tc) { /* the carried LSTM state of all B streams [4, B, d], each rank's rows in place */
-        const int B = r->tc->batch, b0 = first_of(B, P, me), nb = first_of(B, P, me + 1) - b0;
-        float *local = malloc(sizeof(float) * 4 * (size_t)nb * c.d);
-        float *full = me == 0 ? ck_keep(&o, moe_alloc_floats(4 * (size_t)B * c.d)) : NULL;
-        int *rc = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL, *rd = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL;
-        st = !local || (me == 0 && !full) || (P > 1 && (!rc || !rd))
-                 ? moe_fail(MOE_ERR_NOMEM, "out of memory for the LSTM state of the checkpoint")
-                 : MOE_OK;
-        if (!o.stopped && (st = ranks_ready(comm, st))) o.stopped = 1;
-        if (st || o.stopped) {
-            if (!o.st) o.st = st ? st : moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
-        } else if (P == 1) {
-            moe_lm_get_state(r->lm, local, nb);
-            memcpy(full, local, sizeof(float) * 4 * (size_t)B * c.d);
-        } else {
-            moe_lm_get_state(r->lm, local, nb);
-            for (int i = 0; i < 4; i++) {
-                for (int q = 0; q < P; q++) {
-                    rd[q] = (i * B + first_of(B, P, q)) * c.d;
-                    rc[q] = (first_of(B, P, q + 1) - first_of(B, P, q)) * c.d;
-                }
-                st = comm_gatherv_f32(comm, local + (size_t)i * nb * c.d, nb * c.d, full, rc, rd, 0);
-                if (st && !o.st) o.st = st;
-            }
-        }
-        free(rc);
-        free(rd);
-        free(local);
-        int64_t sh[3] = {4, B, c.d};
-        if (me == 0 && !o.st) o.st = moe_st_writer_add(w, "state", MOE_F32, 3, sh, full);
-    }
-    st = o.st;
-    if (me == 0 && !st) st = moe_st_writer_write(w, path);
-    moe_st_writer_free(w);
+    write_settings(&o.m, r, o.ranks, &ts);
+    ckw_table(&o, r->pt, r->opt);
+    if (r->tc) write_state(&o, r);
+    st = ckw_end(&o, path);
     free(ts);
-    for (int i = 0; i < o.nkeep; i++) moe_free_aligned(o.keep[i]);
-    if (P > 1) { /* rank 0's verdict for everyone */
-        int code = (int)st;
-        comm_bcast(comm, &code, sizeof code, 0);
-        if (me != 0 && code) st = moe_fail((moe_status)code, "rank 0 could not write the checkpoint");
-    }
     return st;
 }
 
@@ -312,12 +168,10 @@ static moe_status ffn_parse(const char *s, moe_ffn_kind *k) {
 }
 
 static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
-    const char *fmt = moe_st_meta(f, "format");
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0)
-        return moe_fail(MOE_ERR_FORMAT, "not a moe language-model checkpoint (format '%s', expected '%s')",
-                        fmt ? fmt : "(none)", CKPT_FORMAT);
+    int version;
+    moe_status st = ckpt_check_format(f, "lm", LEGACY_FORMAT, "language-model", &version);
+    if (st) return st;
     *c = moe_lm_config_default();
-    moe_status st;
     if ((st = get_int(f, "vocab", &c->vocab)) || (st = get_int(f, "d", &c->d)) || (st = get_int(f, "n", &c->n)) ||
         (st = get_int(f, "k", &c->k)) || (st = get_int(f, "h", &c->h)) ||
         (st = get_float(f, "w_importance", &c->w_importance)) || (st = get_float(f, "w_load", &c->w_load)) ||
@@ -328,70 +182,6 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
     const char *ffn = moe_st_meta(f, "ffn");
     if (!ffn) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting 'ffn'");
     return ffn_parse(ffn, &c->ffn);
-}
-
-/* Copies the named F32 tensor (exact shape) into dst. */
-static moe_status load_tensor(const moe_st *f, const char *name, float *dst, size_t numel) {
-    moe_tensor t;
-    const float *src;
-    moe_status st = moe_st_get_f32(f, name, &t, &src);
-    if (st) return moe_fail(st, "checkpoint tensor '%s': %s", name, moe_last_error());
-    if (t.numel != numel) return moe_fail(MOE_ERR_SHAPE, "checkpoint tensor '%s' has %zu values, the model needs %zu", name, t.numel, numel);
-    if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
-    memcpy(dst, src, sizeof(float) * numel);
-    return MOE_OK;
-}
-
-/* This rank's part of a checkpoint tensor: all of it, or for an expert tensor held in part
- * (ne < n), experts [e0, e0 + ne) along dim 0. */
-static moe_status load_part(const moe_st *f, const char *name, float *dst, size_t numel, int e0, int ne, int n) {
-    if (ne >= n) return load_tensor(f, name, dst, numel);
-    moe_tensor t;
-    const float *src;
-    moe_status st = moe_st_get_f32(f, name, &t, &src);
-    if (st) return moe_fail(st, "checkpoint tensor '%s': %s", name, moe_last_error());
-    const size_t per = numel / (size_t)ne;
-    if (t.numel != per * (size_t)n)
-        return moe_fail(MOE_ERR_SHAPE, "checkpoint tensor '%s' has %zu values, %d experts need %zu", name, t.numel, n,
-                        per * (size_t)n);
-    src += (size_t)e0 * per;
-    if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
-    memcpy(dst, src, sizeof(float) * numel);
-    return MOE_OK;
-}
-
-/* Optimiser state of one arena, per tensor, this rank's part (see ck_add_arena). */
-static moe_status load_arena_state(const moe_st *f, const char *tag, moe_adam *opt, moe_layer *ml, moe_lm *lm) {
-    const int np = ml ? moe_layer_num_params(ml) : moe_lm_num_params(lm);
-    float *arena;
-    int e0 = 0, ne = 1, n = 1;
-    if (ml) {
-        moe_layer_arena(ml, &arena, NULL, NULL);
-        moe_layer_shard(ml, &e0, &ne);
-        n = moe_layer_get_config(ml).n;
-    } else {
-        moe_lm_arena(lm, &arena, NULL, NULL);
-    }
-    char name[128];
-    moe_status st = MOE_OK;
-    for (int i = 0; i < np && !st; i++) {
-        moe_param p;
-        if (ml) moe_layer_param(ml, i, &p);
-        else moe_lm_param(lm, i, &p);
-        const int expert = ml && strncmp(p.name, "experts.", 8) == 0;
-        float *m = NULL, *v = NULL;
-        size_t vl = 0;
-        if ((st = moe_adam_range_state(opt, (size_t)(p.data - arena), p.numel, &m, &v, &vl))) break;
-        if (m) {
-            snprintf(name, sizeof name, "optim.%s.m.%s", tag, p.name);
-            st = load_part(f, name, m, p.numel, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
-        }
-        if (!st) {
-            snprintf(name, sizeof name, "optim.%s.v.%s", tag, p.name);
-            st = load_part(f, name, v, vl, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
-        }
-    }
-    return st;
 }
 
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
@@ -414,24 +204,9 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
         tok_free(tk);
         return st;
     }
-    char name[96];
-    for (int i = 0; !st && i < moe_lm_num_params(lm); i++) {
-        moe_param p;
-        moe_lm_param(lm, i, &p);
-        snprintf(name, sizeof name, "lm.%s", p.name);
-        st = load_tensor(f, name, p.data, p.numel);
-    }
-    moe_layer *ml = moe_lm_moe(lm);
-    int e0 = 0, ne = 1;
-    if (ml) moe_layer_shard(ml, &e0, &ne);
-    const int n = ml ? moe_layer_get_config(ml).n : 1;
-    for (int i = 0; !st && ml && i < moe_layer_num_params(ml); i++) {
-        moe_param p;
-        moe_layer_param(ml, i, &p);
-        snprintf(name, sizeof name, "moe.%s", p.name);
-        const int expert = strncmp(p.name, "experts.", 8) == 0;
-        st = load_part(f, name, p.data, p.numel, expert ? e0 : 0, expert ? ne : 1, expert ? n : 1);
-    }
+    ptable pt = {0};
+    if (!(st = lm_ptable(&pt, lm))) st = ckpt_get_params(f, &pt);
+    ptable_free(&pt);
     if (st) {
         moe_lm_free(lm);
         tok_free(tk);
@@ -448,18 +223,6 @@ static double lr_at(const moe_train_config *tc, int64_t step /* 1-based */) {
     if (tc->warmup > 0 && step <= tc->warmup) return tc->lr * (double)step / tc->warmup;
     if (tc->warmup > 0) return tc->lr * sqrt((double)tc->warmup / (double)step);
     return tc->lr;
-}
-
-static double grad_norm2(const float *g, size_t n) {
-    double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    return s;
-}
-
-static void scale(float *g, size_t n, float a) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) g[i] *= a;
 }
 
 /* Mean loss over a split with the model in evaluation mode; the carried training state is
@@ -508,31 +271,6 @@ static moe_status eval_split(moe_lm *lm, const td_file *f, const tok *tk, td_spl
 static int sync_flag(moe_comm *comm, int v) {
     if (comm) comm_bcast(comm, &v, sizeof v, 0);
     return v;
-}
-
-/* Squared norm of the MoE arena's gradients over all ranks. A layer held whole is one sum; a
- * sharded one has the gate's gradients on every rank and each expert's on one. */
-static moe_status moe_grad_norm2(moe_layer *ml, moe_comm *comm, double *out) {
-    int e0, ne;
-    moe_layer_shard(ml, &e0, &ne);
-    if (!comm || ne == moe_layer_get_config(ml).n) {
-        float *g;
-        size_t count;
-        moe_layer_arena(ml, NULL, &g, &count);
-        *out = grad_norm2(g, count);
-        return MOE_OK;
-    }
-    double mine = 0.0, shared = 0.0;
-    for (int i = 0; i < moe_layer_num_params(ml); i++) {
-        moe_param p;
-        moe_layer_param(ml, i, &p);
-        const double g2 = grad_norm2(p.grad, p.numel);
-        if (strncmp(p.name, "experts.", 8) == 0) mine += g2;
-        else shared += g2;
-    }
-    moe_status st = comm_allreduce_sum_f64(comm, &mine, 1);
-    *out = shared + mine;
-    return st;
 }
 
 static moe_status check_train_cfg(const moe_train_config *tc) {
@@ -590,17 +328,6 @@ static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int
     return MOE_OK;
 }
 
-/* Tensors of rank >= 2 are matrices [.., rows, cols] to the optimiser (a stack of experts is
- * `n` matrices). */
-static moe_status declare_matrix(moe_adam *a, const moe_param *p, const float *arena) {
-    /* the experts' biases [n, h] are n vectors, not a matrix: each expert's state stays its own
-     * (and can live on the expert's rank) */
-    if (p->ndim < 2 || strncmp(p->name, "experts.b", 9) == 0) return MOE_OK;
-    int64_t count = 1;
-    for (int j = 0; j < p->ndim - 2; j++) count *= p->shape[j];
-    return moe_adam_set_matrices(a, (size_t)(p->data - arena), count, p->shape[p->ndim - 2], p->shape[p->ndim - 1]);
-}
-
 moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
                      moe_train_callback cb, void *user) {
     moe_status st = check_train_cfg(tc);
@@ -610,7 +337,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     td_file *f = NULL;
     tok *tk = NULL;
     moe_lm *lm = NULL;
-    moe_adam *opt_lm = NULL, *opt_moe = NULL;
+    ptable pt = {0};
+    optset opt = {0};
     td_iter *it = NULL;
     moe_st *ck = NULL;
     int32_t *tokbuf = NULL;
@@ -655,39 +383,14 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     int factored = 0;
     if ((st = optim_choice(ck, tc, &factored))) goto done;
     moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
-    float *plm, *glm, *pmoe = NULL, *gmoe = NULL;
-    size_t nlm, nmoe = 0;
-    moe_lm_arena(lm, &plm, &glm, &nlm);
+    if ((st = lm_ptable(&pt, lm)) || (st = optset_create(&opt, &pt, &ac, OPT_ALL))) goto done;
     moe_layer *ml = moe_lm_moe(lm);
-    if (ml) moe_layer_arena(ml, &pmoe, &gmoe, &nmoe);
-    if ((st = moe_adam_create(&opt_lm, nlm, &ac))) goto done;
-    if (ml && (st = moe_adam_create(&opt_moe, nmoe, &ac))) goto done;
-    for (int i = 0; i < moe_lm_num_params(lm) && !st; i++) {
-        moe_param p;
-        moe_lm_param(lm, i, &p);
-        st = declare_matrix(opt_lm, &p, plm);
-    }
-    for (int i = 0; ml && i < moe_layer_num_params(ml) && !st; i++) {
-        moe_param p;
-        moe_layer_param(ml, i, &p);
-        st = declare_matrix(opt_moe, &p, pmoe);
-    }
-    if (st) goto done;
     if ((st = td_iter_create(&it, f, tk, TD_TRAIN, tc->batch, tc->bptt))) goto done;
     const int B = tc->batch, T = tc->bptt;
     const moe_lm_config cfg = moe_lm_get_config(lm);
     if (resume) {
         /* optimiser moments and steps, random streams, carried state, data position */
-        moe_adam *opts[2] = {opt_lm, opt_moe};
-        const char *stepnames[2] = {"optim.lm.step", "optim.moe.step"};
-        for (int o = 0; o < 2 && !st; o++) {
-            if (!opts[o]) continue;
-            moe_adam_state_view sv;
-            if ((st = moe_adam_state(opts[o], &sv))) break;
-            st = o ? load_arena_state(ck, "moe", opt_moe, ml, NULL) : load_arena_state(ck, "lm", opt_lm, NULL, lm);
-            if (!st) st = get_i64(ck, stepnames[o], sv.step);
-        }
-        if (st) goto done;
+        if ((st = ckpt_get_optim(ck, &pt, &opt))) goto done;
         moe_lm_rng r;
         if ((st = get_u64(ck, "rng.seed", &r.seed)) || (st = get_u64(ck, "rng.dropout_counter", &r.dropout_counter)) ||
             (st = get_u64(ck, "rng.moe_seed", &r.moe_seed)) || (st = get_u64(ck, "rng.moe_counter", &r.moe_counter)))
@@ -698,7 +401,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             st = moe_fail(MOE_ERR_NOMEM, "out of memory");
             goto done;
         }
-        st = load_tensor(ck, "state", state, 4 * (size_t)B * cfg.d);
+        const int64_t sh[3] = {4, B, cfg.d};
+        st = ckpt_get_tensor(ck, "state", 3, sh, state);
         /* this rank's streams of each of h1, c1, h2, c2 [B, d] */
         for (int i = 0; !st && i < 4 && nb < B; i++) /* in order: each moves down, onto what is read already */
             memmove(state + (size_t)i * nb * cfg.d, state + ((size_t)i * B + b0) * cfg.d, sizeof(float) * (size_t)nb * cfg.d);
@@ -722,9 +426,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     }
     rs.lm = lm;
     rs.tk = tk;
-    rs.opt_lm = opt_lm;
-    rs.opt_moe = opt_moe;
-    rs.factored = factored;
+    rs.pt = &pt;
+    rs.opt = &opt;
     tokbuf = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     const int n = ml ? moe_layer_get_config(ml).n : 0;
     expert_tokens = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
@@ -742,20 +445,9 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     pr.n = n;
     pr.vocab = cfg.vocab;
     moe_lm_param_counts(lm, &pr.params_total, &pr.params_active);
-    for (int o = 0; o < 2; o++) {
-        moe_adam_state_view sv;
-        moe_adam *a = o ? opt_moe : opt_lm;
-        if (a && !moe_adam_state(a, &sv)) pr.optim_floats += (int64_t)(sv.m_count + sv.v_count);
-    }
+    pr.optim_floats = optset_floats(&opt);
     int stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
     const int64_t first_step = rs.step;
-    /* the dense baseline's one expert is not split over ranks: its gradients are summed too */
-    int moe_replicated = 0;
-    if (ml) {
-        int e0, ne;
-        moe_layer_shard(ml, &e0, &ne);
-        moe_replicated = ne == n;
-    }
     double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;
     int64_t iv_steps = 0, iv_tokens = 0;
     double iv_t0 = now_s(), run_t0 = now_s(), iv_comm = 0.0, layer_comm0 = 0.0;
@@ -771,11 +463,12 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
         moe_lm_stats s;
         if ((st = moe_lm_step(lm, tokbuf + (size_t)b0 * (T + 1), nb, T, 1, &s))) goto done;
         if (comm) {
-            /* the replicated parameters' gradients summed over ranks (each rank's loss gradient
-             * is already its share of the global mean); the sharded MoE sums its gate itself */
+            /* the replicated groups' gradients summed over ranks (each rank's loss gradient is
+             * already its share of the global mean); a sharded MoE sums its gate itself, and
+             * the dense baseline's one expert is replicated like the LSTMs */
             const double tc0 = now_s();
-            if ((st = moe_comm_allreduce_sum(comm, glm, nlm))) goto done;
-            if (moe_replicated && (st = moe_comm_allreduce_sum(comm, gmoe, nmoe))) goto done;
+            for (int g = 0; g < pt.ngroups; g++)
+                if (!pt.g[g].sharded && (st = moe_comm_allreduce_sum(comm, pt.g[g].grads, pt.g[g].count))) goto done;
             double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
             if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
             iv_comm += now_s() - tc0;
@@ -783,21 +476,17 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             s.tokens = (int64_t)tot[1];
             s.flops = tot[2];
         }
-        double gmoe2 = 0.0;
-        if (ml && (st = moe_grad_norm2(ml, comm, &gmoe2))) goto done;
-        double gn2 = grad_norm2(glm, nlm) + gmoe2, gn = sqrt(gn2);
+        double gn2 = 0.0;
+        if ((st = ptable_grad_norm2(&pt, comm, OPT_ALL, &gn2))) goto done;
+        const double gn = sqrt(gn2);
         if (!isfinite(gn)) {
             st = moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn, rs.step + 1);
             goto done;
         }
-        if (tc->clip > 0.0f && gn > tc->clip) {
-            scale(glm, nlm, (float)(tc->clip / gn));
-            if (ml) scale(gmoe, nmoe, (float)(tc->clip / gn));
-        }
+        if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(&pt, OPT_ALL, (float)(tc->clip / gn));
         rs.step++;
         const float lr = (float)lr_at(tc, rs.step);
-        if ((st = moe_adam_step(opt_lm, plm, glm, lr))) goto done;
-        if (ml && (st = moe_adam_step(opt_moe, pmoe, gmoe, lr))) goto done;
+        if ((st = optset_step(&opt, &pt, lr, OPT_ALL))) goto done;
         rs.tokens_seen += (uint64_t)s.tokens;
         iv_loss += s.loss;
         iv_aux += s.aux;
@@ -890,8 +579,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
 done:
     moe_st_free(ck);
     td_iter_free(it);
-    moe_adam_free(opt_lm);
-    moe_adam_free(opt_moe);
+    optset_free(&opt);
+    ptable_free(&pt);
     moe_lm_free(lm);
     tok_free(tk);
     td_free(f);

@@ -1,0 +1,71 @@
+/* ptable.c - building the parameter table (ptable.h). */
+#include "base/ptable.h"
+#include "base/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ptable_group(ptable *pt, const char *name, const char *prefix, float *params, float *grads, size_t count,
+                 int sharded) {
+    if (pt->ngroups >= PT_MAX_GROUPS) {
+        moe_fail(MOE_ERR_CONFIG, "more than %d parameter groups", PT_MAX_GROUPS);
+        return -1;
+    }
+    pgroup *g = &pt->g[pt->ngroups];
+    snprintf(g->name, sizeof g->name, "%s", name);
+    snprintf(g->prefix, sizeof g->prefix, "%s", prefix ? prefix : name);
+    g->params = params;
+    g->grads = grads;
+    g->count = count;
+    g->sharded = sharded;
+    return pt->ngroups++;
+}
+
+moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, float *data, float *grad,
+                      int matrix, int e0, int ne, int n) {
+    if (g < 0 || g >= pt->ngroups) return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' of no group", name);
+    const pgroup *gr = &pt->g[g];
+    if (pt->count == pt->cap) {
+        int cap = pt->cap ? 2 * pt->cap : 32;
+        ptensor *t = realloc(pt->t, sizeof *t * (size_t)cap);
+        if (!t) return moe_fail(MOE_ERR_NOMEM, "cannot grow the parameter table");
+        pt->t = t;
+        pt->cap = cap;
+    }
+    ptensor *t = &pt->t[pt->count];
+    memset(t, 0, sizeof *t);
+    if (snprintf(t->name, sizeof t->name, "%s.%s", gr->prefix, name) >= (int)sizeof t->name)
+        return moe_fail(MOE_ERR_INVALID_ARG, "tensor name '%s.%s' too long", gr->prefix, name);
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim && i < 3; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= (size_t)shape[i];
+    }
+    if (data < gr->params || data + t->numel > gr->params + gr->count)
+        return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' lies outside its group", t->name);
+    t->data = data;
+    t->grad = grad;
+    t->group = g;
+    t->offset = (size_t)(data - gr->params);
+    t->matrix = matrix;
+    t->expert = ne > 0;
+    t->e0 = e0;
+    t->ne = ne;
+    t->n = n;
+    pt->count++;
+    return MOE_OK;
+}
+
+const ptensor *ptable_find(const ptable *pt, const char *name) {
+    for (int i = 0; name && i < pt->count; i++)
+        if (strcmp(pt->t[i].name, name) == 0) return &pt->t[i];
+    return NULL;
+}
+
+void ptable_free(ptable *pt) {
+    if (!pt) return;
+    free(pt->t);
+    memset(pt, 0, sizeof *pt);
+}

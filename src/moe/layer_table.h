@@ -1,0 +1,13 @@
+/* layer_table.h - a layer's tensors as one group of a parameter table. Internal. */
+#ifndef MOE_LAYER_TABLE_H
+#define MOE_LAYER_TABLE_H
+
+#include "base/ptable.h"
+#include "moe.h"
+
+/* The layer's arena as group `name` (tensors "<name>.gate.w_gate", ...): the expert tensors
+ * (experts.*) marked with the experts this process holds, every weight matrix (or stack of
+ * them) marked for the factored optimiser; the experts' biases are vectors. */
+moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l);
+
+#endif
