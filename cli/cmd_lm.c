@@ -372,6 +372,13 @@ int cmd_sample(int argc, char **argv) {
     return 0;
 }
 
+/* "format: moe-checkpoint version 2", or the format string of a version-1 file */
+static void print_format(const char *format, const char *version) {
+    if (!format) return;
+    if (version) printf("  format: %s version %s\n", format, version);
+    else printf("  format: %s (version 1)\n", format);
+}
+
 int cmd_info(int argc, char **argv) {
     static const char *U = "usage: moe info CKPT   (or --model CKPT)\nPrints a checkpoint's settings, size and progress.\n";
     const char *model = NULL;
@@ -387,6 +394,7 @@ int cmd_info(int argc, char **argv) {
                               "max_len", "objective", "epoch", "step", "batch", "lr", "seed", "data.dict", "data.src",
                               "data.tgt", "elapsed_s"};
         printf("%s: translation model (moe seq2seq)\n", model);
+        print_format(moe_s2s_ckpt_meta(sc, "format"), moe_s2s_ckpt_meta(sc, "format_version"));
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
             const char *v = moe_s2s_ckpt_meta(sc, keys[i]);
             if (v && *v) printf("  %s: %s\n", keys[i], v);
@@ -412,6 +420,7 @@ int cmd_info(int argc, char **argv) {
     if (cfg.ffn == MOE_FFN_DENSE) printf(" (hidden %d)", cfg.k * cfg.h);
     printf(", dropout %g\n", cfg.dropout);
     printf("  parameters: %lld total, %lld active per token\n", (long long)total, (long long)active);
+    print_format(moe_ckpt_meta(c, "format"), moe_ckpt_meta(c, "format_version"));
     const char *keys[] = {"tokenizer.kind", "data", "step", "tokens_seen", "batch", "bptt", "lr", "warmup", "seed"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const char *v = moe_ckpt_meta(c, keys[i]);

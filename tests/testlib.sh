@@ -10,8 +10,8 @@ expect() {
   local code=$1 pat=$2; shift 3
   local out rc
   out=$("$@" 2>&1); rc=$?
-  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: ${out: -600}"; return; fi
-  if [[ -n "$pat" ]] && ! grep -qiE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: ${out: -600}"; return; fi
+  if [[ $rc -ne $code ]]; then bad "exit $rc (want $code): $* :: $(tail -c 600 <<<"$out")"; return; fi
+  if [[ -n "$pat" ]] && ! grep -qiE -- "$pat" <<<"$out"; then bad "output lacks /$pat/: $* :: $(tail -c 600 <<<"$out")"; return; fi
   ok
 }
 finish() {

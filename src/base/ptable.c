@@ -64,6 +64,18 @@ const ptensor *ptable_find(const ptable *pt, const char *name) {
     return NULL;
 }
 
+int ptable_group_index(const ptable *pt, const char *name) {
+    for (int g = 0; name && g < pt->ngroups; g++)
+        if (strcmp(pt->g[g].name, name) == 0) return g;
+    return -1;
+}
+
+int64_t ptable_numel(const ptable *pt) {
+    int64_t n = 0;
+    for (int i = 0; i < pt->count; i++) n += (int64_t)pt->t[i].numel;
+    return n;
+}
+
 void ptable_free(ptable *pt) {
     if (!pt) return;
     free(pt->t);

@@ -56,6 +56,10 @@ int ptable_group(ptable *pt, const char *name, const char *prefix, float *params
 moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, float *data, float *grad,
                       int matrix, int e0, int ne, int n);
 const ptensor *ptable_find(const ptable *pt, const char *name);
+/* The index of the group called name, or -1 */
+int ptable_group_index(const ptable *pt, const char *name);
+/* Parameters (floats of the tensors, padding not counted) */
+int64_t ptable_numel(const ptable *pt);
 void ptable_free(ptable *pt); /* frees the tensor list; the arenas are the model's */
 
 /* Full shape (dim 0 of an expert tensor: n) */

@@ -263,3 +263,25 @@ moe_status ckpt_get_optim(const moe_st *f, const ptable *pt, optset *os) {
     }
     return st;
 }
+
+moe_status ckpt_get_optim_arena(const moe_st *f, moe_adam *a, const char *key) {
+    moe_adam_state_view sv;
+    moe_status st = moe_adam_state(a, &sv);
+    char name[64];
+    if (!st && sv.m_count) {
+        snprintf(name, sizeof name, "%s.m", key);
+        const int64_t sh[1] = {(int64_t)sv.m_count};
+        st = ckpt_get_tensor(f, name, 1, sh, sv.m);
+    }
+    if (!st) {
+        snprintf(name, sizeof name, "%s.v", key);
+        const int64_t sh[1] = {(int64_t)sv.v_count};
+        st = ckpt_get_tensor(f, name, 1, sh, sv.v);
+    }
+    if (!st) {
+        snprintf(name, sizeof name, "%s.step", key);
+        st = get_i64(f, name, sv.step);
+    }
+    if (!st && *sv.step < 0) st = moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s=%lld is negative", name, (long long)*sv.step);
+    return st;
+}

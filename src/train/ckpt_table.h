@@ -46,6 +46,9 @@ moe_status ckw_end(ckw *o, const char *path);
 
 /* Tensor `name` of f, of exactly shape[ndim], into dst (finite values only). */
 moe_status ckpt_get_tensor(const moe_st *f, const char *name, int ndim, const int64_t *shape, float *dst);
+/* Version 1 of the translation checkpoint kept one optimiser's state per arena: `<key>.m`,
+ * `<key>.v` (1-D, the optimiser's own layout) and the metadata `<key>.step`. */
+moe_status ckpt_get_optim_arena(const moe_st *f, moe_adam *a, const char *key);
 /* Every tensor of the table from f, dimension by dimension against the table's full shapes;
  * a process reads its own experts' slice. */
 moe_status ckpt_get_params(const moe_st *f, const ptable *pt);

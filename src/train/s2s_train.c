@@ -18,6 +18,9 @@
 #include "models/s2s.h"
 #include "data/s2s_data.h"
 #include "data/tokenizer.h"
+#include "models/model_table.h"
+#include "train/ckpt_table.h"
+#include "train/optset.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,7 +30,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define CKPT_FORMAT "moe-seq2seq 1"
+/* checkpoints of version 1 had this format string and one optimiser state per arena */
+#define LEGACY_FORMAT "moe-seq2seq 1"
 #define DEFAULT_DICT "/usr/share/dictd/freedict-deu-eng.dict.dz"
 
 moe_s2s_train_config moe_s2s_train_config_default(void) {
@@ -209,19 +213,20 @@ typedef struct {
     const moe_s2s_train_config *tc;
     moe_s2s *m;
     corpus *c;
-    moe_adam *opt[4]; /* dense arena, encoder MoE, decoder MoE, the baseline's regressors */
+    ptable pt;        /* groups s2s, moe0, moe1 (if present), baseline */
+    optset opt;
+    int gbase;        /* the baseline regressors' group, stepped on its own */
     int epoch, batch_in_epoch;
     int64_t step;
     double elapsed;
 } run_state;
 
 static moe_status ckpt_write(const run_state *r, const char *path) {
-    moe_st_writer *w = NULL;
-    moe_status st = moe_st_writer_create(&w);
+    ckw o;
+    moe_status st = ckw_begin(&o, NULL, "seq2seq");
     if (st) return st;
-    meta_w m = {w, MOE_OK};
+    meta_w m = o.m;
     const moe_s2s_config c = moe_s2s_get_config(r->m);
-    meta_str(&m, "format", CKPT_FORMAT);
     meta_i64(&m, "src_vocab", c.src_vocab);
     meta_i64(&m, "tgt_vocab", c.tgt_vocab);
     meta_i64(&m, "d", c.d);
@@ -272,64 +277,19 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
         meta_u64(&m, s ? "rng.moe1_seed" : "rng.moe0_seed", sd);
         meta_u64(&m, s ? "rng.moe1_counter" : "rng.moe0_counter", ct);
     }
-    /* tensors: parameters, then each optimiser's moments over its arena */
-    char names[3][64][48];
-    int nn = 0;
-    moe_param p;
-    for (int i = 0; i < moe_s2s_num_params(r->m) && !m.st; i++) {
-        moe_s2s_param(r->m, i, &p);
-        snprintf(names[0][nn], sizeof names[0][nn], "s2s.%s", p.name);
-        m.st = moe_st_writer_add(w, names[0][nn++], MOE_F32, p.ndim, p.shape, p.data);
-    }
-    nn = 0;
-    for (int s = 0; s < 2 && !m.st; s++) {
-        moe_layer *ml = moe_s2s_moe(r->m, s);
-        for (int i = 0; ml && i < moe_layer_num_params(ml) && !m.st; i++) {
-            moe_layer_param(ml, i, &p);
-            snprintf(names[1][nn], sizeof names[1][nn], "moe%d.%s", s, p.name);
-            m.st = moe_st_writer_add(w, names[1][nn++], MOE_F32, p.ndim, p.shape, p.data);
-        }
-    }
-    nn = 0;
-    for (int o = 0; o < 4 && !m.st; o++) {
-        moe_adam_state_view sv;
-        if (!r->opt[o] || moe_adam_state(r->opt[o], &sv)) continue;
-        char k[32];
-        snprintf(k, sizeof k, "optim%d.step", o);
-        meta_i64(&m, k, *sv.step);
-        int64_t shm[1] = {(int64_t)sv.m_count}, shv[1] = {(int64_t)sv.v_count};
-        snprintf(names[2][nn], 48, "optim%d.m", o);
-        if (!m.st && sv.m_count) m.st = moe_st_writer_add(w, names[2][nn++], MOE_F32, 1, shm, sv.m);
-        snprintf(names[2][nn], 48, "optim%d.v", o);
-        if (!m.st) m.st = moe_st_writer_add(w, names[2][nn++], MOE_F32, 1, shv, sv.v);
-    }
-    st = m.st;
-    if (!st) st = moe_st_writer_write(w, path);
-    moe_st_writer_free(w);
+    o.m = m;
+    ckw_table(&o, &r->pt, &r->opt);
+    st = ckw_end(&o, path);
     free(ts);
     free(tt);
     return st;
 }
 
-static moe_status load_f32(const moe_st *f, const char *name, float *dst, size_t numel) {
-    moe_tensor t;
-    const float *src;
-    moe_status st = moe_st_get_f32(f, name, &t, &src);
-    if (st) return st;
-    if (t.numel != numel)
-        return moe_fail(MOE_ERR_SHAPE, "checkpoint tensor %s has %zu values, the model needs %zu", name, t.numel, numel);
-    if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor %s holds NaN or Inf", name);
-    memcpy(dst, src, sizeof(float) * numel);
-    return MOE_OK;
-}
-
 static moe_status cfg_from_ckpt(const moe_st *f, moe_s2s_config *c) {
-    const char *fmt = moe_st_meta(f, "format");
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0)
-        return moe_fail(MOE_ERR_FORMAT, "not a translation-model checkpoint (format '%s', expected '%s')", fmt ? fmt : "",
-                        CKPT_FORMAT);
+    int version;
+    moe_status st = ckpt_check_format(f, "seq2seq", LEGACY_FORMAT, "translation-model", &version);
+    if (st) return st;
     *c = moe_s2s_config_default();
-    moe_status st = MOE_OK;
     const char *ik[] = {"src_vocab", "tgt_vocab", "d", "layers", "bidir", "moe", "n", "k", "h", "max_len", "eos"};
     int *iv[] = {&c->src_vocab, &c->tgt_vocab, &c->d, &c->layers, &c->bidir, &c->moe, &c->n, &c->k, &c->h, &c->max_len, &c->eos};
     for (int i = 0; i < 11 && !st; i++) st = get_int(f, ik[i], iv[i]);
@@ -354,26 +314,16 @@ static moe_status model_from_ckpt(const moe_st *f, moe_s2s **out, tok **ts, tok 
         st = moe_fail(MOE_ERR_FORMAT, "checkpoint's vocabularies do not match its model's sizes");
     moe_s2s *m = NULL;
     if (!st) st = moe_s2s_create(&m, &c, 1);
-    char name[96];
-    moe_param p;
-    for (int i = 0; !st && i < moe_s2s_num_params(m); i++) {
-        moe_s2s_param(m, i, &p);
-        snprintf(name, sizeof name, "s2s.%s", p.name);
-        st = load_f32(f, name, p.data, p.numel);
-    }
+    ptable pt = {0};
+    if (!st && !(st = s2s_ptable(&pt, m))) st = ckpt_get_params(f, &pt);
+    ptable_free(&pt);
     for (int s = 0; s < 2 && !st; s++) {
         moe_layer *ml = moe_s2s_moe(m, s);
-        for (int i = 0; ml && i < moe_layer_num_params(ml) && !st; i++) {
-            moe_layer_param(ml, i, &p);
-            snprintf(name, sizeof name, "moe%d.%s", s, p.name);
-            st = load_f32(f, name, p.data, p.numel);
-        }
-        if (ml && !st) {
-            uint64_t sd = 0, ct = 0;
-            st = get_u64(f, s ? "rng.moe1_seed" : "rng.moe0_seed", &sd);
-            if (!st) st = get_u64(f, s ? "rng.moe1_counter" : "rng.moe0_counter", &ct);
-            if (!st) moe_layer_set_rng(ml, sd, ct);
-        }
+        if (!ml) continue;
+        uint64_t sd = 0, ct = 0;
+        st = get_u64(f, s ? "rng.moe1_seed" : "rng.moe0_seed", &sd);
+        if (!st) st = get_u64(f, s ? "rng.moe1_counter" : "rng.moe0_counter", &ct);
+        if (!st) moe_layer_set_rng(ml, sd, ct);
     }
     uint64_t sc = 0, sd = 0;
     if (!st) st = get_u64(f, "rng.step_counter", &sc);
@@ -539,7 +489,7 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
             }
         }
         /* the regressors' own Adam, after the coefficients used them (bw starts their block) */
-        if (!scst && (st = moe_adam_step(r->opt[3], bw.data, bw.grad, tc->baseline_lr))) return st;
+        if (!scst && (st = optset_step(&r->opt, &r->pt, tc->baseline_lr, 1u << r->gbase))) return st;
         if ((st = s2s_set_coef(m, w->coef))) return st;
     }
     ss->xent_sum += nx ? (loss - s2s_last_aux(m)) * (double)N : 0.0; /* loss = sum nll / N over forced tokens + aux */
@@ -549,12 +499,6 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
 }
 
 /* ---- the loop ----------------------------------------------------------------------------------- */
-static double grad_norm2(const float *g, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    return s;
-}
-
 /* A report of `kind` with the run's position filled in. */
 static moe_s2s_progress progress_at(moe_s2s_progress_kind kind, const run_state *r, int64_t steps, int epochs,
                                     const char *phase, int s) {
@@ -582,31 +526,40 @@ static moe_status checkpoint(const run_state *r, const char *path, moe_s2s_callb
     return st;
 }
 
-/* Clips the global gradient norm over the dense arena (up to the baseline, which train_step
- * stepped on its own) and both MoE layers, then takes their Adam steps. */
+/* Clips the global gradient norm over every group but the baseline (which train_step stepped
+ * on its own), then takes their Adam steps. */
 static moe_status optim_step(run_state *r, float lr) {
-    float *ap[3], *ag[3];
-    size_t an[3];
-    moe_adam *ao[3];
-    moe_s2s_arena(r->m, &ap[0], &ag[0], NULL);
-    an[0] = s2s_baseline_offset(r->m);
-    ao[0] = r->opt[0];
-    int na = 1;
-    for (int sd = 0; sd < 2; sd++)
-        if (moe_s2s_moe(r->m, sd)) {
-            moe_layer_arena(moe_s2s_moe(r->m, sd), &ap[na], &ag[na], &an[na]);
-            ao[na++] = r->opt[1 + sd];
-        }
+    const uint32_t mask = OPT_ALL & ~(1u << r->gbase);
     double n2 = 0.0;
-    for (int q = 0; q < na; q++) n2 += grad_norm2(ag[q], an[q]);
+    moe_status st = ptable_grad_norm2(&r->pt, NULL, mask, &n2);
     const double norm = sqrt(n2);
-    if (!isfinite(norm))
+    if (!st && !isfinite(norm))
         return moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate", (long long)r->step + 1);
-    const float clip = r->tc->clip, sc = clip > 0.0f && norm > clip ? (float)(clip / norm) : 1.0f;
-    for (int q = 0; q < na && sc != 1.0f; q++)
-        for (size_t i = 0; i < an[q]; i++) ag[q][i] *= sc;
-    moe_status st = MOE_OK;
-    for (int q = 0; q < na && !st; q++) st = moe_adam_step(ao[q], ap[q], ag[q], lr);
+    const float clip = r->tc->clip;
+    if (!st && clip > 0.0f && norm > clip) ptable_scale_grads(&r->pt, mask, (float)(clip / norm));
+    return st ? st : optset_step(&r->opt, &r->pt, lr, mask);
+}
+
+/* The optimisers, their state from the checkpoint when resuming: per tensor, or (version 1)
+ * per arena, optim0 .. optim3 for the groups s2s, moe0, moe1, baseline. */
+static moe_status make_optim(run_state *r, const moe_st *ck) {
+    const moe_adam_config ac = moe_adam_config_default();
+    moe_status st = s2s_ptable(&r->pt, r->m);
+    if (!st) st = optset_create(&r->opt, &r->pt, &ac, OPT_ALL);
+    if (st || !ck) return st;
+    r->gbase = ptable_group_index(&r->pt, "baseline");
+    int version = 0;
+    if ((st = ckpt_check_format(ck, "seq2seq", LEGACY_FORMAT, "translation-model", &version))) return st;
+    if (version >= 2) return ckpt_get_optim(ck, &r->pt, &r->opt);
+    static const char *const legacy[] = {"s2s", "moe0", "moe1", "baseline"};
+    for (int i = 0; i < 4 && !st; i++) {
+        const int g = ptable_group_index(&r->pt, legacy[i]);
+        char key[16];
+        snprintf(key, sizeof key, "optim%d", i);
+        /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
+        if (g < 0 || (i == 3 && !moe_st_meta(ck, "optim3.step"))) continue;
+        st = ckpt_get_optim_arena(ck, r->opt.a[g], key);
+    }
     return st;
 }
 
@@ -705,31 +658,8 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
         }
     }
     r.c = &c;
-    /* optimisers (state from the checkpoint when resuming) */
-    moe_adam_config ac = moe_adam_config_default();
-    for (int o = 0; o < 4 && !st; o++) {
-        size_t cnt = 0;
-        /* dense: the arena up to the baseline; 3: the baseline regressors, the arena's tail */
-        if (o == 0 || o == 3) moe_s2s_arena(r.m, NULL, NULL, &cnt);
-        if (o == 0) cnt = s2s_baseline_offset(r.m);
-        if (o == 3) cnt -= s2s_baseline_offset(r.m);
-        if ((o == 1 || o == 2) && moe_s2s_moe(r.m, o - 1)) moe_layer_arena(moe_s2s_moe(r.m, o - 1), NULL, NULL, &cnt);
-        if (!cnt) continue;
-        st = moe_adam_create(&r.opt[o], cnt, &ac);
-        /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
-        if (st || !ck || (o == 3 && !moe_st_meta(ck, "optim3.step"))) continue;
-        moe_adam_state_view sv;
-        moe_adam_state(r.opt[o], &sv);
-        char k[32];
-        snprintf(k, sizeof k, "optim%d.m", o);
-        st = load_f32(ck, k, sv.m, sv.m_count);
-        snprintf(k, sizeof k, "optim%d.v", o);
-        if (!st) st = load_f32(ck, k, sv.v, sv.v_count);
-        snprintf(k, sizeof k, "optim%d.step", o);
-        uint64_t sp = 0;
-        if (!st) st = get_u64(ck, k, &sp);
-        *sv.step = (int64_t)sp;
-    }
+    if (!st) st = make_optim(&r, ck);
+    r.gbase = ptable_group_index(&r.pt, "baseline");
     moe_st_free(ck);
     ck = NULL;
     const moe_s2s_config cfg = r.m ? moe_s2s_get_config(r.m) : moe_s2s_config_default();
@@ -747,18 +677,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     moe_s2s_progress pg;
     memset(&pg, 0, sizeof pg);
     if (!st && cb) {
-        int64_t total = 0;
-        for (int i = 0; i < moe_s2s_num_params(r.m); i++) {
-            moe_param p;
-            moe_s2s_param(r.m, i, &p);
-            total += (int64_t)p.numel;
-        }
-        for (int s = 0; s < 2; s++)
-            if (moe_s2s_moe(r.m, s)) {
-                size_t n = 0;
-                moe_layer_arena(moe_s2s_moe(r.m, s), NULL, NULL, &n);
-                total += (int64_t)n;
-            }
+        const int64_t total = ptable_numel(&r.pt);
         pg = progress_at(MOE_S2S_START, &r, steps_per_epoch * E, E, obj_name(tc->objective), -1);
         pg.params_total = total;
         pg.src_vocab = cfg.src_vocab;
@@ -855,7 +774,8 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
         if (!st) st = checkpoint(&r, path, cb, user, &stop);
     }
     step_ws_free(&w);
-    for (int o = 0; o < 4; o++) moe_adam_free(r.opt[o]);
+    optset_free(&r.opt);
+    ptable_free(&r.pt);
     moe_s2s_free(r.m);
     corpus_free(&c);
     if (!st) moe_clear_error(); /* a step may have tolerated a failure (e.g. no expert counts) */

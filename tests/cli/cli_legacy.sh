@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# cli_legacy.sh - checkpoints written before the one checkpoint format (version 1: a format
+# string of each kind's own; the translation model's optimiser state stored per arena) still
+# load: `moe info`, evaluation and sampling of a language model, translation, and resuming a
+# MIXER run of a translation model. The two files in tests/golden/legacy_v1_*.safetensors were
+# written by moe 0.9.0 before the change, on the data made below (d=8, 4 experts).
+# usage: cli_legacy.sh MOE_BINARY TESTS_DIR
+set -u
+moe=$1; golden=$2/golden
+. "$(dirname "$0")/../testlib.sh"
+python3 - "$tmp" <<'PY'
+import random, sys
+r = random.Random(5)
+de = ["haus", "baum", "katze", "hund", "auto", "buch", "tisch", "stuhl", "fenster", "tuer", "rot", "gross"]
+en = ["house", "tree", "cat", "dog", "car", "book", "table", "chair", "window", "door", "red", "big"]
+with open(sys.argv[1] + "/de.txt", "w") as a, open(sys.argv[1] + "/en.txt", "w") as b:
+    for i in range(700):
+        w = [r.randrange(len(de)) for _ in range(r.randint(3, 5))]
+        a.write(" ".join(de[j] for j in w) + "\n")
+        b.write(" ".join(en[j] for j in reversed(w)) + "\n")
+PY
+for i in $(seq 1 300); do echo "line $i: the quick brown fox jumps over the lazy dog $((i % 7))."; done > "$tmp/text.txt"
+lm=$golden/legacy_v1_lm.safetensors; s2s=$golden/legacy_v1_seq2seq.safetensors
+expect 0 "model: vocab 20, d 8, middle layer MoE" -- "$moe" info "$lm"
+expect 0 "perplexity" -- "$moe" eval --model "$lm" --data "$tmp/text.txt"
+expect 0 "" -- "$moe" sample --model "$lm" --length 10
+expect 0 "translation model" -- "$moe" info "$s2s"
+out=$(echo "haus baum katze" | "$moe" translate --model "$s2s" 2>/dev/null); rc=$?
+[[ $rc -eq 0 && $(wc -l <<<"$out") -eq 1 ]] && ok || bad "translate with a version-1 checkpoint: exit $rc: $out"
+expect 0 "done: checkpoint" -- "$moe" seq2seq train --objective mixer --src "$tmp/de.txt" --tgt "$tmp/en.txt" --max-words 6 \
+  --min-count 1 --batch 16 --threads 1 --n-xent 1 --n-xer 1 --delta 3 --steps 80 --out "$tmp/r" --resume "$s2s"
+expect 0 "format: moe-checkpoint version 2" -- "$moe" info "$tmp/r/model.safetensors"
+expect 0 "format: moe-seq2seq 1" -- "$moe" info "$s2s"
+finish cli_legacy
