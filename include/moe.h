@@ -76,13 +76,7 @@ MOE_API const char *moe_status_str(moe_status s);
  * never NULL. Per thread: another thread's failures do not change it. A call that returns a
  * status other than MOE_OK sets it; a call that returns MOE_OK leaves it empty (""), even when
  * it tolerated a failure inside; calls that return no moe_status leave it as it was. The
- * pointer is to this thread's buffer, whose contents the next fallible call changes.
- * Exception, for now: the layer's own calls moe_layer_config_check, moe_layer_create,
- * moe_layer_create_sharded, moe_layer_set_noise_layout, moe_layer_forward,
- * moe_layer_backward, moe_layer_gates, moe_layer_counts, moe_layer_importance,
- * moe_layer_load_vec, moe_layer_param, moe_layer_find_param, moe_layer_arena,
- * moe_layer_get_param and moe_layer_set_param set it when they fail but leave an earlier
- * message in place when they succeed: after them, read it only if they failed. */
+ * pointer is to this thread's buffer, whose contents the next fallible call changes. */
 MOE_API const char *moe_last_error(void);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -219,6 +213,10 @@ typedef struct {
     size_t numel;
     float *data; /* owned by the layer (or model) it came from, like name */
     float *grad; /* owned by the layer (or model); same layout as data */
+    /* An expert tensor's dim 0 indexes experts: this process holds experts
+     * [expert_first, expert_first + shape[0]) of `experts` (all of them unless the layer is
+     * split over ranks). experts = 0: not an expert tensor. */
+    int expert_first, experts;
 } moe_param;
 
 MOE_API int moe_layer_num_params(const moe_layer *l);
@@ -446,6 +444,11 @@ MOE_API int moe_lm_num_params(const moe_lm *m);
 MOE_API moe_status moe_lm_param(moe_lm *m, int i, moe_param *p);
 MOE_API moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count);
 MOE_API moe_layer *moe_lm_moe(moe_lm *m);
+/* Every tensor of the model in one list, the table the trainer, the optimiser and checkpoints
+ * work from: names carry their group ("lm.embedding.weight", "moe.experts.w1"), expert tensors
+ * say which experts this process holds. Owned by the model. */
+MOE_API int moe_lm_num_tensors(const moe_lm *m);
+MOE_API moe_status moe_lm_tensor(moe_lm *m, int i, moe_param *p);
 MOE_API void moe_lm_zero_grad(moe_lm *m);
 /* Parameter counts: total, and active per token (the MoE counts k of its n experts). */
 MOE_API void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
@@ -573,6 +576,10 @@ MOE_API moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size
 /* The MoE layer of a side (0 encoder, 1 decoder), owned by the model (not to be freed); NULL
  * without MoE. */
 MOE_API moe_layer *moe_s2s_moe(moe_s2s *m, int side);
+/* Every tensor of the model in one list (groups "s2s", "moe0", "moe1", "baseline"; names
+ * "s2s.enc1.w_ih", "moe0.experts.w1", ...), as moe_lm_tensor. Owned by the model. */
+MOE_API int moe_s2s_num_tensors(const moe_s2s *m);
+MOE_API moe_status moe_s2s_tensor(moe_s2s *m, int i, moe_param *p);
 MOE_API void moe_s2s_zero_grad(moe_s2s *m);
 
 /* Teacher-forced forward of a batch: the decoder reads in [B,Tt] (in[b][0] is normally eos) and

@@ -10,6 +10,11 @@
 moe_status moe_fail(moe_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clears moe_last_error() (called by successful top-level operations that report errors). */
 void moe_clear_error(void);
+/* MOE_OK with moe_last_error() cleared: how a public call returns success. */
+static inline moe_status moe_ok(void) {
+    moe_clear_error();
+    return MOE_OK;
+}
 
 /* Aligned allocation (64 bytes) of `count` floats; NULL on failure or count overflow.
  * moe_free_aligned(NULL) is harmless. */

@@ -65,7 +65,7 @@ const ptensor *ptable_find(const ptable *pt, const char *name) {
 }
 
 int ptable_group_index(const ptable *pt, const char *name) {
-    for (int g = 0; name && g < pt->ngroups; g++)
+    for (int g = 0; pt && name && g < pt->ngroups; g++)
         if (strcmp(pt->g[g].name, name) == 0) return g;
     return -1;
 }
@@ -80,4 +80,19 @@ void ptable_free(ptable *pt) {
     if (!pt) return;
     free(pt->t);
     memset(pt, 0, sizeof *pt);
+}
+
+moe_status ptable_param(const ptable *pt, int i, moe_param *p) {
+    if (!pt || !p || i < 0 || i >= pt->count) return moe_fail(MOE_ERR_INVALID_ARG, "tensor index %d out of range", i);
+    const ptensor *t = &pt->t[i];
+    p->name = t->name;
+    p->ndim = t->ndim;
+    for (int j = 0; j < 3; j++) p->shape[j] = j < t->ndim ? t->shape[j] : 0;
+    p->numel = t->numel;
+    p->data = t->data;
+    p->grad = t->grad;
+    p->expert_first = t->expert ? t->e0 : 0;
+    p->experts = t->expert ? t->n : 0;
+    moe_clear_error();
+    return MOE_OK;
 }

@@ -61,6 +61,8 @@ int ptable_group_index(const ptable *pt, const char *name);
 /* Parameters (floats of the tensors, padding not counted) */
 int64_t ptable_numel(const ptable *pt);
 void ptable_free(ptable *pt); /* frees the tensor list; the arenas are the model's */
+/* Tensor i as the public description (name and buffers stay the table's and the model's). */
+moe_status ptable_param(const ptable *pt, int i, moe_param *p);
 
 /* Full shape (dim 0 of an expert tensor: n) */
 static inline void ptensor_full_shape(const ptensor *t, int64_t *shape) {

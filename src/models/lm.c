@@ -8,6 +8,8 @@
  * arena; the MoE layer keeps its own (moe_layer). Every random draw comes from counters, so a
  * checkpoint of (seed, counters, carried state) resumes a run exactly. */
 #include "base/internal.h"
+#include "models/model_table.h"
+#include "moe/layer_table.h"
 #include "nn/lstm.h"
 #include "nn/nn.h"
 #include "base/vmath.h"
@@ -45,6 +47,7 @@ struct moe_lm {
     uint64_t ctr[4]; /* dropout counters of the last training forward */
     int T, B, valid;
     int b0, Bg;      /* data parallel: this model's streams are [b0, b0+B) of Bg (0: all) */
+    ptable pt;       /* every tensor: groups "lm" and "moe" */
 };
 
 moe_lm_config moe_lm_config_default(void) {
@@ -112,6 +115,18 @@ static moe_status state_reserve(moe_lm *m, int B) {
     return MOE_OK;
 }
 
+/* The parameter table: the dense arena as group "lm" (matrices for the factored optimiser: every
+ * tensor of rank 2), the MoE layer as group "moe". */
+static moe_status build_table(moe_lm *m) {
+    const int g = ptable_group(&m->pt, "lm", NULL, m->params, m->grads, m->count, 0);
+    moe_status st = g < 0 ? MOE_ERR_CONFIG : MOE_OK;
+    for (int p = 0; p < NP && !st; p++)
+        st = ptable_add(&m->pt, g, NAMES[p], m->slots[p].ndim, m->slots[p].shape, m->params + m->slots[p].offset,
+                        m->grads + m->slots[p].offset, m->slots[p].ndim >= 2, 0, 0, 0);
+    if (!st && m->moe) st = layer_ptable(&m->pt, "moe", m->moe);
+    return st;
+}
+
 static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
@@ -173,6 +188,10 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
             return st;
         }
     }
+    if ((st = build_table(m))) {
+        moe_lm_free(m);
+        return st;
+    }
     m->seed = seed;
     *out = m;
     return MOE_OK;
@@ -207,7 +226,15 @@ void moe_lm_free(moe_lm *m) {
     moe_free_aligned(m->grads);
     moe_free_aligned(m->state);
     moe_layer_free(m->moe);
+    ptable_free(&m->pt);
     free(m);
+}
+
+const ptable *lm_table(const moe_lm *m) { return &m->pt; }
+int moe_lm_num_tensors(const moe_lm *m) { return m ? m->pt.count : 0; }
+moe_status moe_lm_tensor(moe_lm *m, int i, moe_param *p) {
+    if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
+    return ptable_param(&m->pt, i, p);
 }
 
 moe_lm_config moe_lm_get_config(const moe_lm *m) { return m->cfg; }

@@ -1,17 +1,19 @@
 /* model_table.h - the language model's and the translation model's tensors as one parameter
- * table each (base/ptable.h), for the trainers, checkpoints and `moe info`. Internal. */
+ * table each (base/ptable.h), for the trainers, checkpoints and `moe info`; lm.c and s2s.c
+ * build them with the model. Internal. */
 #ifndef MOE_MODEL_TABLE_H
 #define MOE_MODEL_TABLE_H
 
 #include "base/ptable.h"
 #include "moe.h"
 
-/* Groups: "lm" (embedding, LSTMs, softmax) and, with an FFN, "moe" (the layer). */
-moe_status lm_ptable(ptable *pt, moe_lm *m);
+/* Groups: "lm" (embedding, LSTMs, softmax) and, with an FFN, "moe" (the layer). Built with
+ * the model, owned by it. */
+const ptable *lm_table(const moe_lm *m);
 /* Groups: "s2s" (embeddings, LSTMs, attention, output), "moe0" and "moe1" (the encoder's and
  * decoder's MoE layers, when present) and "baseline" (MIXER's per-step reward regressors, named
  * s2s.baseline.* like the rest of the dense arena, stepped by their own optimiser). */
-moe_status s2s_ptable(ptable *pt, moe_s2s *m);
+const ptable *s2s_table(const moe_s2s *m);
 
 /* Group indices of the tables above */
 enum { LM_GROUP = 0, LM_MOE_GROUP = 1 };

@@ -16,6 +16,8 @@
  * mask. The decoder's step-by-step functions compute exactly what the teacher-forced pass does
  * with the same inputs, dropout masks included (see s2s.h). */
 #include "base/internal.h"
+#include "models/model_table.h"
+#include "moe/layer_table.h"
 #include "nn/lstm.h"
 #include "nn/nn.h"
 #include "models/s2s.h"
@@ -63,6 +65,7 @@ enum {
 
 struct moe_s2s {
     moe_s2s_config cfg;
+    ptable pt; /* every tensor: groups s2s, moe0, moe1, baseline */
     int np;                   /* parameters in use (indices into `off` may be unused: -1) */
     size_t off[NP], numel[NP];
     int ndim[NP];
@@ -110,6 +113,29 @@ static moe_status check_cfg(const moe_s2s_config *c) {
 static float *PA(const moe_s2s *m, int p) { return m->params + m->off[p]; }
 static float *GR(const moe_s2s *m, int p) { return m->grads + m->off[p]; }
 static int used(const moe_s2s *m, int p) { return m->numel[p] > 0; }
+
+/* tensors p of [lo, hi) into group g */
+static moe_status add_dense(moe_s2s *m, int g, int lo, int hi) {
+    moe_status st = MOE_OK;
+    for (int p = lo; p < hi && !st; p++)
+        if (used(m, p))
+            st = ptable_add(&m->pt, g, NAMES[p], m->ndim[p], m->shape[p], PA(m, p), GR(m, p), m->ndim[p] >= 2, 0, 0, 0);
+    return st;
+}
+
+/* The parameter table: the dense arena up to the baseline regressors as group "s2s", each MoE
+ * layer as "moe0"/"moe1", the regressors (the arena's tail, stepped by their own optimiser) as
+ * "baseline" with the names s2s.baseline.* */
+static moe_status build_table(moe_s2s *m) {
+    const size_t cut = m->off[P_BW];
+    const int g = ptable_group(&m->pt, "s2s", NULL, m->params, m->grads, cut, 0);
+    moe_status st = g < 0 ? MOE_ERR_CONFIG : add_dense(m, g, 0, P_BW);
+    for (int side = 0; side < 2 && !st; side++)
+        if (m->moe[side]) st = layer_ptable(&m->pt, side ? "moe1" : "moe0", m->moe[side]);
+    if (st) return st;
+    const int gb = ptable_group(&m->pt, "baseline", "s2s", m->params + cut, m->grads + cut, m->count - cut, 0);
+    return gb < 0 ? MOE_ERR_CONFIG : add_dense(m, gb, P_BW, NP);
+}
 
 moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
@@ -174,6 +200,10 @@ moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t see
             }
         }
     }
+    if ((st = build_table(m))) {
+        moe_s2s_free(m);
+        return st;
+    }
     m->seed = seed;
     *out = m;
     moe_clear_error();
@@ -191,7 +221,15 @@ void moe_s2s_free(moe_s2s *m) {
     free(m->src_row);
     moe_layer_free(m->moe[0]);
     moe_layer_free(m->moe[1]);
+    ptable_free(&m->pt);
     free(m);
+}
+
+const ptable *s2s_table(const moe_s2s *m) { return &m->pt; }
+int moe_s2s_num_tensors(const moe_s2s *m) { return m ? m->pt.count : 0; }
+moe_status moe_s2s_tensor(moe_s2s *m, int i, moe_param *p) {
+    if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
+    return ptable_param(&m->pt, i, p);
 }
 
 moe_s2s_config moe_s2s_get_config(const moe_s2s *m) { return m->cfg; }

@@ -48,7 +48,7 @@ moe_status moe_layer_config_check(const moe_layer_config *c) {
     double big = (double)c->n * c->d * c->h;
     if (big > 4e12 || (double)c->d * c->h > 2e9)
         return moe_fail(MOE_ERR_CONFIG, "layer too large: n*d*h = %.3g parameters per weight", big);
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* The parameter table of a layer holding nloc experts: shapes, presence, arena offsets. */
@@ -131,7 +131,7 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
     }
     init_experts(l, seed);
     *out = l;
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
@@ -167,7 +167,7 @@ moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int fi
     l->nz_rows = rows;
     l->nz_stride = stride;
     l->nz_first = first;
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_layer_shard(const moe_layer *l, int *first, int *count) {
@@ -221,7 +221,7 @@ moe_status moe_layer_param(moe_layer *l, int i, moe_param *out) {
     int p = slot_of(l, i);
     if (p < 0) return moe_fail(MOE_ERR_INVALID_ARG, "parameter index %d out of range", i);
     fill_param(l, p, out);
-    return MOE_OK;
+    return moe_ok();
 }
 
 static int find_slot(const moe_layer *l, const char *name) {
@@ -236,7 +236,7 @@ moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *out) 
     int p = find_slot(l, name);
     if (p < 0) return moe_fail(MOE_ERR_MISSING, "the layer has no parameter '%s'", name ? name : "(null)");
     fill_param(l, p, out);
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count) {
@@ -244,7 +244,7 @@ moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *
     if (params) *params = l->params;
     if (grads) *grads = l->grads;
     if (count) *count = l->arena_count;
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_layer_zero_grad(moe_layer *l) {
@@ -258,7 +258,7 @@ moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst,
     if (count != l->slots[p].numel)
         return moe_fail(MOE_ERR_SHAPE, "'%s' has %zu values, not %zu", name, l->slots[p].numel, count);
     memcpy(dst, l->params + l->slots[p].offset, sizeof(float) * count);
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src, size_t count) {
@@ -271,7 +271,7 @@ moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src,
         return moe_fail(MOE_ERR_NONFINITE, "values for '%s' contain NaN or Inf", name);
     memcpy(l->params + l->slots[p].offset, src, sizeof(float) * count);
     l->ws.valid = 0; /* a cached forward no longer matches the weights */
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_layer_get_rng(const moe_layer *l, uint64_t *seed, uint64_t *counter) {

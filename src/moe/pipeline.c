@@ -29,7 +29,7 @@ static moe_status reserve(moe_layer *l, int B) {
     moe_free_aligned(w->block);
     t.capB = B;
     *w = t;
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* eps [B,nw] for tokens [first, first + B) of the batch: given, or drawn by global position */
@@ -38,7 +38,7 @@ static moe_status draw_noise(moe_layer *l, const float *noise, int B, int64_t fi
     float *eps = l->ws.eps;
     if (noise) {
         memcpy(eps, noise, sizeof(float) * (size_t)B * nw);
-        return MOE_OK;
+        return moe_ok();
     }
     if (l->nz_rows == 0) {
         moe_rng_normal_fill(eps, (size_t)B * nw, l->seed, l->counter + (uint64_t)first * nw);
@@ -50,7 +50,7 @@ static moe_status draw_noise(moe_layer *l, const float *noise, int B, int64_t fi
                                 l->counter + ((uint64_t)t * l->nz_stride + (uint64_t)l->nz_first) * nw);
     }
     l->counter += (uint64_t)total * nw;
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* The router's weights; its gradients into the layer's arena, or into `g` (laid out as
@@ -86,7 +86,7 @@ static moe_status balance(moe_layer *l, double *li, double *ll) {
     *li = cv2_loss(w->dimp, w->importance, n, l->cfg.w_importance);
     *ll = cv2_loss(w->dload, w->load, n, l->cfg.w_load);
     if (!w->smooth) memset(w->dload, 0, sizeof(double) * (size_t)n); /* counts: no gradient */
-    return MOE_OK;
+    return moe_ok();
 }
 
 static void finish_stats(moe_layer *l, int64_t rows, double li, double ll, int B) {
@@ -114,7 +114,7 @@ static moe_status check_forward(const moe_layer *l, const float *y, const float 
         return moe_fail(MOE_ERR_NONFINITE, "input x [%d,%d] contains NaN or Inf", B, d);
     if (mode == MOE_TRAIN && noise && !moe_all_finite(noise, (size_t)B * nw))
         return moe_fail(MOE_ERR_NONFINITE, "noise [%d,%d] contains NaN or Inf", B, nw);
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_mode mode, const float *noise,
@@ -145,7 +145,7 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     w->train = train;
     w->valid = 1;
     if (stats) *stats = l->stats;
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* router gradients of this backward (in ws.rgrad), summed over ranks, added to the arena */
@@ -160,7 +160,7 @@ static moe_status add_router_grads(moe_layer *l) {
         for (size_t j = 0; j < l->slots[ps[i]].numel; j++) dst[j] += g[j];
         g += l->slots[ps[i]].numel;
     }
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
@@ -182,7 +182,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     if (split) memset(w->rgrad, 0, sizeof(float) * router_floats(l));
     const router_weights rw = router_of(l, split ? w->rgrad : NULL);
     l->rt.i->backward(l->rt.ctx, dx, w->dgate, w->dload, w->x, &rw);
-    return split ? add_router_grads(l) : MOE_OK;
+    return split ? add_router_grads(l) : moe_ok();
 }
 
 /* ---- what the last forward saw ---- */
@@ -195,21 +195,21 @@ moe_status moe_layer_gates(const moe_layer *l, float *gates) {
     memset(gates, 0, sizeof(float) * (size_t)w->B * n);
     for (int b = 0; b < w->B; b++)
         for (int j = 0; j < kk; j++) gates[(size_t)b * n + w->expert[(size_t)b * kk + j]] = w->gate[(size_t)b * kk + j];
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_counts(const moe_layer *l, int *counts) {
     if (!l || !counts) return moe_fail(MOE_ERR_INVALID_ARG, "layer and counts must not be NULL");
     if (!l->ws.valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
     memcpy(counts, l->ws.gcounts, sizeof(int) * (size_t)l->cfg.n);
-    return MOE_OK;
+    return moe_ok();
 }
 
 static moe_status copy_vec(const moe_layer *l, float *v, const double *src) {
     if (!l || !v) return moe_fail(MOE_ERR_INVALID_ARG, "layer and output must not be NULL");
     if (!l->ws.valid) return moe_fail(MOE_ERR_STATE, "no forward pass yet");
     for (int e = 0; e < l->cfg.n; e++) v[e] = (float)src[e];
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_importance(const moe_layer *l, float *v) { return copy_vec(l, v, l ? l->ws.importance : NULL); }

@@ -213,7 +213,7 @@ typedef struct {
     const moe_s2s_train_config *tc;
     moe_s2s *m;
     corpus *c;
-    ptable pt;        /* groups s2s, moe0, moe1 (if present), baseline */
+    const ptable *pt; /* the model's: groups s2s, moe0, moe1 (if present), baseline */
     optset opt;
     int gbase;        /* the baseline regressors' group, stepped on its own */
     int epoch, batch_in_epoch;
@@ -278,7 +278,7 @@ static moe_status ckpt_write(const run_state *r, const char *path) {
         meta_u64(&m, s ? "rng.moe1_counter" : "rng.moe0_counter", ct);
     }
     o.m = m;
-    ckw_table(&o, &r->pt, &r->opt);
+    ckw_table(&o, r->pt, &r->opt);
     st = ckw_end(&o, path);
     free(ts);
     free(tt);
@@ -314,9 +314,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_s2s **out, tok **ts, tok 
         st = moe_fail(MOE_ERR_FORMAT, "checkpoint's vocabularies do not match its model's sizes");
     moe_s2s *m = NULL;
     if (!st) st = moe_s2s_create(&m, &c, 1);
-    ptable pt = {0};
-    if (!st && !(st = s2s_ptable(&pt, m))) st = ckpt_get_params(f, &pt);
-    ptable_free(&pt);
+    if (!st) st = ckpt_get_params(f, s2s_table(m));
     for (int s = 0; s < 2 && !st; s++) {
         moe_layer *ml = moe_s2s_moe(m, s);
         if (!ml) continue;
@@ -489,7 +487,7 @@ static moe_status train_step(run_state *r, const batch *b, int s, step_ws *w, st
             }
         }
         /* the regressors' own Adam, after the coefficients used them (bw starts their block) */
-        if (!scst && (st = optset_step(&r->opt, &r->pt, tc->baseline_lr, 1u << r->gbase))) return st;
+        if (!scst && (st = optset_step(&r->opt, r->pt, tc->baseline_lr, 1u << r->gbase))) return st;
         if ((st = s2s_set_coef(m, w->coef))) return st;
     }
     ss->xent_sum += nx ? (loss - s2s_last_aux(m)) * (double)N : 0.0; /* loss = sum nll / N over forced tokens + aux */
@@ -531,29 +529,29 @@ static moe_status checkpoint(const run_state *r, const char *path, moe_s2s_callb
 static moe_status optim_step(run_state *r, float lr) {
     const uint32_t mask = OPT_ALL & ~(1u << r->gbase);
     double n2 = 0.0;
-    moe_status st = ptable_grad_norm2(&r->pt, NULL, mask, &n2);
+    moe_status st = ptable_grad_norm2(r->pt, NULL, mask, &n2);
     const double norm = sqrt(n2);
     if (!st && !isfinite(norm))
         return moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate", (long long)r->step + 1);
     const float clip = r->tc->clip;
-    if (!st && clip > 0.0f && norm > clip) ptable_scale_grads(&r->pt, mask, (float)(clip / norm));
-    return st ? st : optset_step(&r->opt, &r->pt, lr, mask);
+    if (!st && clip > 0.0f && norm > clip) ptable_scale_grads(r->pt, mask, (float)(clip / norm));
+    return st ? st : optset_step(&r->opt, r->pt, lr, mask);
 }
 
 /* The optimisers, their state from the checkpoint when resuming: per tensor, or (version 1)
  * per arena, optim0 .. optim3 for the groups s2s, moe0, moe1, baseline. */
 static moe_status make_optim(run_state *r, const moe_st *ck) {
     const moe_adam_config ac = moe_adam_config_default();
-    moe_status st = s2s_ptable(&r->pt, r->m);
-    if (!st) st = optset_create(&r->opt, &r->pt, &ac, OPT_ALL);
+    r->pt = s2s_table(r->m);
+    r->gbase = ptable_group_index(r->pt, "baseline");
+    moe_status st = optset_create(&r->opt, r->pt, &ac, OPT_ALL);
     if (st || !ck) return st;
-    r->gbase = ptable_group_index(&r->pt, "baseline");
     int version = 0;
     if ((st = ckpt_check_format(ck, "seq2seq", LEGACY_FORMAT, "translation-model", &version))) return st;
-    if (version >= 2) return ckpt_get_optim(ck, &r->pt, &r->opt);
+    if (version >= 2) return ckpt_get_optim(ck, r->pt, &r->opt);
     static const char *const legacy[] = {"s2s", "moe0", "moe1", "baseline"};
     for (int i = 0; i < 4 && !st; i++) {
-        const int g = ptable_group_index(&r->pt, legacy[i]);
+        const int g = ptable_group_index(r->pt, legacy[i]);
         char key[16];
         snprintf(key, sizeof key, "optim%d", i);
         /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
@@ -659,7 +657,6 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     }
     r.c = &c;
     if (!st) st = make_optim(&r, ck);
-    r.gbase = ptable_group_index(&r.pt, "baseline");
     moe_st_free(ck);
     ck = NULL;
     const moe_s2s_config cfg = r.m ? moe_s2s_get_config(r.m) : moe_s2s_config_default();
@@ -677,7 +674,7 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     moe_s2s_progress pg;
     memset(&pg, 0, sizeof pg);
     if (!st && cb) {
-        const int64_t total = ptable_numel(&r.pt);
+        const int64_t total = ptable_numel(r.pt);
         pg = progress_at(MOE_S2S_START, &r, steps_per_epoch * E, E, obj_name(tc->objective), -1);
         pg.params_total = total;
         pg.src_vocab = cfg.src_vocab;
@@ -775,7 +772,6 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     }
     step_ws_free(&w);
     optset_free(&r.opt);
-    ptable_free(&r.pt);
     moe_s2s_free(r.m);
     corpus_free(&c);
     if (!st) moe_clear_error(); /* a step may have tolerated a failure (e.g. no expert counts) */

@@ -204,9 +204,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
         tok_free(tk);
         return st;
     }
-    ptable pt = {0};
-    if (!(st = lm_ptable(&pt, lm))) st = ckpt_get_params(f, &pt);
-    ptable_free(&pt);
+    st = ckpt_get_params(f, lm_table(lm));
     if (st) {
         moe_lm_free(lm);
         tok_free(tk);
@@ -337,7 +335,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     td_file *f = NULL;
     tok *tk = NULL;
     moe_lm *lm = NULL;
-    ptable pt = {0};
+    const ptable *pt = NULL;
     optset opt = {0};
     td_iter *it = NULL;
     moe_st *ck = NULL;
@@ -383,14 +381,15 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     int factored = 0;
     if ((st = optim_choice(ck, tc, &factored))) goto done;
     moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
-    if ((st = lm_ptable(&pt, lm)) || (st = optset_create(&opt, &pt, &ac, OPT_ALL))) goto done;
+    pt = lm_table(lm);
+    if ((st = optset_create(&opt, pt, &ac, OPT_ALL))) goto done;
     moe_layer *ml = moe_lm_moe(lm);
     if ((st = td_iter_create(&it, f, tk, TD_TRAIN, tc->batch, tc->bptt))) goto done;
     const int B = tc->batch, T = tc->bptt;
     const moe_lm_config cfg = moe_lm_get_config(lm);
     if (resume) {
         /* optimiser moments and steps, random streams, carried state, data position */
-        if ((st = ckpt_get_optim(ck, &pt, &opt))) goto done;
+        if ((st = ckpt_get_optim(ck, pt, &opt))) goto done;
         moe_lm_rng r;
         if ((st = get_u64(ck, "rng.seed", &r.seed)) || (st = get_u64(ck, "rng.dropout_counter", &r.dropout_counter)) ||
             (st = get_u64(ck, "rng.moe_seed", &r.moe_seed)) || (st = get_u64(ck, "rng.moe_counter", &r.moe_counter)))
@@ -426,7 +425,7 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
     }
     rs.lm = lm;
     rs.tk = tk;
-    rs.pt = &pt;
+    rs.pt = pt;
     rs.opt = &opt;
     tokbuf = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     const int n = ml ? moe_layer_get_config(ml).n : 0;
@@ -467,8 +466,8 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
              * already its share of the global mean); a sharded MoE sums its gate itself, and
              * the dense baseline's one expert is replicated like the LSTMs */
             const double tc0 = now_s();
-            for (int g = 0; g < pt.ngroups; g++)
-                if (!pt.g[g].sharded && (st = moe_comm_allreduce_sum(comm, pt.g[g].grads, pt.g[g].count))) goto done;
+            for (int g = 0; g < pt->ngroups; g++)
+                if (!pt->g[g].sharded && (st = moe_comm_allreduce_sum(comm, pt->g[g].grads, pt->g[g].count))) goto done;
             double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
             if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
             iv_comm += now_s() - tc0;
@@ -477,16 +476,16 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
             s.flops = tot[2];
         }
         double gn2 = 0.0;
-        if ((st = ptable_grad_norm2(&pt, comm, OPT_ALL, &gn2))) goto done;
+        if ((st = ptable_grad_norm2(pt, comm, OPT_ALL, &gn2))) goto done;
         const double gn = sqrt(gn2);
         if (!isfinite(gn)) {
             st = moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn, rs.step + 1);
             goto done;
         }
-        if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(&pt, OPT_ALL, (float)(tc->clip / gn));
+        if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gn));
         rs.step++;
         const float lr = (float)lr_at(tc, rs.step);
-        if ((st = optset_step(&opt, &pt, lr, OPT_ALL))) goto done;
+        if ((st = optset_step(&opt, pt, lr, OPT_ALL))) goto done;
         rs.tokens_seen += (uint64_t)s.tokens;
         iv_loss += s.loss;
         iv_aux += s.aux;
@@ -580,7 +579,6 @@ done:
     moe_st_free(ck);
     td_iter_free(it);
     optset_free(&opt);
-    ptable_free(&pt);
     moe_lm_free(lm);
     tok_free(tk);
     td_free(f);

@@ -82,6 +82,37 @@ int main(void) {
     SUCCEEDS(moe_layer_load_st(l2, f));
     moe_st_free(f);
     moe_layer_free(l2);
+    /* the layer's own calls */
+    float x[2 * 4] = {0.1f, -0.2f, 0.3f, 0.4f, 1, 2, 3, 4}, y[2 * 4], dx[2 * 4] = {0}, gates[2 * 4], v[4];
+    int counts[4];
+    FAILS(moe_layer_backward(l, dx, y), MOE_ERR_STATE);
+    SUCCEEDS(moe_layer_forward(l, y, x, 2, MOE_TRAIN, NULL, NULL));
+    FAILS(moe_layer_forward(l, y, x, 0, MOE_TRAIN, NULL, NULL), MOE_ERR_SHAPE);
+    SUCCEEDS(moe_layer_forward(l, y, x, 2, MOE_TRAIN, NULL, NULL));
+    FAILS(moe_layer_find_param(l, "nope", NULL), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_backward(l, dx, y));
+    FAILS(moe_layer_gates(l, NULL), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_gates(l, gates));
+    FAILS(moe_layer_counts(NULL, counts), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_counts(l, counts));
+    FAILS(moe_layer_importance(NULL, v), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_importance(l, v));
+    FAILS(moe_layer_load_vec(NULL, v), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_load_vec(l, v));
+    moe_param prm;
+    FAILS(moe_layer_param(l, 99, &prm), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_param(l, 0, &prm));
+    FAILS(moe_layer_find_param(l, "nope", &prm), MOE_ERR_MISSING);
+    SUCCEEDS(moe_layer_find_param(l, "experts.w1", &prm));
+    FAILS(moe_layer_set_param(l, "gate.w_gate", v, 3), MOE_ERR_SHAPE);
+    float wg[4 * 4];
+    SUCCEEDS(moe_layer_get_param(l, "gate.w_gate", wg, 16));
+    FAILS(moe_layer_set_noise_layout(l, 3, 2, 0), MOE_ERR_INVALID_ARG);
+    SUCCEEDS(moe_layer_set_noise_layout(l, 0, 0, 0));
+    cfg.k = 9;
+    FAILS(moe_layer_config_check(&cfg), MOE_ERR_CONFIG);
+    cfg.k = 2;
+    SUCCEEDS(moe_layer_config_check(&cfg));
     moe_layer_free(l);
 
     /* the optimiser, BLEU, the language model */
