@@ -426,6 +426,7 @@ moe_status moe_lm_param(moe_lm *m, int i, moe_param *p) {
     p->numel = s->numel;
     p->data = m->params + s->offset;
     p->grad = m->grads + s->offset;
+    p->expert_first = p->experts = 0;
     moe_clear_error();
     return MOE_OK;
 }

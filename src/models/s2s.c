@@ -260,6 +260,7 @@ moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p) {
             p->numel = m->numel[q];
             p->data = PA(m, q);
             p->grad = GR(m, q);
+            p->expert_first = p->experts = 0;
             moe_clear_error();
             return MOE_OK;
         }

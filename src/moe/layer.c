@@ -214,6 +214,9 @@ static void fill_param(moe_layer *l, int p, moe_param *out) {
     out->numel = s->numel;
     out->data = l->params + s->offset;
     out->grad = l->grads + s->offset;
+    const int expert = p == P_W1 || p == P_B1 || p == P_W2 || p == P_B2;
+    out->expert_first = expert ? l->pl.e0 : 0;
+    out->experts = expert ? l->cfg.n : 0;
 }
 
 moe_status moe_layer_param(moe_layer *l, int i, moe_param *out) {
