@@ -20,6 +20,7 @@
 #include "models/model_table.h"
 #include "train/ckpt_table.h"
 #include "train/optset.h"
+#include "train/run.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -38,12 +39,6 @@ moe_train_config moe_train_config_default(void) {
                           .eval_every = 200, .eval_batches = 0, .ckpt_every = 500,
                           .checkpoint = NULL, .seed = 1};
     return c;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* ---- checkpoint contents ---- */
@@ -67,8 +62,6 @@ static const char *ffn_name(moe_ffn_kind k) {
 
 /* ---- data parallelism: which streams and experts this rank has ---- */
 
-static int nranks(const moe_comm *c) { return c ? moe_comm_size(c) : 1; }
-static int myrank(const moe_comm *c) { return c ? moe_comm_rank(c) : 0; }
 /* the first stream (of B) or expert (of n) of rank r */
 static int first_of(int total, int P, int r) { return (int)((int64_t)total * r / P); }
 
@@ -265,12 +258,6 @@ static moe_status eval_split(moe_lm *lm, const td_file *f, const tok *tk, td_spl
     return MOE_OK;
 }
 
-/* Rank 0's value of a flag on every rank (decisions that depend on a clock or a callback). */
-static int sync_flag(moe_comm *comm, int v) {
-    if (comm) comm_bcast(comm, &v, sizeof v, 0);
-    return v;
-}
-
 static moe_status check_train_cfg(const moe_train_config *tc) {
     if (!tc || !tc->data) return moe_fail(MOE_ERR_INVALID_ARG, "no training data file given");
     if (tc->batch < 1 || tc->bptt < 1) return moe_fail(MOE_ERR_CONFIG, "batch (%d) and bptt (%d) must be >= 1", tc->batch, tc->bptt);
@@ -326,265 +313,320 @@ static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int
     return MOE_OK;
 }
 
+/* A training run of the language model: the trainer core and everything the steps use. */
+typedef struct {
+    run_core core;
+    run_state rs; /* what a checkpoint holds */
+    const moe_train_config *tc;
+    moe_train_callback cb;
+    void *user;
+    td_file *f;
+    td_iter *it;
+    tok *tk;
+    moe_lm *lm;
+    moe_layer *ml; /* the model's FFN layer, or NULL */
+    optset opt;
+    int b0, nb;      /* this rank's streams of the batch */
+    int32_t *tokbuf; /* [B, T+1] */
+    int *counts;     /* [n] */
+    int n;           /* experts (0: no FFN) */
+    /* the report interval: sums over its steps */
+    double loss, aux, flops, cvi, cvl, mm, gn, comm_s, layer_comm0;
+    int64_t steps, tokens, *expert_tokens; /* expert_tokens [n] */
+    uint64_t bytes0;
+    float lr;
+} lm_run;
+
+/* Every rank must run the same settings: a mismatch would pair up different collectives. */
+static moe_status check_ranks(const moe_train_config *tc, moe_comm *comm, const char *resume) {
+    const int P = moe_comm_size(comm);
+    const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
+                            (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every};
+    const char *what[] = {"--batch", "--bptt", "--steps", "--seed", "--words", "--resume", "--minutes",
+                          "--ckpt-every", "--eval-every"};
+    moe_status st = MOE_OK;
+    for (int i = 0; i < 9 && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
+    if (!st && tc->batch < P)
+        st = moe_fail(MOE_ERR_CONFIG, "batch %d is smaller than the %d ranks: each rank needs at least one stream "
+                      "(raise --batch or use fewer ranks)", tc->batch, P);
+    return st;
+}
+
+/* A new model and tokenizer from the data */
+static moe_status new_model(lm_run *r, const moe_lm_config *mc, moe_comm *comm) {
+    const moe_train_config *tc = r->tc;
+    tok_config tcfg = tok_config_default(tc->words ? TOK_WORDS : TOK_BYTES);
+    tcfg.min_count = tc->min_count;
+    tcfg.max_vocab = tc->max_vocab;
+    tcfg.lowercase = tc->lowercase;
+    moe_status st = tc->words ? td_build_tokenizer(r->f, TD_TRAIN, &tcfg, &r->tk) : tok_create_bytes(&r->tk);
+    if (st) return st;
+    moe_lm_config c = *mc;
+    c.vocab = tok_vocab_size(r->tk);
+    return comm ? moe_lm_create_sharded(&r->lm, &c, tc->seed, comm) : moe_lm_create(&r->lm, &c, tc->seed);
+}
+
+/* Resume: optimiser moments and steps, random streams, carried state, data position. */
+static moe_status resume_state(lm_run *r, const moe_st *ck) {
+    const int B = r->tc->batch, d = moe_lm_get_config(r->lm).d, b0 = r->b0, nb = r->nb;
+    moe_status st = ckpt_get_optim(ck, r->rs.pt, &r->opt);
+    moe_lm_rng g;
+    if (st || (st = get_u64(ck, "rng.seed", &g.seed)) || (st = get_u64(ck, "rng.dropout_counter", &g.dropout_counter)) ||
+        (st = get_u64(ck, "rng.moe_seed", &g.moe_seed)) || (st = get_u64(ck, "rng.moe_counter", &g.moe_counter)))
+        return st;
+    moe_lm_set_rng(r->lm, &g);
+    float *state = malloc(sizeof(float) * 4 * (size_t)B * d);
+    if (!state) return moe_fail(MOE_ERR_NOMEM, "out of memory for the carried LSTM state");
+    const int64_t sh[3] = {4, B, d};
+    st = ckpt_get_tensor(ck, "state", 3, sh, state);
+    /* this rank's streams of each of h1, c1, h2, c2 [B, d] */
+    for (int i = 0; !st && i < 4 && nb < B; i++) /* in order: each moves down, onto what is read already */
+        memmove(state + (size_t)i * nb * d, state + ((size_t)i * B + b0) * d, sizeof(float) * (size_t)nb * d);
+    if (!st) st = moe_lm_set_state(r->lm, state, nb);
+    free(state);
+    td_pos pos = td_iter_get_pos(r->it);
+    uint64_t ntok = 0;
+    if (st || (st = get_u64(ck, "data.step", &pos.step)) || (st = get_i64(ck, "step", &r->rs.step)) ||
+        (st = get_u64(ck, "tokens_seen", &r->rs.tokens_seen)) || (st = get_u64(ck, "data.ntokens", &ntok)))
+        return st;
+    if (ntok != pos.ntokens)
+        return moe_fail(MOE_ERR_CONFIG, "the data file changed since the checkpoint (%" PRIu64 " training tokens then, %" PRIu64 " now)",
+                        ntok, (uint64_t)pos.ntokens);
+    float el = 0.0f;
+    if (moe_st_meta(ck, "elapsed_s") && (st = get_float(ck, "elapsed_s", &el))) return st;
+    r->rs.elapsed = el;
+    return td_iter_set_pos(r->it, &pos);
+}
+
+/* The model (new or from the checkpoint), its optimiser, the data stream and the buffers. */
+static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resume, moe_comm *comm) {
+    const moe_train_config *tc = r->tc;
+    const int P = comm ? moe_comm_size(comm) : 1, me = comm ? moe_comm_rank(comm) : 0;
+    moe_st *ck = NULL;
+    moe_status st = td_open(&r->f, tc->data, 0);
+    if (!st && resume && !(st = moe_st_open(&ck, resume)) && !(st = check_resume(ck, tc, mc)))
+        st = model_from_ckpt(ck, &r->lm, &r->tk, comm);
+    else if (!st && !resume)
+        st = new_model(r, mc, comm);
+    /* data parallel: rank me trains streams [b0, b0 + nb) of the batch */
+    r->b0 = first_of(tc->batch, P, me);
+    r->nb = first_of(tc->batch, P, me + 1) - r->b0;
+    if (!st && comm) st = moe_lm_set_slice(r->lm, r->b0, tc->batch);
+    int factored = 0;
+    if (!st) st = optim_choice(ck, tc, &factored);
+    const moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
+    if (!st) r->rs.pt = lm_table(r->lm);
+    if (!st) st = optset_create(&r->opt, r->rs.pt, &ac, OPT_ALL);
+    if (!st) st = td_iter_create(&r->it, r->f, r->tk, TD_TRAIN, tc->batch, tc->bptt);
+    if (!st && ck) st = resume_state(r, ck);
+    moe_st_free(ck);
+    if (st) return st;
+    r->ml = moe_lm_moe(r->lm);
+    r->n = r->ml ? moe_layer_get_config(r->ml).n : 0;
+    r->tokbuf = malloc(sizeof(int32_t) * (size_t)tc->batch * (tc->bptt + 1));
+    r->expert_tokens = calloc((size_t)(r->n > 0 ? r->n : 1), sizeof(int64_t));
+    r->counts = calloc((size_t)(r->n > 0 ? r->n : 1), sizeof(int));
+    if (!r->tokbuf || !r->expert_tokens || !r->counts) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+    r->rs.lm = r->lm;
+    r->rs.tk = r->tk;
+    r->rs.opt = &r->opt;
+    r->rs.comm = comm;
+    r->rs.tc = tc;
+    return MOE_OK;
+}
+
+static void lm_free(lm_run *r) {
+    td_iter_free(r->it);
+    optset_free(&r->opt);
+    moe_lm_free(r->lm);
+    tok_free(r->tk);
+    td_free(r->f);
+    free(r->tokbuf);
+    free(r->expert_tokens);
+    free(r->counts);
+}
+
+/* rank 0's callback on p, its verdict on every rank */
+static int lm_call(lm_run *r, moe_train_progress *p) {
+    p->step = r->core.step;
+    p->steps = r->tc->steps;
+    p->ranks = r->core.ranks;
+    return run_verdict(&r->core, r->cb && r->core.rank == 0 ? r->cb(p, r->user) : 0);
+}
+
+/* the MoE layer's collective time and bytes so far */
+static void layer_comm(const lm_run *r, double *s, uint64_t *bytes) {
+    uint64_t a = 0, b = 0;
+    *s = 0.0;
+    if (r->ml) moe_layer_comm_stats(r->ml, s, &a, &b);
+    *bytes = a + b;
+}
+
+/* One step: forward and backward on this rank's streams, gradients summed over ranks, clipped,
+ * the optimiser; the interval's sums. */
+static moe_status lm_step(lm_run *r) {
+    const moe_train_config *tc = r->tc;
+    const ptable *pt = r->rs.pt;
+    moe_comm *comm = r->core.comm;
+    moe_status st = td_iter_next(r->it, r->tokbuf);
+    if (st) return st;
+    moe_lm_zero_grad(r->lm);
+    moe_lm_stats s;
+    if ((st = moe_lm_step(r->lm, r->tokbuf + (size_t)r->b0 * (tc->bptt + 1), r->nb, tc->bptt, 1, &s))) return st;
+    if (comm) {
+        /* the replicated groups' gradients summed over ranks (each rank's loss gradient is
+         * already its share of the global mean); a sharded MoE sums its gate itself, and the
+         * dense baseline's one expert is replicated like the LSTMs */
+        const double t0 = run_now();
+        for (int g = 0; g < pt->ngroups && !st; g++)
+            if (!pt->g[g].sharded) st = moe_comm_allreduce_sum(comm, pt->g[g].grads, pt->g[g].count);
+        double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
+        if (st || (st = comm_allreduce_sum_f64(comm, tot, 3))) return st;
+        r->comm_s += run_now() - t0;
+        s.loss = tot[0] / tot[1];
+        s.tokens = (int64_t)tot[1];
+        s.flops = tot[2];
+    }
+    double gn2 = 0.0;
+    if ((st = ptable_grad_norm2(pt, comm, OPT_ALL, &gn2))) return st;
+    const double gn = sqrt(gn2);
+    if (!isfinite(gn))
+        return moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn,
+                        r->core.step + 1);
+    if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gn));
+    r->core.step++;
+    r->lr = (float)lr_at(tc, r->core.step);
+    if ((st = optset_step(&r->opt, pt, r->lr, OPT_ALL))) return st;
+    r->rs.tokens_seen += (uint64_t)s.tokens;
+    r->loss += s.loss;
+    r->aux += s.aux;
+    r->flops += s.flops;
+    r->gn += gn;
+    r->cvi += s.moe.cv_importance;
+    r->cvl += s.moe.cv_load;
+    r->mm += s.moe.max_mean_load;
+    r->steps++;
+    r->tokens += s.tokens;
+    if (r->ml && moe_layer_counts(r->ml, r->counts) == MOE_OK)
+        for (int e = 0; e < r->n; e++) r->expert_tokens[e] += r->counts[e];
+    return MOE_OK;
+}
+
+/* The report of the interval's means; starts the next interval. */
+static void lm_report(lm_run *r) {
+    const double dt = run_interval(&r->core), k = (double)r->steps;
+    moe_train_progress p;
+    memset(&p, 0, sizeof p);
+    p.kind = MOE_PROGRESS_TRAIN;
+    p.loss = r->loss / k;
+    p.ppl = exp(p.loss);
+    p.aux = r->aux / k;
+    p.lr = r->lr;
+    p.grad_norm = r->gn / k;
+    p.tokens_per_s = dt > 0 ? r->tokens / dt : 0;
+    p.gflops = dt > 0 ? r->flops / dt / 1e9 : 0;
+    p.elapsed_s = r->rs.elapsed + run_elapsed(&r->core);
+    p.eta_s = run_eta(&r->core);
+    p.epoch = td_iter_epoch(r->it);
+    p.cv_importance = r->cvi / k;
+    p.cv_load = r->cvl / k;
+    p.max_mean_load = r->mm / k;
+    p.expert_tokens = r->expert_tokens;
+    p.n = r->n;
+    if (r->core.comm) {
+        double lc;
+        uint64_t bytes;
+        layer_comm(r, &lc, &bytes);
+        p.comm_fraction = dt > 0 ? (r->comm_s + lc - r->layer_comm0) / dt : 0.0;
+        p.exchange_bytes = (double)(bytes - r->bytes0) / k;
+        r->layer_comm0 = lc;
+        r->bytes0 = bytes;
+        r->comm_s = 0.0;
+    }
+    lm_call(r, &p);
+    r->loss = r->aux = r->flops = r->cvi = r->cvl = r->mm = r->gn = 0;
+    r->steps = r->tokens = 0;
+    memset(r->expert_tokens, 0, sizeof(int64_t) * (size_t)(r->n > 0 ? r->n : 1));
+    run_restart_interval(&r->core);
+}
+
+static moe_status lm_validate(lm_run *r) {
+    const moe_train_config *tc = r->tc;
+    double vl;
+    uint64_t vt;
+    moe_status st = eval_split(r->lm, r->f, r->tk, TD_VALID, tc->batch, tc->bptt, tc->eval_batches, &vl, &vt,
+                               r->core.comm, r->b0, r->nb);
+    if (st) return st;
+    moe_train_progress p;
+    memset(&p, 0, sizeof p);
+    p.kind = MOE_PROGRESS_VALID;
+    p.valid_loss = vl;
+    p.valid_ppl = exp(vl);
+    p.elapsed_s = r->rs.elapsed + run_elapsed(&r->core);
+    lm_call(r, &p);
+    run_restart_interval(&r->core); /* evaluation time is not training throughput */
+    layer_comm(r, &r->layer_comm0, &r->bytes0); /* nor is its exchange */
+    return MOE_OK;
+}
+
+static moe_status lm_save(lm_run *r) {
+    r->rs.pos = td_iter_get_pos(r->it);
+    r->rs.step = r->core.step;
+    const double elapsed0 = r->rs.elapsed;
+    r->rs.elapsed = elapsed0 + run_elapsed(&r->core);
+    moe_status st = ckpt_write(&r->rs, r->tc->checkpoint);
+    r->rs.elapsed = elapsed0;
+    if (st)
+        return moe_fail(st, "saving the checkpoint at step %lld failed (%s); the file from the last successful save is unchanged",
+                        (long long)r->core.step, moe_last_error());
+    moe_train_progress p;
+    memset(&p, 0, sizeof p);
+    p.kind = MOE_PROGRESS_CHECKPOINT;
+    p.path = r->tc->checkpoint;
+    lm_call(r, &p);
+    return MOE_OK;
+}
+
+static void lm_start_report(lm_run *r) {
+    moe_train_progress p;
+    memset(&p, 0, sizeof p);
+    p.kind = MOE_PROGRESS_START;
+    p.n = r->n;
+    p.vocab = moe_lm_get_config(r->lm).vocab;
+    moe_lm_param_counts(r->lm, &p.params_total, &p.params_active);
+    p.optim_floats = optset_floats(&r->opt);
+    lm_call(r, &p);
+    layer_comm(r, &r->layer_comm0, &r->bytes0);
+}
+
 moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
                      moe_train_callback cb, void *user) {
     moe_status st = check_train_cfg(tc);
     if (st) return st;
     if (!resume && !mc) return moe_fail(MOE_ERR_INVALID_ARG, "a new run needs model settings");
-    const double t_start = now_s();
-    td_file *f = NULL;
-    tok *tk = NULL;
-    moe_lm *lm = NULL;
-    const ptable *pt = NULL;
-    optset opt = {0};
-    td_iter *it = NULL;
-    moe_st *ck = NULL;
-    int32_t *tokbuf = NULL;
-    int64_t *expert_tokens = NULL;
-    int *counts = NULL;
-    run_state rs = {0};
-    rs.tc = tc;
-    /* data parallel over the ranks of tc->comm: rank me trains streams [b0, b0 + nb) of the
-     * batch and holds its share of the experts; rank 0 alone reports and writes */
+    /* data parallel over the ranks of tc->comm; rank 0 alone reports and writes */
     moe_comm *comm = tc->comm && moe_comm_size(tc->comm) > 1 ? tc->comm : NULL;
-    const int P = nranks(comm), me = myrank(comm);
-    rs.comm = comm;
-    if (comm) {
-        const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
-                                (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every};
-        const char *what[] = {"--batch", "--bptt", "--steps", "--seed", "--words", "--resume", "--minutes",
-                              "--ckpt-every", "--eval-every"};
-        for (int i = 0; i < 9; i++)
-            if ((st = moe_comm_check_same(comm, same[i], what[i]))) return st;
-        if (tc->batch < P)
-            return moe_fail(MOE_ERR_CONFIG, "batch %d is smaller than the %d ranks: each rank needs at least one stream "
-                            "(raise --batch or use fewer ranks)", tc->batch, P);
+    if (comm && (st = check_ranks(tc, comm, resume))) return st;
+    lm_run r;
+    memset(&r, 0, sizeof r);
+    r.tc = tc;
+    r.cb = cb;
+    r.user = user;
+    if ((st = lm_setup(&r, mc, resume, comm))) {
+        lm_free(&r);
+        return st;
     }
-    if ((st = td_open(&f, tc->data, 0))) goto done;
-    if (resume) {
-        if ((st = moe_st_open(&ck, resume))) goto done;
-        if ((st = check_resume(ck, tc, mc))) goto done;
-        if ((st = model_from_ckpt(ck, &lm, &tk, comm))) goto done;
-    } else {
-        tok_config tcfg = tok_config_default(tc->words ? TOK_WORDS : TOK_BYTES);
-        tcfg.min_count = tc->min_count;
-        tcfg.max_vocab = tc->max_vocab;
-        tcfg.lowercase = tc->lowercase;
-        st = tc->words ? td_build_tokenizer(f, TD_TRAIN, &tcfg, &tk) : tok_create_bytes(&tk);
-        if (st) goto done;
-        moe_lm_config c = *mc;
-        c.vocab = tok_vocab_size(tk);
-        if ((st = comm ? moe_lm_create_sharded(&lm, &c, tc->seed, comm) : moe_lm_create(&lm, &c, tc->seed))) goto done;
-    }
-    const int b0 = first_of(tc->batch, P, me), nb = first_of(tc->batch, P, me + 1) - b0;
-    if (comm && (st = moe_lm_set_slice(lm, b0, tc->batch))) goto done;
-    int factored = 0;
-    if ((st = optim_choice(ck, tc, &factored))) goto done;
-    moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
-    pt = lm_table(lm);
-    if ((st = optset_create(&opt, pt, &ac, OPT_ALL))) goto done;
-    moe_layer *ml = moe_lm_moe(lm);
-    if ((st = td_iter_create(&it, f, tk, TD_TRAIN, tc->batch, tc->bptt))) goto done;
-    const int B = tc->batch, T = tc->bptt;
-    const moe_lm_config cfg = moe_lm_get_config(lm);
-    if (resume) {
-        /* optimiser moments and steps, random streams, carried state, data position */
-        if ((st = ckpt_get_optim(ck, pt, &opt))) goto done;
-        moe_lm_rng r;
-        if ((st = get_u64(ck, "rng.seed", &r.seed)) || (st = get_u64(ck, "rng.dropout_counter", &r.dropout_counter)) ||
-            (st = get_u64(ck, "rng.moe_seed", &r.moe_seed)) || (st = get_u64(ck, "rng.moe_counter", &r.moe_counter)))
-            goto done;
-        moe_lm_set_rng(lm, &r);
-        float *state = malloc(sizeof(float) * 4 * (size_t)B * cfg.d);
-        if (!state) {
-            st = moe_fail(MOE_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        const int64_t sh[3] = {4, B, cfg.d};
-        st = ckpt_get_tensor(ck, "state", 3, sh, state);
-        /* this rank's streams of each of h1, c1, h2, c2 [B, d] */
-        for (int i = 0; !st && i < 4 && nb < B; i++) /* in order: each moves down, onto what is read already */
-            memmove(state + (size_t)i * nb * cfg.d, state + ((size_t)i * B + b0) * cfg.d, sizeof(float) * (size_t)nb * cfg.d);
-        if (!st) st = moe_lm_set_state(lm, state, nb);
-        free(state);
-        if (st) goto done;
-        td_pos pos = td_iter_get_pos(it);
-        if ((st = get_u64(ck, "data.step", &pos.step)) || (st = get_i64(ck, "step", &rs.step)) ||
-            (st = get_u64(ck, "tokens_seen", &rs.tokens_seen)))
-            goto done;
-        uint64_t ntok = 0;
-        if ((st = get_u64(ck, "data.ntokens", &ntok))) goto done;
-        if (ntok != pos.ntokens) {
-            st = moe_fail(MOE_ERR_CONFIG, "the data file changed since the checkpoint (%" PRIu64 " training tokens then, %" PRIu64 " now)",
-                          ntok, (uint64_t)pos.ntokens);
-            goto done;
-        }
-        if ((st = td_iter_set_pos(it, &pos))) goto done;
-        moe_st_free(ck);
-        ck = NULL;
-    }
-    rs.lm = lm;
-    rs.tk = tk;
-    rs.pt = pt;
-    rs.opt = &opt;
-    tokbuf = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
-    const int n = ml ? moe_layer_get_config(ml).n : 0;
-    expert_tokens = calloc((size_t)(n > 0 ? n : 1), sizeof(int64_t));
-    counts = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
-    if (!tokbuf || !expert_tokens || !counts) {
-        st = moe_fail(MOE_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    moe_train_progress pr;
-    memset(&pr, 0, sizeof pr);
-    pr.kind = MOE_PROGRESS_START;
-    pr.ranks = P;
-    pr.step = rs.step;
-    pr.steps = tc->steps;
-    pr.n = n;
-    pr.vocab = cfg.vocab;
-    moe_lm_param_counts(lm, &pr.params_total, &pr.params_active);
-    pr.optim_floats = optset_floats(&opt);
-    int stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
-    const int64_t first_step = rs.step;
-    double iv_loss = 0, iv_aux = 0, iv_flops = 0, iv_cvi = 0, iv_cvl = 0, iv_mm = 0, iv_gn = 0;
-    int64_t iv_steps = 0, iv_tokens = 0;
-    double iv_t0 = now_s(), run_t0 = now_s(), iv_comm = 0.0, layer_comm0 = 0.0;
-    uint64_t bytes0 = 0;
-    if (ml) {
-        uint64_t a, b;
-        moe_layer_comm_stats(ml, &layer_comm0, &a, &b);
-        bytes0 = a + b;
-    }
-    while (!stop && (tc->steps == 0 || rs.step < tc->steps)) {
-        if ((st = td_iter_next(it, tokbuf))) goto done;
-        moe_lm_zero_grad(lm);
-        moe_lm_stats s;
-        if ((st = moe_lm_step(lm, tokbuf + (size_t)b0 * (T + 1), nb, T, 1, &s))) goto done;
-        if (comm) {
-            /* the replicated groups' gradients summed over ranks (each rank's loss gradient is
-             * already its share of the global mean); a sharded MoE sums its gate itself, and
-             * the dense baseline's one expert is replicated like the LSTMs */
-            const double tc0 = now_s();
-            for (int g = 0; g < pt->ngroups; g++)
-                if (!pt->g[g].sharded && (st = moe_comm_allreduce_sum(comm, pt->g[g].grads, pt->g[g].count))) goto done;
-            double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
-            if ((st = comm_allreduce_sum_f64(comm, tot, 3))) goto done;
-            iv_comm += now_s() - tc0;
-            s.loss = tot[0] / tot[1];
-            s.tokens = (int64_t)tot[1];
-            s.flops = tot[2];
-        }
-        double gn2 = 0.0;
-        if ((st = ptable_grad_norm2(pt, comm, OPT_ALL, &gn2))) goto done;
-        const double gn = sqrt(gn2);
-        if (!isfinite(gn)) {
-            st = moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn, rs.step + 1);
-            goto done;
-        }
-        if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gn));
-        rs.step++;
-        const float lr = (float)lr_at(tc, rs.step);
-        if ((st = optset_step(&opt, pt, lr, OPT_ALL))) goto done;
-        rs.tokens_seen += (uint64_t)s.tokens;
-        iv_loss += s.loss;
-        iv_aux += s.aux;
-        iv_flops += s.flops;
-        iv_gn += gn;
-        iv_cvi += s.moe.cv_importance;
-        iv_cvl += s.moe.cv_load;
-        iv_mm += s.moe.max_mean_load;
-        iv_steps++;
-        iv_tokens += s.tokens;
-        if (ml && moe_layer_counts(ml, counts) == MOE_OK)
-            for (int e = 0; e < n; e++) expert_tokens[e] += counts[e];
-        const int last = sync_flag(comm, (tc->steps > 0 && rs.step >= tc->steps) ||
-                                             (tc->minutes > 0.0 && now_s() - run_t0 >= tc->minutes * 60.0));
-        if (rs.step % tc->log_every == 0 || last) {
-            double t = now_s(), dt = t - iv_t0;
-            memset(&pr, 0, sizeof pr);
-            pr.kind = MOE_PROGRESS_TRAIN;
-            pr.step = rs.step;
-            pr.steps = tc->steps;
-            pr.loss = iv_loss / iv_steps;
-            pr.ppl = exp(pr.loss);
-            pr.aux = iv_aux / iv_steps;
-            pr.lr = lr;
-            pr.grad_norm = iv_gn / iv_steps;
-            pr.tokens_per_s = dt > 0 ? iv_tokens / dt : 0;
-            pr.gflops = dt > 0 ? iv_flops / dt / 1e9 : 0;
-            pr.elapsed_s = rs.elapsed + (t - t_start);
-            double per_step = (t - run_t0) / (double)(rs.step - first_step);
-            double eta_steps = tc->steps > 0 ? (tc->steps - rs.step) * per_step : 1e300;
-            double eta_time = tc->minutes > 0 ? tc->minutes * 60.0 - (t - run_t0) : 1e300;
-            pr.eta_s = fmax(0.0, fmin(eta_steps, eta_time));
-            pr.epoch = td_iter_epoch(it);
-            pr.cv_importance = iv_cvi / iv_steps;
-            pr.cv_load = iv_cvl / iv_steps;
-            pr.max_mean_load = iv_mm / iv_steps;
-            pr.expert_tokens = expert_tokens;
-            pr.n = n;
-            pr.ranks = P;
-            if (comm) {
-                double lc = 0.0;
-                uint64_t a = 0, b = 0;
-                if (ml) moe_layer_comm_stats(ml, &lc, &a, &b);
-                pr.comm_fraction = dt > 0 ? (iv_comm + lc - layer_comm0) / dt : 0.0;
-                pr.exchange_bytes = (double)(a + b - bytes0) / (double)iv_steps;
-                layer_comm0 = lc;
-                bytes0 = a + b;
-                iv_comm = 0.0;
-            }
-            stop = sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0);
-            iv_loss = iv_aux = iv_flops = iv_cvi = iv_cvl = iv_mm = iv_gn = 0;
-            iv_steps = iv_tokens = 0;
-            memset(expert_tokens, 0, sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-            iv_t0 = now_s();
-        }
-        if ((tc->eval_every > 0 && rs.step % tc->eval_every == 0) || last) {
-            double vl;
-            uint64_t vt;
-            if ((st = eval_split(lm, f, tk, TD_VALID, B, T, tc->eval_batches, &vl, &vt, comm, b0, nb))) goto done;
-            memset(&pr, 0, sizeof pr);
-            pr.kind = MOE_PROGRESS_VALID;
-            pr.step = rs.step;
-            pr.steps = tc->steps;
-            pr.valid_loss = vl;
-            pr.valid_ppl = exp(vl);
-            pr.elapsed_s = rs.elapsed + (now_s() - t_start);
-            if (sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0)) stop = 1;
-            iv_t0 = now_s(); /* evaluation time is not training throughput */
-            if (ml) { /* nor is its exchange */
-                uint64_t a, b;
-                moe_layer_comm_stats(ml, &layer_comm0, &a, &b);
-                bytes0 = a + b;
-            }
-        }
-        if (tc->checkpoint && ((tc->ckpt_every > 0 && rs.step % tc->ckpt_every == 0) || last || stop)) {
-            rs.pos = td_iter_get_pos(it);
-            if ((st = ckpt_write(&rs, tc->checkpoint))) {
-                st = moe_fail(st, "saving the checkpoint at step %lld failed (%s); the file from the last successful save is unchanged",
-                              (long long)rs.step, moe_last_error());
-                goto done;
-            }
-            memset(&pr, 0, sizeof pr);
-            pr.kind = MOE_PROGRESS_CHECKPOINT;
-            pr.step = rs.step;
-            pr.path = tc->checkpoint;
-            if (sync_flag(comm, cb && me == 0 ? cb(&pr, user) : 0)) stop = 1;
-        }
+    run_begin(&r.core, comm, r.rs.step, tc->steps, tc->minutes, 0.0);
+    lm_start_report(&r);
+    while (!st && !r.core.stop && (tc->steps == 0 || r.core.step < tc->steps)) {
+        if ((st = lm_step(&r))) break;
+        const int last = run_bound_reached(&r.core);
+        if (run_due(&r.core, tc->log_every) || last) lm_report(&r);
+        if ((run_due(&r.core, tc->eval_every) || last) && (st = lm_validate(&r))) break;
+        if (tc->checkpoint && (run_due(&r.core, tc->ckpt_every) || last || r.core.stop) && (st = lm_save(&r))) break;
         if (last) break;
     }
-done:
-    moe_st_free(ck);
-    td_iter_free(it);
-    optset_free(&opt);
-    moe_lm_free(lm);
-    tok_free(tk);
-    td_free(f);
-    free(tokbuf);
-    free(expert_tokens);
-    free(counts);
+    lm_free(&r);
     if (!st) moe_clear_error(); /* a step may have tolerated a failure (e.g. no expert counts) */
     return st;
 }
