@@ -18,7 +18,7 @@ have_torch=0
 printf "| n | moe fwd+bwd tok/s | GFLOP/s | dense tok/s | moe/dense | sgemm GFLOP/s | torch fwd+bwd tok/s | moe/torch |\n"
 printf "|---|---|---|---|---|---|---|---|\n"
 for n in $ns; do
-  m=$(OMP_NUM_THREADS=2 "$moe" bench layer --B 16384 --d 512 --h 1024 --n "$n" --k 4 --threads 2 --reps "$reps" --json)
+  m=$(OMP_NUM_THREADS=2 "$moe" bench layer --B 16384 --d 512 --h 1024 --experts "$n" --k 4 --threads 2 --reps "$reps" --json)
   echo "$m" >> "$log"
   t='{}'
   if [[ $have_torch == 1 ]]; then

@@ -86,21 +86,33 @@ void cli_parse(int argc, char **argv, const cli_opt *opts, int nopts, const char
     }
 }
 
-int cli_int(const char *opt, const char *v, int lo, int hi) {
+int cli_try_int(const char *v, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi)
-        cli_die("--%s expects an integer in [%d, %d], got '%s'", opt, lo, hi, v);
-    return (int)x;
+    if (end == v || *end || errno || x < lo || x > hi) return 0;
+    *out = (int)x;
+    return 1;
 }
 
-double cli_double(const char *opt, const char *v, double lo, double hi) {
+int cli_try_double(const char *v, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (end == v || *end || errno || !(x >= lo && x <= hi))
-        cli_die("--%s expects a number in [%g, %g], got '%s'", opt, lo, hi, v);
+    if (end == v || *end || errno || !(x >= lo && x <= hi)) return 0;
+    *out = x;
+    return 1;
+}
+
+int cli_int(const char *opt, const char *v, int lo, int hi) {
+    int x;
+    if (!cli_try_int(v, lo, hi, &x)) cli_die("--%s expects an integer in [%d, %d], got '%s'", opt, lo, hi, v);
+    return x;
+}
+
+double cli_double(const char *opt, const char *v, double lo, double hi) {
+    double x;
+    if (!cli_try_double(v, lo, hi, &x)) cli_die("--%s expects a number in [%g, %g], got '%s'", opt, lo, hi, v);
     return x;
 }
 

@@ -32,6 +32,61 @@ void cli_check(moe_status s, const char *what);
 int cli_int(const char *opt, const char *v, int lo, int hi);
 double cli_double(const char *opt, const char *v, double lo, double hi);
 uint64_t cli_u64(const char *opt, const char *v);
+/* The same without dying: 1 and *out set when v is a number in [lo, hi], else 0. */
+int cli_try_int(const char *v, int lo, int hi, int *out);
+int cli_try_double(const char *v, double lo, double hi, double *out);
+
+/* ---- The MoE layer's settings (moe_opts.c) ----
+ * One table gives each setting one option name, one range, one error message and one help line,
+ * for every command that builds an MoE layer. A command says which settings it has, gives its
+ * defaults, and parses its own options and those together:
+ *
+ *     cli_moe m;
+ *     cli_moe_init(&m, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
+ *     cli_parse_moe(argc, argv, opts, nopts, &m, USAGE);  // --help: USAGE + the MoE lines
+ *     if (mc.ffn == MOE_FFN_MOE) cli_moe_check(&m);       // k <= experts, groups divide, ...
+ *     cli_moe_to_lm(&m, &mc);
+ */
+enum {
+    CLI_MOE_D = 1u << 0,       /* --d */
+    CLI_MOE_H = 1u << 1,       /* --h */
+    CLI_MOE_EXPERTS = 1u << 2, /* --experts */
+    CLI_MOE_K = 1u << 3,       /* --k */
+    CLI_MOE_GROUPS = 1u << 4,  /* --groups, --k-groups (hierarchical, SPEC 1.6) */
+    CLI_MOE_BALANCE = 1u << 5, /* --w-importance, --w-load */
+    CLI_MOE_NOISE = 1u << 6,   /* --noise-eps */
+    CLI_MOE_BIAS = 1u << 7,    /* --bias */
+};
+#define CLI_MOE_FLAT (CLI_MOE_D | CLI_MOE_H | CLI_MOE_EXPERTS | CLI_MOE_K | CLI_MOE_BALANCE | CLI_MOE_NOISE)
+#define CLI_MOE_ALL (CLI_MOE_FLAT | CLI_MOE_GROUPS | CLI_MOE_BIAS)
+
+typedef struct { /* the options' values as given (NULL / 0: absent) */
+    const char *d, *h, *experts, *k, *groups, *k_groups, *w_importance, *w_load, *noise_eps;
+    int bias;
+} cli_moe_args;
+
+typedef struct {
+    unsigned has;         /* CLI_MOE_* bits: the settings this command takes */
+    moe_layer_config cfg; /* the command's defaults; after cli_parse_moe, the settings */
+    int given;            /* after cli_parse_moe: some MoE setting was on the command line */
+    cli_moe_args arg;     /* what the command line said (a command may point an alias here) */
+} cli_moe;
+
+void cli_moe_init(cli_moe *m, unsigned has, moe_layer_config defaults);
+/* cli_parse over the command's opts and its MoE settings; `usage` is followed by the MoE help
+ * lines. Each given setting is checked against its range (dying with the table's message) and
+ * stored in m->cfg; --groups without --k-groups takes 2 groups per token (1 with --groups 1). */
+void cli_parse_moe(int argc, char **argv, const cli_opt *opts, int nopts, cli_moe *m, const char *usage);
+/* The settings' relations, for a command whose model has the MoE layer: k <= experts, --k-groups
+ * only with --groups, groups divide the experts, k-groups <= groups, k <= a group's experts. */
+void cli_moe_check(const cli_moe *m);
+/* The MoE settings of the models' configs, both ways. */
+moe_layer_config cli_moe_of_lm(const moe_lm_config *c);
+void cli_moe_to_lm(const cli_moe *m, moe_lm_config *c);
+moe_layer_config cli_moe_of_s2s(const moe_s2s_config *c);
+void cli_moe_to_s2s(const cli_moe *m, moe_s2s_config *c);
+/* --ffn moe|dense|none of the language model (moe train, moe bench lm). */
+moe_ffn_kind cli_ffn(const char *v);
 
 double cli_now(void); /* monotonic seconds */
 /* "1h02m", "3m05s", "12s" ("--" for an unknown time) into b [n]. */

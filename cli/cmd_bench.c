@@ -10,7 +10,7 @@
 #include <string.h>
 
 static const char *BENCH_USAGE =
-    "usage: moe bench layer [--B 16384] [--d 512] [--h 1024] [--n 64] [--k 4] [--bias]\n"
+    "usage: moe bench layer [--B 16384] [--d 512] [--h 1024] [--experts 64] [--k 4] [--bias]\n"
     "                       [--threads T] [--reps 5] [--strategy auto|blas|experts]\n"
     "                       [--no-dense] [--json] [--groups A [--k-groups 2]]\n"
     "\n"
@@ -18,10 +18,10 @@ static const char *BENCH_USAGE =
     "forward+backward; then the dense FFN d -> k*h -> d (same active FLOPs) and a 2048^3 sgemm,\n"
     "both with OpenBLAS's own threads.\n"
     "GFLOP/s count the expert matrix products only: 2*B*k*2*d*h forward, 3x that with backward.\n"
-    "--groups makes the layer hierarchical (SPEC 1.6): A groups of n/A experts, k-groups groups and\n"
-    "k experts in each per token (k-groups*k in all; the dense FFN matches that).\n"
+    "With --groups (hierarchical) a token goes to k-groups*k experts; the dense FFN matches that.\n"
     "--json prints one JSON object (fwd_tokens_per_s, fwdbwd_tokens_per_s, fwdbwd_gflops,\n"
-    "dense_fwdbwd_tokens_per_s, sgemm_gflops, ...).\n";
+    "dense_fwdbwd_tokens_per_s, sgemm_gflops, ...; \"n\" is the number of experts).\n"
+    "--n N is a deprecated alias of --experts N.\n";
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -80,18 +80,23 @@ static void dense_backward(dense_ffn *f, const float *x, const float *dy) {
 }
 
 static int bench_layer(int argc, char **argv) {
-    const char *B_s = "16384", *d_s = "512", *h_s = "1024", *n_s = "64", *k_s = "4";
-    const char *threads_s = NULL, *reps_s = "5", *strat_s = "auto", *groups_s = NULL, *kg_s = "2";
-    int json = 0, bias = 0, no_dense = 0;
-    cli_opt opts[] = {{"B", &B_s, NULL},           {"d", &d_s, NULL},         {"h", &h_s, NULL},
-                      {"n", &n_s, NULL},           {"k", &k_s, NULL},         {"threads", &threads_s, NULL},
-                      {"reps", &reps_s, NULL},     {"strategy", &strat_s, NULL}, {"json", NULL, &json},
-                      {"bias", NULL, &bias},       {"no-dense", NULL, &no_dense}, {"groups", &groups_s, NULL},
-                      {"k-groups", &kg_s, NULL}};
-    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], BENCH_USAGE);
-    int B = cli_int("B", B_s, 1, 1 << 24), d = cli_int("d", d_s, 1, 1 << 16);
-    int h = cli_int("h", h_s, 1, 1 << 16), n = cli_int("n", n_s, 1, 1 << 20);
-    int k = cli_int("k", k_s, 1, n), reps = cli_int("reps", reps_s, 1, 1000);
+    const char *B_s = "16384", *threads_s = NULL, *reps_s = "5", *strat_s = "auto";
+    int json = 0, no_dense = 0;
+    moe_layer_config defaults = moe_layer_config_default();
+    defaults.d = 512;
+    defaults.h = 1024;
+    defaults.n = 64;
+    defaults.k = 4;
+    cli_moe mo;
+    cli_moe_init(&mo, CLI_MOE_ALL, defaults);
+    cli_opt opts[] = {{"B", &B_s, NULL},           {"threads", &threads_s, NULL}, {"reps", &reps_s, NULL},
+                      {"strategy", &strat_s, NULL}, {"json", NULL, &json},        {"no-dense", NULL, &no_dense},
+                      {"n", &mo.arg.experts, NULL}}; /* the deprecated name of --experts */
+    cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, BENCH_USAGE);
+    cli_moe_check(&mo);
+    const moe_layer_config cfg = mo.cfg;
+    const int B = cli_int("B", B_s, 1, 1 << 24), reps = cli_int("reps", reps_s, 1, 1000);
+    const int d = cfg.d, h = cfg.h, n = cfg.n, k = cfg.k, bias = cfg.bias;
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     int threads = moe_get_threads();
     if (strcmp(strat_s, "auto") == 0) moe_set_parallel(MOE_PAR_AUTO);
@@ -99,12 +104,7 @@ static int bench_layer(int argc, char **argv) {
     else if (strcmp(strat_s, "experts") == 0) moe_set_parallel(MOE_PAR_EXPERTS);
     else cli_die("--strategy must be auto, blas or experts, got '%s'", strat_s);
 
-    moe_layer_config cfg = moe_layer_config_default();
-    cfg.d = d; cfg.h = h; cfg.n = n; cfg.k = k; cfg.bias = bias;
-    if (groups_s) { /* hierarchical: k_groups groups, k experts in each; kk experts per token */
-        cfg.groups = cli_int("groups", groups_s, 1, n);
-        cfg.k_groups = cli_int("k-groups", kg_s, 1, cfg.groups);
-    }
+    /* hierarchical: k_groups groups, k experts in each; kk experts per token */
     const int kk = cfg.groups ? cfg.k_groups * k : k;
     moe_layer *l = NULL;
     cli_check(moe_layer_create(&l, &cfg, 1), "creating the layer");
@@ -190,8 +190,8 @@ static int bench_layer(int argc, char **argv) {
 
 
 static const char *BENCH_LM_USAGE =
-    "usage: moe bench lm [--d 128] [--experts 16] [--k 2] [--h 256] [--ffn moe|dense|none]\n"
-    "                    [--batch 32] [--bptt 64] [--steps 30] [--reps 3] [--threads T] [--json]\n"
+    "usage: moe bench lm [--ffn moe|dense|none] [--batch 32] [--bptt 64] [--steps 30] [--reps 3]\n"
+    "                    [--threads T] [--json] [MoE options: --d 128 --experts 16 --k 2 --h 256 ...]\n"
     "\n"
     "Times training steps of the language model (forward, backward, gradient clipping and Adam, as\n"
     "moe train runs them; the defaults are moe train's model) on random tokens, and in the same run\n"
@@ -199,26 +199,21 @@ static const char *BENCH_LM_USAGE =
     "ceiling. Each rep times --steps steps; medians over --reps.\n";
 
 static int bench_lm(int argc, char **argv) {
-    const char *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *ffn_s = "moe", *b_s = "32", *t_s = "64";
-    const char *steps_s = "30", *reps_s = "3", *threads_s = NULL;
+    const char *ffn_s = "moe", *b_s = "32", *t_s = "64", *steps_s = "30", *reps_s = "3", *threads_s = NULL;
     int json = 0;
-    cli_opt opts[] = {{"d", &d_s, NULL},         {"experts", &n_s, NULL},     {"k", &k_s, NULL},
-                      {"h", &h_s, NULL},         {"ffn", &ffn_s, NULL},       {"batch", &b_s, NULL},
-                      {"bptt", &t_s, NULL},      {"steps", &steps_s, NULL},   {"reps", &reps_s, NULL},
-                      {"threads", &threads_s, NULL}, {"json", NULL, &json}};
-    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], BENCH_LM_USAGE);
+    cli_opt opts[] = {{"ffn", &ffn_s, NULL},     {"batch", &b_s, NULL},       {"bptt", &t_s, NULL},
+                      {"steps", &steps_s, NULL}, {"reps", &reps_s, NULL},     {"threads", &threads_s, NULL},
+                      {"json", NULL, &json}};
+    moe_lm_config c = moe_lm_config_default();
+    cli_moe mo;
+    cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&c));
+    cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, BENCH_LM_USAGE);
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     const int threads = moe_get_threads();
-    moe_lm_config c = moe_lm_config_default();
-    if (d_s) c.d = cli_int("d", d_s, 1, 65536);
-    if (n_s) c.n = cli_int("experts", n_s, 1, 1 << 20);
-    if (k_s) c.k = cli_int("k", k_s, 1, 1 << 20);
-    if (h_s) c.h = cli_int("h", h_s, 1, 1 << 20);
-    if (strcmp(ffn_s, "moe") == 0) c.ffn = MOE_FFN_MOE;
-    else if (strcmp(ffn_s, "dense") == 0) c.ffn = MOE_FFN_DENSE;
-    else if (strcmp(ffn_s, "none") == 0) c.ffn = MOE_FFN_NONE;
-    else cli_die("--ffn must be moe, dense or none, got '%s'", ffn_s);
-    if (c.ffn == MOE_FFN_MOE && c.k > c.n) cli_die("--k %d exceeds --experts %d", c.k, c.n);
+    c.ffn = cli_ffn(ffn_s);
+    if (c.ffn == MOE_FFN_MOE) cli_moe_check(&mo);
+    else if (mo.arg.groups || mo.arg.k_groups) cli_die("--groups makes the MoE hierarchical; it needs --ffn moe");
+    cli_moe_to_lm(&mo, &c);
     const int B = cli_int("batch", b_s, 1, 1 << 16), T = cli_int("bptt", t_s, 1, 1 << 16);
     const int steps = cli_int("steps", steps_s, 1, 1 << 20), reps = cli_int("reps", reps_s, 1, 1000);
     moe_lm *m = NULL;

@@ -22,9 +22,9 @@
 
 static const char *CLASSIFY_USAGE =
     "usage: moe classify [--epochs 10] [--batch 256] [--lr 0.002] [--lr-final 0.02]\n"
-    "                    [--weight-decay 0] [--d 256] [--h 256] [--experts 8] [--k 2]\n"
-    "                    [--w-importance 0.1] [--w-load 0.1] [--raw] [--threads T]\n"
-    "                    [--seed 1] [--data DIR] [--limit N] [--no-test-each-epoch]\n"
+    "                    [--weight-decay 0] [--raw] [--threads T] [--seed 1] [--data DIR]\n"
+    "                    [--limit N] [--no-test-each-epoch] [MoE options: --d 256 --h 256\n"
+    "                    --experts 8 --k 2 --w-importance 0.1 --w-load 0.1 ...]\n"
     "\n"
     "Trains pixels -> Linear(784,d)+ReLU = h -> h + MoE(h) -> Linear(d,10) on Fashion-MNIST\n"
     "with Adam, then tests it; the last line printed is 'test accuracy: 0.xxxx'. The defaults\n"
@@ -34,12 +34,9 @@ static const char *CLASSIFY_USAGE =
     "  --lr            Adam learning rate at the first step; it decays along a cosine to\n"
     "  --lr-final      this fraction of --lr at the last step (1 keeps it constant)\n"
     "  --weight-decay  decoupled (AdamW) weight decay\n"
-    "  --d, --h        model width and expert hidden size\n"
-    "  --experts, --k  number of experts n and experts per example k\n"
-    "  --w-importance, --w-load\n"
-    "                  weights of the balancing losses CV(Importance)^2 and CV(Load)^2; 0.1\n"
-    "                  (as in the paper) keeps CV(load) near 0.1 at no cost in accuracy, 0\n"
-    "                  lets the gate collapse onto a few experts, 1 costs accuracy\n"
+    "  --w-importance, --w-load (below): 0.1 (as in the paper) keeps CV(load) near 0.1 at no\n"
+    "                  cost in accuracy, 0 lets the gate collapse onto a few experts, 1 costs\n"
+    "                  accuracy\n"
     "  --raw           feed pixels/255 (default: standardised with the training pixels'\n"
     "                  mean and standard deviation, about 0.5 points more accurate)\n"
     "  --threads       threads (default: all cores; results are the same for any count)\n"
@@ -249,32 +246,30 @@ static void shuffle(int *order, int N, uint64_t seed, int epoch) {
 
 int cmd_classify(int argc, char **argv) {
     const char *epochs_s = "10", *batch_s = "256", *lr_s = "0.002", *lrf_s = "0.02", *wd_s = "0";
-    const char *d_s = "256", *h_s = "256", *n_s = "8", *k_s = "2", *wi_s = "0.1", *wl_s = "0.1";
     const char *threads_s = "0", *seed_s = "1", *dir = DEFAULT_DATA, *limit_s = "0";
     int raw = 0, no_test_each = 0;
     cli_opt opts[] = {{"epochs", &epochs_s, NULL},      {"batch", &batch_s, NULL},
                       {"lr", &lr_s, NULL},              {"lr-final", &lrf_s, NULL},
-                      {"weight-decay", &wd_s, NULL},    {"d", &d_s, NULL},
-                      {"h", &h_s, NULL},                {"experts", &n_s, NULL},
-                      {"k", &k_s, NULL},                {"w-importance", &wi_s, NULL},
-                      {"w-load", &wl_s, NULL},          {"raw", NULL, &raw},
+                      {"weight-decay", &wd_s, NULL},    {"raw", NULL, &raw},
                       {"threads", &threads_s, NULL},    {"seed", &seed_s, NULL},
                       {"data", &dir, NULL},             {"limit", &limit_s, NULL},
                       {"no-test-each-epoch", NULL, &no_test_each}};
-    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], CLASSIFY_USAGE);
+    moe_layer_config defaults = moe_layer_config_default();
+    defaults.d = 256;
+    defaults.h = 256;
+    defaults.n = 8;
+    defaults.k = 2;
+    cli_moe mo;
+    cli_moe_init(&mo, CLI_MOE_ALL, defaults);
+    cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, CLASSIFY_USAGE);
+    cli_moe_check(&mo);
     const int epochs = cli_int("epochs", epochs_s, 1, 100000);
     const int batch = cli_int("batch", batch_s, 1, 1 << 16);
     const float lr = (float)cli_double("lr", lr_s, 0.0, 10.0);
     const double lr_final = cli_double("lr-final", lrf_s, 0.0, 1.0);
     moe_adam_config acfg = moe_adam_config_default();
     acfg.weight_decay = (float)cli_double("weight-decay", wd_s, 0.0, 1e3);
-    moe_layer_config cfg = moe_layer_config_default();
-    cfg.d = cli_int("d", d_s, 1, 1 << 14);
-    cfg.h = cli_int("h", h_s, 1, 1 << 16);
-    cfg.n = cli_int("experts", n_s, 1, 4096);
-    cfg.k = cli_int("k", k_s, 1, cfg.n);
-    cfg.w_importance = (float)cli_double("w-importance", wi_s, 0.0, 1e6);
-    cfg.w_load = (float)cli_double("w-load", wl_s, 0.0, 1e6);
+    const moe_layer_config cfg = mo.cfg;
     const uint64_t seed = cli_u64("seed", seed_s);
     const int limit = cli_int("limit", limit_s, 0, 1 << 30);
     moe_set_threads(cli_int("threads", threads_s, 0, 1024));
@@ -316,7 +311,7 @@ int cmd_classify(int argc, char **argv) {
            cfg.w_importance, cfg.w_load, batch, lr, lr_final, acfg.weight_decay, epochs,
            moe_get_threads(), (unsigned long long)seed);
     printf("parameters: dense %zu, MoE %zu (active per example: dense + gate + %d of %d experts)\n",
-           md.count, moe_count, cfg.k, n);
+           md.count, moe_count, cfg.groups ? cfg.k_groups * cfg.k : cfg.k, n);
     fflush(stdout);
 
     int *order = malloc(sizeof(int) * (size_t)N), *eval_idx = malloc(sizeof(int) * (size_t)batch);

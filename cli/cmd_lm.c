@@ -26,11 +26,8 @@ static const char *TRAIN_USAGE =
     "  --steps N          stop at step N (default 1000); --minutes M stops after M minutes\n"
     "  --out DIR          where model.safetensors and log.jsonl go (default runs/lm)\n"
     "  --resume CKPT      continue a checkpoint exactly (same --data, --batch, --bptt)\n"
-    "model:  --ffn moe|dense|none (default moe)  --d 128  --experts 16  --k 2  --h 256\n"
-    "        --w-importance 0.1  --w-load 0.1  --noise-eps 0.01  --dropout 0.1\n"
-    "        --groups A --k-groups 2  (hierarchical MoE: A groups of experts/A, k-groups groups\n"
-    "        and --k experts in each per token)\n"
-    "        (dense: one FFN d -> k*h -> d, the compute-matched baseline; none: no middle layer)\n"
+    "model:  --ffn moe|dense|none (default moe; dense: one FFN d -> k*h -> d, the compute-matched\n"
+    "        baseline; none: no middle layer)  --dropout 0.1  and the MoE layer's options below\n"
     "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
     "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
     "        --ckpt-every 500\n"
@@ -123,24 +120,23 @@ static int train_cb(const moe_train_progress *p, void *user) {
 
 int cmd_train(int argc, char **argv) {
     const char *data = NULL, *steps_s = NULL, *minutes_s = NULL, *out = "runs/lm", *resume = NULL;
-    const char *ffn_s = NULL, *d_s = NULL, *n_s = NULL, *k_s = NULL, *h_s = NULL, *wi_s = NULL, *wl_s = NULL;
-    const char *ne_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
+    const char *ffn_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
-    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *groups_s = NULL, *kg_s = NULL;
+    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL;
     int words = 0, lower = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
         {"minutes", &minutes_s, NULL},  {"out", &out, NULL},             {"resume", &resume, NULL},
-        {"ffn", &ffn_s, NULL},          {"d", &d_s, NULL},               {"experts", &n_s, NULL},
-        {"k", &k_s, NULL},              {"h", &h_s, NULL},               {"w-importance", &wi_s, NULL},
-        {"w-load", &wl_s, NULL},        {"noise-eps", &ne_s, NULL},      {"dropout", &drop_s, NULL},
+        {"ffn", &ffn_s, NULL},          {"dropout", &drop_s, NULL},
         {"batch", &batch_s, NULL},      {"bptt", &bptt_s, NULL},         {"lr", &lr_s, NULL},
         {"warmup", &warm_s, NULL},      {"clip", &clip_s, NULL},         {"seed", &seed_s, NULL},
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
-        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
-        {"groups", &groups_s, NULL},    {"k-groups", &kg_s, NULL}};
-    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
+        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL}};
+    moe_lm_config mc = moe_lm_config_default();
+    cli_moe mo;
+    cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
+    cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
     /* under mpirun: one process per rank, data parallel, the experts split over the ranks */
     moe_comm *comm = NULL;
     const char *np_env = getenv("OMPI_COMM_WORLD_SIZE");
@@ -156,32 +152,11 @@ int cmd_train(int argc, char **argv) {
     moe_train_config tc = moe_train_config_default();
     tc.comm = comm;
     const int rank0 = !comm || moe_comm_rank(comm) == 0;
-    moe_lm_config mc = moe_lm_config_default();
-    int model_given = ffn_s || d_s || n_s || k_s || h_s || wi_s || wl_s || ne_s || drop_s || groups_s || kg_s;
-    if (ffn_s) {
-        if (strcmp(ffn_s, "moe") == 0) mc.ffn = MOE_FFN_MOE;
-        else if (strcmp(ffn_s, "dense") == 0) mc.ffn = MOE_FFN_DENSE;
-        else if (strcmp(ffn_s, "none") == 0) mc.ffn = MOE_FFN_NONE;
-        else cli_die("--ffn must be moe, dense or none, got '%s'", ffn_s);
-    }
-    if (d_s) mc.d = cli_int("d", d_s, 1, 65536);
-    if (n_s) mc.n = cli_int("experts", n_s, 1, 1 << 20);
-    if (k_s) mc.k = cli_int("k", k_s, 1, 1 << 20);
-    if (h_s) mc.h = cli_int("h", h_s, 1, 1 << 20);
-    if (groups_s) {
-        mc.groups = cli_int("groups", groups_s, 1, 1 << 20);
-        mc.k_groups = kg_s ? cli_int("k-groups", kg_s, 1, 1 << 20) : (mc.groups < 2 ? mc.groups : 2);
-        if (mc.ffn != MOE_FFN_MOE) cli_die("--groups makes the MoE hierarchical; it needs --ffn moe");
-        if (mc.n % mc.groups) cli_die("--experts %d do not split into --groups %d of equal size", mc.n, mc.groups);
-        if (mc.k_groups > mc.groups) cli_die("--k-groups %d exceeds --groups %d", mc.k_groups, mc.groups);
-        if (mc.k > mc.n / mc.groups) cli_die("--k %d exceeds the %d experts of a group", mc.k, mc.n / mc.groups);
-    } else if (kg_s) {
-        cli_die("--k-groups needs --groups");
-    }
-    if (mc.ffn == MOE_FFN_MOE && mc.k > mc.n) cli_die("--k %d exceeds --experts %d: each token picks k of the n experts", mc.k, mc.n);
-    if (wi_s) mc.w_importance = (float)cli_double("w-importance", wi_s, 0, 1e6);
-    if (wl_s) mc.w_load = (float)cli_double("w-load", wl_s, 0, 1e6);
-    if (ne_s) mc.noise_eps = (float)cli_double("noise-eps", ne_s, 0, 1e6);
+    const int model_given = mo.given || ffn_s || drop_s;
+    if (ffn_s) mc.ffn = cli_ffn(ffn_s);
+    if (mc.ffn == MOE_FFN_MOE) cli_moe_check(&mo);
+    else if (mo.arg.groups || mo.arg.k_groups) cli_die("--groups makes the MoE hierarchical; it needs --ffn moe");
+    cli_moe_to_lm(&mo, &mc);
     if (drop_s) mc.dropout = (float)cli_double("dropout", drop_s, 0, 0.99);
     if (steps_s) tc.steps = cli_int("steps", steps_s, 0, 2000000000);
     if (minutes_s) {

@@ -29,8 +29,7 @@ static const char *TRAIN_USAGE =
     "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
     "        --steps N    stop after step N (mid-epoch too; --resume continues)\n"
     "        --reward plus1|0|1|2|3  sentence-BLEU smoothing of the reward (default plus1 = BLEU+1)\n"
-    "model:  --d 128 --layers 2 --bidir 1 --moe 1 --experts 8 --k 2 --h 256 --dropout 0.1\n"
-    "        --w-importance 0.1 --w-load 0.1 --noise-eps 0.01\n"
+    "model:  --layers 2 --bidir 1 --moe 1 --dropout 0.1, and the MoE layer's options below\n"
     "train:  --batch 64 --lr 0.002 --lr-rl 0.0005 (0: lr) --baseline-lr 0.001 --clip 1 --seed 1\n"
     "        --threads T --log-every 50 --ckpt-every 0 (steps; 0: at each epoch's end)\n"
     "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n"
@@ -137,8 +136,8 @@ static int cb(const moe_s2s_progress *p, void *user) {
 static int cmd_s2s_train(int argc, char **argv) {
     const char *dict = NULL, *src = NULL, *tgt = NULL, *out = "runs/seq2seq", *resume = NULL, *obj = NULL;
     const char *nx = NULL, *nxr = NULL, *dl = NULL, *ep = NULL, *rw = NULL, *minw = NULL, *maxw = NULL, *minc = NULL;
-    const char *maxv = NULL, *d = NULL, *layers = NULL, *bidir = NULL, *moe = NULL, *n = NULL, *k = NULL, *h = NULL;
-    const char *drop = NULL, *wi = NULL, *wl = NULL, *ne = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
+    const char *maxv = NULL, *layers = NULL, *bidir = NULL, *moe = NULL;
+    const char *drop = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
     const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
@@ -147,22 +146,21 @@ static int cmd_s2s_train(int argc, char **argv) {
                       {"delta", &dl, NULL},        {"epochs", &ep, NULL},
                       {"reward", &rw, NULL},       {"min-words", &minw, NULL},
                       {"max-words", &maxw, NULL},  {"min-count", &minc, NULL},
-                      {"max-vocab", &maxv, NULL},  {"d", &d, NULL},
-                      {"layers", &layers, NULL},   {"bidir", &bidir, NULL},
-                      {"moe", &moe, NULL},         {"experts", &n, NULL},
-                      {"k", &k, NULL},             {"h", &h, NULL},
-                      {"dropout", &drop, NULL},    {"w-importance", &wi, NULL},
-                      {"w-load", &wl, NULL},       {"noise-eps", &ne, NULL},
+                      {"max-vocab", &maxv, NULL},  {"layers", &layers, NULL},
+                      {"bidir", &bidir, NULL},     {"moe", &moe, NULL},
+                      {"dropout", &drop, NULL},
                       {"batch", &batch, NULL},     {"lr", &lr, NULL},
                       {"lr-rl", &lrrl, NULL},      {"baseline-lr", &blr, NULL},
                       {"clip", &clip, NULL},       {"seed", &seed, NULL},
                       {"threads", &th, NULL},      {"log-every", &loge, NULL},
                       {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL},
                       {"steps", &steps, NULL}};
-    cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], TRAIN_USAGE);
-    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     moe_s2s_train_config tc = moe_s2s_train_config_default();
     moe_s2s_config mc = moe_s2s_config_default();
+    cli_moe mo;
+    cli_moe_init(&mo, CLI_MOE_FLAT, cli_moe_of_s2s(&mc));
+    cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
+    if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     tc.dict = dict;
     tc.src_file = src;
     tc.tgt_file = tgt;
@@ -188,18 +186,13 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (maxw) tc.max_words = cli_int("max-words", maxw, 1, 4000);
     if (minc) tc.min_count = cli_int("min-count", minc, 1, 1 << 30);
     if (maxv) tc.max_vocab = cli_int("max-vocab", maxv, 3, 1 << 24);
-    if (d) mc.d = cli_int("d", d, 1, 65536);
     if (layers) mc.layers = cli_int("layers", layers, 1, 2);
     if (bidir) mc.bidir = cli_int("bidir", bidir, 0, 1);
     if (moe) mc.moe = cli_int("moe", moe, 0, 1);
     if (layers && !moe && mc.layers == 1) mc.moe = 0; /* one layer has no room for the MoE */
-    if (n) mc.n = cli_int("experts", n, 1, 1 << 20);
-    if (k) mc.k = cli_int("k", k, 1, 1 << 20);
-    if (h) mc.h = cli_int("h", h, 1, 1 << 20);
+    if (mc.moe) cli_moe_check(&mo);
+    cli_moe_to_s2s(&mo, &mc);
     if (drop) mc.dropout = (float)cli_double("dropout", drop, 0.0, 0.99);
-    if (wi) mc.w_importance = (float)cli_double("w-importance", wi, 0.0, 1e6);
-    if (wl) mc.w_load = (float)cli_double("w-load", wl, 0.0, 1e6);
-    if (ne) mc.noise_eps = (float)cli_double("noise-eps", ne, 0.0, 1e6);
     if (batch) tc.batch = cli_int("batch", batch, 1, 65536);
     if (lr) tc.lr = (float)cli_double("lr", lr, 1e-9, 10.0);
     if (lrrl) tc.lr_rl = (float)cli_double("lr-rl", lrrl, 0.0, 10.0);
@@ -209,7 +202,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (loge) tc.log_every = cli_int("log-every", loge, 1, 1 << 30);
     if (cke) tc.ckpt_every = cli_int("ckpt-every", cke, 0, 1 << 30);
     if (vs) tc.valid_sentences = cli_int("valid-sentences", vs, 0, 1 << 30);
-    const int model_given = d || layers || bidir || moe || n || k || h || drop || wi || wl || ne;
+    const int model_given = mo.given || layers || bidir || moe || drop;
     if (resume && model_given) cli_die("--resume takes the model from the checkpoint: leave out the model options");
     if (cli_mkdir_p(out) != 0) cli_die("cannot create %s: %s", out, strerror(errno));
     char logpath[4200];

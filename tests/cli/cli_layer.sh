@@ -31,7 +31,7 @@ expect 1 "truncated|past" -- "$moe" layer --params "$tmp/trunc.safetensors" --in
 expect 1 "must be \[B,12\]|\[B,12\]" -- "$moe" layer --params "$golden/n16_k2_bias1_train.params.safetensors" --input "$golden/n1024_k4_bias0_eval.input.safetensors" --out "$tmp/o"
 expect 1 "only applies in training" -- "$moe" layer --params "$g.params.safetensors" --input "$g.input.safetensors" --noise "$g.input.safetensors" --out "$tmp/o"
 expect 1 "integer" -- "$moe" bench layer --B abc
-expect 1 "k" -- "$moe" bench layer --n 4 --k 5
+expect 1 "--k 5 exceeds --experts 4" -- "$moe" bench layer --experts 4 --k 5
 [[ ! -e "$tmp/o" ]] && ok || bad "a failed run left an output file"
 
 finish cli_layer
