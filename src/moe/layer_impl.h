@@ -61,10 +61,10 @@ static inline float *pgrad(const moe_layer *l, int p) {
 }
 
 /* floats of the router's weights: WG, WN and, hierarchical, WG2, WN2 */
+static const int ROUTER_SLOTS[4] = {P_WG, P_WN, P_WG2, P_WN2};
 static inline size_t router_floats(const moe_layer *l) {
-    const int ps[] = {P_WG, P_WN, P_WG2, P_WN2};
     size_t m = 0;
-    for (int i = 0; i < 4; i++) m += l->slots[ps[i]].present ? l->slots[ps[i]].numel : 0;
+    for (int i = 0; i < 4; i++) m += l->slots[ROUTER_SLOTS[i]].present ? l->slots[ROUTER_SLOTS[i]].numel : 0;
     return m;
 }
 

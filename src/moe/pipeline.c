@@ -60,11 +60,10 @@ static router_weights router_of(const moe_layer *l, float *g) {
                          pgrad(l, P_WG), pgrad(l, P_WN), pgrad(l, P_WG2), pgrad(l, P_WN2)};
     if (g) {
         float **gs[] = {&rw.gwg, &rw.gwn, &rw.gwg2, &rw.gwn2};
-        const int ps[] = {P_WG, P_WN, P_WG2, P_WN2};
         for (int i = 0; i < 4; i++)
-            if (l->slots[ps[i]].present) {
+            if (l->slots[ROUTER_SLOTS[i]].present) {
                 *gs[i] = g;
-                g += l->slots[ps[i]].numel;
+                g += l->slots[ROUTER_SLOTS[i]].numel;
             }
     }
     return rw;
@@ -150,15 +149,15 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
 
 /* router gradients of this backward (in ws.rgrad), summed over ranks, added to the arena */
 static moe_status add_router_grads(moe_layer *l) {
-    const int ps[] = {P_WG, P_WN, P_WG2, P_WN2};
     moe_status st = l->pl.i->sum_f32(l->pl.ctx, l->ws.rgrad, router_floats(l));
     if (st) return st;
     const float *g = l->ws.rgrad;
     for (int i = 0; i < 4; i++) {
-        if (!l->slots[ps[i]].present) continue;
-        float *dst = pgrad(l, ps[i]);
-        for (size_t j = 0; j < l->slots[ps[i]].numel; j++) dst[j] += g[j];
-        g += l->slots[ps[i]].numel;
+        const param_slot *s = &l->slots[ROUTER_SLOTS[i]];
+        if (!s->present) continue;
+        float *dst = l->grads + s->offset;
+        for (size_t j = 0; j < s->numel; j++) dst[j] += g[j];
+        g += s->numel;
     }
     return moe_ok();
 }

@@ -39,8 +39,6 @@ typedef struct {
     uint64_t sent, received; /* bytes to and from other ranks, since creation */
 } shard;
 
-static int first_expert(int n, int P, int r) { return (int)((int64_t)n * r / P); }
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -103,7 +101,7 @@ static moe_status plan_exchange(shard *s, const int *offsets) {
     const int P = s->P, n = s->n, d = s->d, e0 = s->e0, nl = s->nloc;
     int64_t sdisp = 0, rdisp = 0;
     for (int r = 0; r < P; r++) {
-        const int a = first_expert(n, P, r), b = first_expert(n, P, r + 1);
+        const int a = comm_first(n, P, r), b = comm_first(n, P, r + 1);
         int64_t rows_out = offsets[b] - offsets[a], rows_in = 0;
         for (int j = 0; j < nl; j++) rows_in += s->allc[(size_t)r * n + e0 + j];
         if ((sdisp + rows_out) * d > INT_MAX || (rdisp + rows_in) * d > INT_MAX)
@@ -234,8 +232,8 @@ moe_status placement_shard_create(placement *pl, const moe_layer_config *c, moe_
                         c->n, c->n);
     shard *s = calloc(1, sizeof *s);
     if (!s) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the expert exchange");
-    *s = (shard){.comm = comm, .P = P, .me = me, .n = c->n, .d = c->d, .h = c->h, .e0 = first_expert(c->n, P, me)};
-    s->nloc = first_expert(c->n, P, me + 1) - s->e0;
+    *s = (shard){.comm = comm, .P = P, .me = me, .n = c->n, .d = c->d, .h = c->h, .e0 = comm_first(c->n, P, me)};
+    s->nloc = comm_first(c->n, P, me + 1) - s->e0;
     const size_t Pz = (size_t)P;
     const moe_buf list[] = {MOE_BUF(s->ball, 2 * Pz), MOE_BUF(s->allc, Pz * c->n), MOE_BUF(s->sc, Pz),
                             MOE_BUF(s->sd, Pz),       MOE_BUF(s->rc, Pz),          MOE_BUF(s->rd, Pz),

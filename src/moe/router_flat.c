@@ -43,10 +43,9 @@ static void flat_forward(void *ctx, int *expert, float *gate, double *sums, cons
     f->B = B;
     f->train = train;
     f->smooth = train && k < n;
-    gate_bufs g = f->g;
-    g.eps = eps;
-    if (!f->smooth) g.P = NULL;
     f->g.eps = eps;
+    gate_bufs g = f->g; /* without P the gate skips the load estimator */
+    if (!f->smooth) g.P = NULL;
     gate_forward(&g, x, w->wg, w->wn, train, f->noise_eps, B, f->d, n, k);
     gate_importance_load(sums, sums + n, f->g.P, f->g.topi, f->g.gk, f->smooth, B, n, k);
     for (int b = 0; b < B; b++)

@@ -63,13 +63,10 @@ static void primary_forward(hier *w, double *cnt_sum, double *load_p_sum, const 
                             const router_weights *rw, int B, int train) {
     const int a = w->a, b = w->b, kp = w->kp, nw = a + w->n;
     if (train)
-        for (int t = 0; t < B; t++) {
-            memcpy(w->eps_p + (size_t)t * a, eps + (size_t)t * nw, sizeof(float) * (size_t)a);
-        }
-    gate_bufs g = w->gp;
-    g.eps = w->eps_p;
-    if (!w->sm_p) g.P = NULL;
+        for (int t = 0; t < B; t++) memcpy(w->eps_p + (size_t)t * a, eps + (size_t)t * nw, sizeof(float) * (size_t)a);
     w->gp.eps = w->eps_p;
+    gate_bufs g = w->gp; /* without P the gate skips the load estimator */
+    if (!w->sm_p) g.P = NULL;
     gate_forward(&g, x, rw->wg, rw->wn, train, w->noise_eps, B, w->d, a, kp);
     gate_importance_load(w->scratch, load_p_sum, w->gp.P, w->gp.topi, w->gp.gk, w->sm_p, B, a, kp);
     dispatch_build(w->gcnt, w->goff, w->gtok, w->gpos, w->gp.topi, B, a, kp, w->K1p);

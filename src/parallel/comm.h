@@ -6,6 +6,7 @@
 #include "moe.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 moe_status comm_allreduce_sum_f64(moe_comm *c, double *buf, int count);
 /* *v = the smallest of the ranks' values */
@@ -23,5 +24,10 @@ moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *re
  * together and none is left waiting (the failing rank keeps its own message, the others name
  * it). c NULL or one rank: `mine`. */
 moe_status comm_ready(moe_comm *c, moe_status mine);
+
+/* How a count (a layer's experts, a batch's streams) is split over P ranks: rank r holds
+ * [comm_first(total, P, r), comm_first(total, P, r + 1)). The one rule every split uses, so that
+ * a checkpoint's gather finds each expert where the layer put it. */
+static inline int comm_first(int total, int P, int r) { return (int)((int64_t)total * r / P); }
 
 #endif

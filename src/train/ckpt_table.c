@@ -80,8 +80,6 @@ static char *keep_name(ckw *o, const char *name) {
     return s;
 }
 
-static int first_expert(int n, int P, int r) { return (int)((int64_t)n * r / P); }
-
 /* rank 0: the n experts of an expert tensor gathered from their ranks (NULL elsewhere) */
 static const float *gather_experts(ckw *o, const char *name, const float *data, size_t per, int ne, int n) {
     const int P = o->ranks;
@@ -99,8 +97,8 @@ static const float *gather_experts(ckw *o, const char *name, const float *data, 
         if (!o->m.st) o->m.st = st;
     } else {
         for (int r = 0; r < P; r++) {
-            rd[r] = (int)(first_expert(n, P, r) * per);
-            rc[r] = (int)((first_expert(n, P, r + 1) - first_expert(n, P, r)) * per);
+            rd[r] = (int)(comm_first(n, P, r) * per);
+            rc[r] = (int)((comm_first(n, P, r + 1) - comm_first(n, P, r)) * per);
         }
         st = comm_gatherv_f32(o->comm, data, (int)(per * (size_t)ne), full, rc, rd, 0);
         if (st && !o->m.st) o->m.st = st;

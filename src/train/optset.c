@@ -56,9 +56,13 @@ static double sum_squares(const float *g, size_t n) {
 
 moe_status ptable_grad_norm2(const ptable *pt, moe_comm *comm, uint32_t mask, double *out) {
     double shared = 0.0, mine = 0.0;
+    /* a group held whole is one sum over its arena (padding is zero); a sharded one is summed
+     * per tensor, its experts' part over the ranks */
+    for (int g = 0; g < pt->ngroups; g++)
+        if ((mask >> g & 1) && !pt->g[g].sharded) shared += sum_squares(pt->g[g].grads, pt->g[g].count);
     for (int i = 0; i < pt->count; i++) {
         const ptensor *t = &pt->t[i];
-        if (!(mask >> t->group & 1)) continue;
+        if (!(mask >> t->group & 1) || !pt->g[t->group].sharded) continue;
         const double s = sum_squares(t->grad, t->numel);
         if (t->expert && t->ne < t->n) mine += s;
         else shared += s;

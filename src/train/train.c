@@ -60,11 +60,6 @@ static const char *ffn_name(moe_ffn_kind k) {
     return k == MOE_FFN_MOE ? "moe" : k == MOE_FFN_DENSE ? "dense" : "none";
 }
 
-/* ---- data parallelism: which streams and experts this rank has ---- */
-
-/* the first stream (of B) or expert (of n) of rank r */
-static int first_of(int total, int P, int r) { return (int)((int64_t)total * r / P); }
-
 static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
     const moe_lm_config c = moe_lm_get_config(r->lm);
     meta_i64(m, "vocab", c.vocab);
@@ -109,7 +104,7 @@ static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
 /* The carried LSTM state of all B streams [4, B, d], each rank's rows in place (collective). */
 static void write_state(ckw *o, const run_state *r) {
     const int P = o->ranks, me = o->rank, d = moe_lm_get_config(r->lm).d;
-    const int B = r->tc->batch, b0 = first_of(B, P, me), nb = first_of(B, P, me + 1) - b0;
+    const int B = r->tc->batch, b0 = comm_first(B, P, me), nb = comm_first(B, P, me + 1) - b0;
     float *local = malloc(sizeof(float) * 4 * (size_t)nb * d);
     float *full = me == 0 ? moe_alloc_floats(4 * (size_t)B * d) : NULL;
     int *rc = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL, *rd = P > 1 ? malloc(sizeof(int) * (size_t)P) : NULL;
@@ -125,8 +120,8 @@ static void write_state(ckw *o, const run_state *r) {
         moe_lm_get_state(r->lm, local, nb);
         for (int i = 0; i < 4; i++) {
             for (int q = 0; q < P; q++) {
-                rd[q] = (i * B + first_of(B, P, q)) * d;
-                rc[q] = (first_of(B, P, q + 1) - first_of(B, P, q)) * d;
+                rd[q] = (i * B + comm_first(B, P, q)) * d;
+                rc[q] = (comm_first(B, P, q + 1) - comm_first(B, P, q)) * d;
             }
             st = comm_gatherv_f32(o->comm, local + (size_t)i * nb * d, nb * d, full, rc, rd, 0);
             if (st && !o->m.st) o->m.st = st;
@@ -409,8 +404,8 @@ static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resum
     else if (!st && !resume)
         st = new_model(r, mc, comm);
     /* data parallel: rank me trains streams [b0, b0 + nb) of the batch */
-    r->b0 = first_of(tc->batch, P, me);
-    r->nb = first_of(tc->batch, P, me + 1) - r->b0;
+    r->b0 = comm_first(tc->batch, P, me);
+    r->nb = comm_first(tc->batch, P, me + 1) - r->b0;
     if (!st && comm) st = moe_lm_set_slice(r->lm, r->b0, tc->batch);
     int factored = 0;
     if (!st) st = optim_choice(ck, tc, &factored);

@@ -8,17 +8,7 @@
 set -u
 moe=$1; golden=$2/golden
 . "$(dirname "$0")/../testlib.sh"
-python3 - "$tmp" <<'PY'
-import random, sys
-r = random.Random(5)
-de = ["haus", "baum", "katze", "hund", "auto", "buch", "tisch", "stuhl", "fenster", "tuer", "rot", "gross"]
-en = ["house", "tree", "cat", "dog", "car", "book", "table", "chair", "window", "door", "red", "big"]
-with open(sys.argv[1] + "/de.txt", "w") as a, open(sys.argv[1] + "/en.txt", "w") as b:
-    for i in range(700):
-        w = [r.randrange(len(de)) for _ in range(r.randint(3, 5))]
-        a.write(" ".join(de[j] for j in w) + "\n")
-        b.write(" ".join(en[j] for j in reversed(w)) + "\n")
-PY
+parallel_text "$tmp"
 for i in $(seq 1 300); do echo "line $i: the quick brown fox jumps over the lazy dog $((i % 7))."; done > "$tmp/text.txt"
 lm=$golden/legacy_v1_lm.safetensors; s2s=$golden/legacy_v1_seq2seq.safetensors
 expect 0 "model: vocab 20, d 8, middle layer MoE" -- "$moe" info "$lm"

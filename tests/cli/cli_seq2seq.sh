@@ -6,18 +6,7 @@
 set -u
 moe=$1
 . "$(dirname "$0")/../testlib.sh"
-# "German": 3-5 words; "English": the same words mapped and reversed
-python3 - "$tmp" <<'EOF'
-import random, sys
-r = random.Random(5)
-de = ["haus", "baum", "katze", "hund", "auto", "buch", "tisch", "stuhl", "fenster", "tuer", "rot", "gross"]
-en = ["house", "tree", "cat", "dog", "car", "book", "table", "chair", "window", "door", "red", "big"]
-with open(sys.argv[1] + "/de.txt", "w") as a, open(sys.argv[1] + "/en.txt", "w") as b:
-    for i in range(700):
-        w = [r.randrange(len(de)) for _ in range(r.randint(3, 5))]
-        a.write(" ".join(de[j] for j in w) + "\n")
-        b.write(" ".join(en[j] for j in reversed(w)) + "\n")
-EOF
+parallel_text "$tmp"
 data=(--src "$tmp/de.txt" --tgt "$tmp/en.txt" --max-words 6 --min-count 1)
 small=(--d 16 --experts 4 --k 2 --h 16 --batch 16 --threads 2 --log-every 10)
 sched=(--n-xent 1 --n-xer 1 --delta 3)   # T = 7: stages s = 7, 4, 0, so 4 epochs
