@@ -49,13 +49,13 @@ typedef struct {
 } train_ui;
 
 
-static int train_cb(const moe_train_progress *p, void *user) {
+static int train_cb(const moe_lm_progress *p, void *user) {
     train_ui *ui = user;
     char eta[32], el[32];
     cli_fmt_time(eta, sizeof eta, p->eta_s);
     cli_fmt_time(el, sizeof el, p->elapsed_s);
     switch (p->kind) {
-    case MOE_PROGRESS_START:
+    case MOE_LM_START:
         ui->params_total = p->params_total;
         ui->optim_floats = p->optim_floats;
         ui->params_active = p->params_active;
@@ -65,7 +65,7 @@ static int train_cb(const moe_train_progress *p, void *user) {
             fprintf(ui->log, "{\"kind\":\"start\",\"step\":%lld,\"params_total\":%lld,\"params_active\":%lld,\"vocab\":%lld}\n",
                     (long long)p->step, (long long)p->params_total, (long long)p->params_active, (long long)p->vocab);
         break;
-    case MOE_PROGRESS_TRAIN: {
+    case MOE_LM_TRAIN: {
         if (ui->tty) {
             int w = 20, fill = p->steps > 0 ? (int)(w * (double)p->step / p->steps) : 0;
             char bar[32];
@@ -99,7 +99,7 @@ static int train_cb(const moe_train_progress *p, void *user) {
         }
         break;
     }
-    case MOE_PROGRESS_VALID:
+    case MOE_LM_VALID:
         printf("%sstep %lld | valid loss %.4f ppl %.2f\n", ui->tty ? "\n" : "", (long long)p->step, p->valid_loss, p->valid_ppl);
         if (ui->log) {
             fprintf(ui->log, "{\"kind\":\"valid\",\"step\":%lld,\"loss\":%.6f,\"ppl\":%.4f,\"elapsed_s\":%.2f}\n",
@@ -107,7 +107,7 @@ static int train_cb(const moe_train_progress *p, void *user) {
             fflush(ui->log);
         }
         break;
-    case MOE_PROGRESS_CHECKPOINT:
+    case MOE_LM_CHECKPOINT:
         if (ui->log) {
             fprintf(ui->log, "{\"kind\":\"checkpoint\",\"step\":%lld,\"path\":\"%s\"}\n", (long long)p->step, p->path);
             fflush(ui->log);
@@ -149,7 +149,7 @@ int cmd_train(int argc, char **argv) {
         if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
     }
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
-    moe_train_config tc = moe_train_config_default();
+    moe_lm_train_config tc = moe_lm_train_config_default();
     tc.comm = comm;
     const int rank0 = !comm || moe_comm_rank(comm) == 0;
     const int model_given = mo.given || ffn_s || drop_s;
@@ -213,7 +213,7 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     printf("training on %s (%s tokens), batch %d x bptt %d, checkpoint %s, log %s\n", data, words ? "word" : "byte",
            tc.batch, tc.bptt, ckpt, logp);
-    moe_status st = moe_train(&tc, resume && !model_given ? NULL : &mc, resume, train_cb, &ui);
+    moe_status st = moe_lm_train(&tc, resume && !model_given ? NULL : &mc, resume, train_cb, &ui);
     if (ui.log) fclose(ui.log);
     if (ui.tty) printf("\n");
     cli_check(st, "training");
@@ -256,17 +256,17 @@ int cmd_eval(int argc, char **argv) {
     if (!model || !data) cli_die("--model and --data are required (see moe eval --help)");
     if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     int split = split_of(split_s);
-    moe_ckpt *c = NULL;
-    cli_check(moe_ckpt_load(&c, model), model);
+    moe_lm_ckpt *c = NULL;
+    cli_check(moe_lm_ckpt_load(&c, model), model);
     double loss = 0;
     uint64_t tokens = 0;
-    cli_check(moe_ckpt_eval(c, data, split, cli_int("batch", b_s, 1, 1 << 16), cli_int("bptt", t_s, 1, 1 << 16),
+    cli_check(moe_lm_ckpt_eval(c, data, split, cli_int("batch", b_s, 1, 1 << 16), cli_int("bptt", t_s, 1, 1 << 16),
                             cli_int("max-batches", mb_s, 0, 1 << 30), &loss, &tokens),
               data);
     if (json) printf("{\"loss\":%.6f,\"ppl\":%.4f,\"tokens\":%llu,\"split\":\"%s\"}\n", loss, exp(loss), (unsigned long long)tokens, split_s);
     else printf("%s split of %s: loss %.4f nats/token, perplexity %.2f over %llu tokens\n", split_s, data, loss, exp(loss),
                 (unsigned long long)tokens);
-    moe_ckpt_free(c);
+    moe_lm_ckpt_free(c);
     return 0;
 }
 
@@ -283,13 +283,13 @@ int cmd_sample(int argc, char **argv) {
     double temp = cli_double("temperature", temp_s, 1e-3, 100);
     int topk = cli_int("top-k", topk_s, 0, 1 << 30), len = cli_int("length", len_s, 0, 1 << 24);
     uint64_t seed = cli_u64("seed", seed_s);
-    moe_ckpt *c = NULL;
-    cli_check(moe_ckpt_load(&c, model), model);
-    moe_lm *lm = moe_ckpt_model(c);
+    moe_lm_ckpt *c = NULL;
+    cli_check(moe_lm_ckpt_load(&c, model), model);
+    moe_lm *lm = moe_lm_ckpt_model(c);
     const int V = moe_lm_get_config(lm).vocab;
     int32_t *ids = NULL;
     size_t n = 0;
-    cli_check(moe_ckpt_encode(c, prompt, strlen(prompt), &ids, &n), "encoding the prompt");
+    cli_check(moe_lm_ckpt_encode(c, prompt, strlen(prompt), &ids, &n), "encoding the prompt");
     if (n == 0) cli_die("the prompt encodes to no tokens; give some text with --prompt");
     int32_t *out = malloc(sizeof(int32_t) * (n + (size_t)len));
     float *logits = malloc(sizeof(float) * V), *pr = malloc(sizeof(float) * V);
@@ -335,7 +335,7 @@ int cmd_sample(int argc, char **argv) {
     }
     char *text = NULL;
     size_t tl = 0;
-    cli_check(moe_ckpt_decode(c, out, total, &text, &tl), "decoding");
+    cli_check(moe_lm_ckpt_decode(c, out, total, &text, &tl), "decoding");
     fwrite(text, 1, tl, stdout);
     printf("\n");
     free(text);
@@ -343,7 +343,7 @@ int cmd_sample(int argc, char **argv) {
     free(out);
     free(logits);
     free(pr);
-    moe_ckpt_free(c);
+    moe_lm_ckpt_free(c);
     return 0;
 }
 
@@ -377,9 +377,9 @@ int cmd_info(int argc, char **argv) {
         moe_s2s_ckpt_free(sc);
         return 0;
     }
-    moe_ckpt *c = NULL;
-    cli_check(moe_ckpt_load(&c, model), model);
-    moe_lm *lm = moe_ckpt_model(c);
+    moe_lm_ckpt *c = NULL;
+    cli_check(moe_lm_ckpt_load(&c, model), model);
+    moe_lm *lm = moe_lm_ckpt_model(c);
     moe_lm_config cfg = moe_lm_get_config(lm);
     int64_t total = 0, active = 0;
     moe_lm_param_counts(lm, &total, &active);
@@ -395,12 +395,12 @@ int cmd_info(int argc, char **argv) {
     if (cfg.ffn == MOE_FFN_DENSE) printf(" (hidden %d)", cfg.k * cfg.h);
     printf(", dropout %g\n", cfg.dropout);
     printf("  parameters: %lld total, %lld active per token\n", (long long)total, (long long)active);
-    print_format(moe_ckpt_meta(c, "format"), moe_ckpt_meta(c, "format_version"));
+    print_format(moe_lm_ckpt_meta(c, "format"), moe_lm_ckpt_meta(c, "format_version"));
     const char *keys[] = {"tokenizer.kind", "data", "step", "tokens_seen", "batch", "bptt", "lr", "warmup", "seed"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        const char *v = moe_ckpt_meta(c, keys[i]);
+        const char *v = moe_lm_ckpt_meta(c, keys[i]);
         if (v) printf("  %s: %s\n", keys[i], v);
     }
-    moe_ckpt_free(c);
+    moe_lm_ckpt_free(c);
     return 0;
 }

@@ -26,8 +26,12 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 9
+#define MOE_VERSION_MINOR 10
 #define MOE_VERSION_PATCH 0
+/* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
+ * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
+ * moe_train_config, moe_train_progress, moe_train_callback, MOE_PROGRESS_* and moe_ckpt_*), named
+ * like the translation model's moe_s2s_*. The library is at 0.x: no aliases are kept. */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -248,8 +252,8 @@ MOE_API int moe_have_mpi(void); /* 1 if this build has the MPI backend */
  * Failures in a job of several processes. The library never ends the job: a call fails on the
  * ranks where it fails and returns the status there. It fails on every rank together when the
  * reason is the same on all (the same impossible settings) or is checked together
- * (moe_comm_check_same; the agreement on settings in moe_layer_create_sharded and moe_train;
- * a checkpoint that one rank cannot help write in moe_train). A call that fails on one rank
+ * (moe_comm_check_same; the agreement on settings in moe_layer_create_sharded and moe_lm_train;
+ * a checkpoint that one rank cannot help write in moe_lm_train). A call that fails on one rank
  * only in the middle of the work (a sharded layer's forward or backward, a training step: NaN
  * in one rank's input, memory, ...) may leave the other ranks waiting for it in a collective:
  * the application must then end the job, with moe_comm_abort or by exiting with a non-zero
@@ -484,15 +488,15 @@ typedef struct {
     uint64_t seed;
     moe_comm *comm;            /* NULL: one process; else data parallel over its ranks, the
                                   MoE's experts split over them; rank 0 calls back and writes
-                                  (used during moe_train only) */
-} moe_train_config;
+                                  (used during moe_lm_train only) */
+} moe_lm_train_config;
 
-MOE_API moe_train_config moe_train_config_default(void);
+MOE_API moe_lm_train_config moe_lm_train_config_default(void);
 
-typedef enum { MOE_PROGRESS_TRAIN = 0, MOE_PROGRESS_VALID, MOE_PROGRESS_CHECKPOINT, MOE_PROGRESS_START } moe_progress_kind;
+typedef enum { MOE_LM_TRAIN = 0, MOE_LM_VALID, MOE_LM_CHECKPOINT, MOE_LM_START } moe_lm_progress_kind;
 
 typedef struct {
-    moe_progress_kind kind;
+    moe_lm_progress_kind kind;
     int64_t step, steps;       /* steps done; the target (0 when only time-bounded) */
     double loss, ppl, aux;     /* TRAIN: means over the steps since the last report */
     double lr, grad_norm;
@@ -507,39 +511,39 @@ typedef struct {
     double comm_fraction;      /* TRAIN, ranks > 1: share of rank 0's time in collectives */
     double exchange_bytes;     /* TRAIN, ranks > 1: token rows sent + received by rank 0 per step */
     const char *path;          /* CHECKPOINT: the file written */
-} moe_train_progress;
+} moe_lm_progress;
 
 /* Called at each report; return non-zero to stop (a checkpoint is written first). `p` and what
  * it points to (expert_tokens [n], path) are valid during the call only. */
-typedef int (*moe_train_callback)(const moe_train_progress *p, void *user);
+typedef int (*moe_lm_callback)(const moe_lm_progress *p, void *user);
 
 /* Trains from scratch (resume = NULL, model settings from mc) or continues the checkpoint at
  * `resume` (mc may be NULL; if given it must agree with the checkpoint, as must the data file,
  * tokenizer, batch and bptt: anything else is MOE_ERR_CONFIG with the difference named).
  * N steps, then N more from the checkpoint, give the same parameters as 2N straight (same
  * thread count). */
-MOE_API moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
-                             moe_train_callback cb, void *user);
+MOE_API moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
+                                moe_lm_callback cb, void *user);
 
 /* A trained model from a checkpoint, with its tokenizer. */
-typedef struct moe_ckpt moe_ckpt;
-MOE_API moe_status moe_ckpt_load(moe_ckpt **out, const char *path);
-MOE_API void moe_ckpt_free(moe_ckpt *c);
-/* The model, owned by the checkpoint handle (not to be freed; valid until moe_ckpt_free). */
-MOE_API moe_lm *moe_ckpt_model(moe_ckpt *c);
+typedef struct moe_lm_ckpt moe_lm_ckpt;
+MOE_API moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path);
+MOE_API void moe_lm_ckpt_free(moe_lm_ckpt *c);
+/* The model, owned by the checkpoint handle (not to be freed; valid until moe_lm_ckpt_free). */
+MOE_API moe_lm *moe_lm_ckpt_model(moe_lm_ckpt *c);
 /* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...);
  * the strings are owned by the checkpoint handle. */
-MOE_API const char *moe_ckpt_meta(const moe_ckpt *c, const char *key);
-MOE_API int moe_ckpt_meta_count(const moe_ckpt *c);
-MOE_API moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value);
+MOE_API const char *moe_lm_ckpt_meta(const moe_lm_ckpt *c, const char *key);
+MOE_API int moe_lm_ckpt_meta_count(const moe_lm_ckpt *c);
+MOE_API moe_status moe_lm_ckpt_meta_at(const moe_lm_ckpt *c, int i, const char **key, const char **value);
 /* text [len bytes] -> *ids [*n] (malloc'ed, the caller frees) and ids [n] -> *text
  * (malloc'ed, NUL-terminated, the caller frees; *len its length when len is not NULL). */
-MOE_API moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
-MOE_API moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
+MOE_API moe_status moe_lm_ckpt_encode(const moe_lm_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
+MOE_API moe_status moe_lm_ckpt_decode(const moe_lm_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
 /* Mean cross-entropy (nats per token) of the model on one split of a text file
  * (0 train, 1 valid, 2 test), B streams of T steps, at most max_batches (0 = all). */
-MOE_API moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
-                                 double *loss, uint64_t *tokens);
+MOE_API moe_status moe_lm_ckpt_eval(moe_lm_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
+                                    double *loss, uint64_t *tokens);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Sequence-to-sequence translation (issue 4, SPEC 3): an LSTM encoder (the first layer
@@ -605,7 +609,7 @@ MOE_API moe_status moe_s2s_beam(moe_s2s *m, const int32_t *src, int Ts, int beam
                                 int32_t *out, int *len);
 
 /* Training the translation model (issue 4): cross-entropy, MIXER (SPEC 3.3) or SCST (SPEC 3.2)
- * on the Ding dictionary (SPEC 4) or two parallel files; checkpoints as moe_train's.          */
+ * on the Ding dictionary (SPEC 4) or two parallel files; checkpoints as moe_lm_train's.          */
 typedef enum { MOE_OBJ_XENT = 0, MOE_OBJ_MIXER = 1, MOE_OBJ_SCST = 2 } moe_s2s_objective;
 
 typedef struct {

@@ -32,8 +32,8 @@
 /* checkpoints of version 1 had a format string of their own; their layout is version 2's */
 #define LEGACY_FORMAT "moe-lm-checkpoint-1"
 
-moe_train_config moe_train_config_default(void) {
-    moe_train_config c = {.data = NULL, .words = 0, .min_count = 2, .max_vocab = 10000,
+moe_lm_train_config moe_lm_train_config_default(void) {
+    moe_lm_train_config c = {.data = NULL, .words = 0, .min_count = 2, .max_vocab = 10000,
                           .lowercase = 0, .batch = 32, .bptt = 64, .steps = 1000, .minutes = 0.0,
                           .lr = 2e-3f, .warmup = 200, .clip = 1.0f, .optim = NULL, .log_every = 20,
                           .eval_every = 200, .eval_batches = 0, .ckpt_every = 500,
@@ -49,7 +49,7 @@ typedef struct {
     const ptable *pt;           /* the model's tensors */
     const optset *opt;          /* may be NULL (inference) */
     moe_comm *comm;             /* NULL: one process */
-    const moe_train_config *tc;
+    const moe_lm_train_config *tc;
     int64_t step;
     td_pos pos;
     uint64_t tokens_seen;
@@ -77,7 +77,7 @@ static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
     if (m->w && !m->st) m->st = tok_serialize(r->tk, ts);
     meta_str(m, "tokenizer", *ts ? *ts : "");
     meta_str(m, "tokenizer.kind", tok_get_kind(r->tk) == TOK_WORDS ? "words" : "bytes");
-    const moe_train_config *tc = r->tc;
+    const moe_lm_train_config *tc = r->tc;
     if (tc) {
         meta_str(m, "data", tc->data ? tc->data : "");
         meta_i64(m, "batch", tc->batch);
@@ -205,7 +205,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
 
 /* ---- the training loop ---- */
 
-static double lr_at(const moe_train_config *tc, int64_t step /* 1-based */) {
+static double lr_at(const moe_lm_train_config *tc, int64_t step /* 1-based */) {
     if (tc->warmup > 0 && step <= tc->warmup) return tc->lr * (double)step / tc->warmup;
     if (tc->warmup > 0) return tc->lr * sqrt((double)tc->warmup / (double)step);
     return tc->lr;
@@ -253,7 +253,7 @@ static moe_status eval_split(moe_lm *lm, const td_file *f, const tok *tk, td_spl
     return MOE_OK;
 }
 
-static moe_status check_train_cfg(const moe_train_config *tc) {
+static moe_status check_train_cfg(const moe_lm_train_config *tc) {
     if (!tc || !tc->data) return moe_fail(MOE_ERR_INVALID_ARG, "no training data file given");
     if (tc->batch < 1 || tc->bptt < 1) return moe_fail(MOE_ERR_CONFIG, "batch (%d) and bptt (%d) must be >= 1", tc->batch, tc->bptt);
     if (tc->steps < 0 || !(tc->minutes >= 0.0)) return moe_fail(MOE_ERR_CONFIG, "steps and minutes must be >= 0");
@@ -266,7 +266,7 @@ static moe_status check_train_cfg(const moe_train_config *tc) {
 }
 
 /* Resume: everything that decides the data stream must agree with the checkpoint. */
-static moe_status check_resume(const moe_st *f, const moe_train_config *tc, const moe_lm_config *mc) {
+static moe_status check_resume(const moe_st *f, const moe_lm_train_config *tc, const moe_lm_config *mc) {
     const char *data = moe_st_meta(f, "data");
     if (data && strcmp(data, tc->data) != 0)
         return moe_fail(MOE_ERR_CONFIG, "the checkpoint was trained on '%s', not '%s': resume with the same --data", data, tc->data);
@@ -295,7 +295,7 @@ static moe_status check_resume(const moe_st *f, const moe_train_config *tc, cons
 
 /* The optimiser: tc->optim if given (and, on resume, the checkpoint's must agree), else the
  * checkpoint's, else plain Adam. */
-static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int *factored) {
+static moe_status optim_choice(const moe_st *ck, const moe_lm_train_config *tc, int *factored) {
     const char *want = tc->optim, *have = ck ? moe_st_meta(ck, "optim") : NULL;
     if (ck && !have) have = "adam"; /* checkpoints from before the option */
     if (want && strcmp(want, "adam") != 0 && strcmp(want, "factored") != 0)
@@ -312,8 +312,8 @@ static moe_status optim_choice(const moe_st *ck, const moe_train_config *tc, int
 typedef struct {
     run_core core;
     run_state rs; /* what a checkpoint holds */
-    const moe_train_config *tc;
-    moe_train_callback cb;
+    const moe_lm_train_config *tc;
+    moe_lm_callback cb;
     void *user;
     td_file *f;
     td_iter *it;
@@ -333,7 +333,7 @@ typedef struct {
 } lm_run;
 
 /* Every rank must run the same settings: a mismatch would pair up different collectives. */
-static moe_status check_ranks(const moe_train_config *tc, moe_comm *comm, const char *resume) {
+static moe_status check_ranks(const moe_lm_train_config *tc, moe_comm *comm, const char *resume) {
     const int P = moe_comm_size(comm);
     const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
                             (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every};
@@ -349,7 +349,7 @@ static moe_status check_ranks(const moe_train_config *tc, moe_comm *comm, const 
 
 /* A new model and tokenizer from the data */
 static moe_status new_model(lm_run *r, const moe_lm_config *mc, moe_comm *comm) {
-    const moe_train_config *tc = r->tc;
+    const moe_lm_train_config *tc = r->tc;
     tok_config tcfg = tok_config_default(tc->words ? TOK_WORDS : TOK_BYTES);
     tcfg.min_count = tc->min_count;
     tcfg.max_vocab = tc->max_vocab;
@@ -395,7 +395,7 @@ static moe_status resume_state(lm_run *r, const moe_st *ck) {
 
 /* The model (new or from the checkpoint), its optimiser, the data stream and the buffers. */
 static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resume, moe_comm *comm) {
-    const moe_train_config *tc = r->tc;
+    const moe_lm_train_config *tc = r->tc;
     const int P = comm ? moe_comm_size(comm) : 1, me = comm ? moe_comm_rank(comm) : 0;
     moe_st *ck = NULL;
     moe_status st = td_open(&r->f, tc->data, 0);
@@ -442,7 +442,7 @@ static void lm_free(lm_run *r) {
 }
 
 /* rank 0's callback on p, its verdict on every rank */
-static int lm_call(lm_run *r, moe_train_progress *p) {
+static int lm_call(lm_run *r, moe_lm_progress *p) {
     p->step = r->core.step;
     p->steps = r->tc->steps;
     p->ranks = r->core.ranks;
@@ -460,7 +460,7 @@ static void layer_comm(const lm_run *r, double *s, uint64_t *bytes) {
 /* One step: forward and backward on this rank's streams, gradients summed over ranks, clipped,
  * the optimiser; the interval's sums. */
 static moe_status lm_step(lm_run *r) {
-    const moe_train_config *tc = r->tc;
+    const moe_lm_train_config *tc = r->tc;
     const ptable *pt = r->rs.pt;
     moe_comm *comm = r->core.comm;
     moe_status st = td_iter_next(r->it, r->tokbuf);
@@ -510,9 +510,9 @@ static moe_status lm_step(lm_run *r) {
 /* The report of the interval's means; starts the next interval. */
 static void lm_report(lm_run *r) {
     const double dt = run_interval(&r->core), k = (double)r->steps;
-    moe_train_progress p;
+    moe_lm_progress p;
     memset(&p, 0, sizeof p);
-    p.kind = MOE_PROGRESS_TRAIN;
+    p.kind = MOE_LM_TRAIN;
     p.loss = r->loss / k;
     p.ppl = exp(p.loss);
     p.aux = r->aux / k;
@@ -546,15 +546,15 @@ static void lm_report(lm_run *r) {
 }
 
 static moe_status lm_validate(lm_run *r) {
-    const moe_train_config *tc = r->tc;
+    const moe_lm_train_config *tc = r->tc;
     double vl;
     uint64_t vt;
     moe_status st = eval_split(r->lm, r->f, r->tk, TD_VALID, tc->batch, tc->bptt, tc->eval_batches, &vl, &vt,
                                r->core.comm, r->b0, r->nb);
     if (st) return st;
-    moe_train_progress p;
+    moe_lm_progress p;
     memset(&p, 0, sizeof p);
-    p.kind = MOE_PROGRESS_VALID;
+    p.kind = MOE_LM_VALID;
     p.valid_loss = vl;
     p.valid_ppl = exp(vl);
     p.elapsed_s = r->rs.elapsed + run_elapsed(&r->core);
@@ -574,18 +574,18 @@ static moe_status lm_save(lm_run *r) {
     if (st)
         return moe_fail(st, "saving the checkpoint at step %lld failed (%s); the file from the last successful save is unchanged",
                         (long long)r->core.step, moe_last_error());
-    moe_train_progress p;
+    moe_lm_progress p;
     memset(&p, 0, sizeof p);
-    p.kind = MOE_PROGRESS_CHECKPOINT;
+    p.kind = MOE_LM_CHECKPOINT;
     p.path = r->tc->checkpoint;
     lm_call(r, &p);
     return MOE_OK;
 }
 
 static void lm_start_report(lm_run *r) {
-    moe_train_progress p;
+    moe_lm_progress p;
     memset(&p, 0, sizeof p);
-    p.kind = MOE_PROGRESS_START;
+    p.kind = MOE_LM_START;
     p.n = r->n;
     p.vocab = moe_lm_get_config(r->lm).vocab;
     moe_lm_param_counts(r->lm, &p.params_total, &p.params_active);
@@ -594,8 +594,8 @@ static void lm_start_report(lm_run *r) {
     layer_comm(r, &r->layer_comm0, &r->bytes0);
 }
 
-moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const char *resume,
-                     moe_train_callback cb, void *user) {
+moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
+                        moe_lm_callback cb, void *user) {
     moe_status st = check_train_cfg(tc);
     if (st) return st;
     if (!resume && !mc) return moe_fail(MOE_ERR_INVALID_ARG, "a new run needs model settings");
@@ -628,21 +628,21 @@ moe_status moe_train(const moe_train_config *tc, const moe_lm_config *mc, const 
 
 /* ---- checkpoints for inference ---- */
 
-struct moe_ckpt {
+struct moe_lm_ckpt {
     moe_st *f;
     moe_lm *lm;
     tok *tk;
 };
 
-moe_status moe_ckpt_load(moe_ckpt **out, const char *path) {
+moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
     if (!out || !path) return moe_fail(MOE_ERR_INVALID_ARG, "out and path must not be NULL");
     *out = NULL;
-    moe_ckpt *c = calloc(1, sizeof *c);
+    moe_lm_ckpt *c = calloc(1, sizeof *c);
     if (!c) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     moe_status st = moe_st_open(&c->f, path);
     if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL);
     if (st) {
-        moe_ckpt_free(c);
+        moe_lm_ckpt_free(c);
         return st;
     }
     *out = c;
@@ -650,7 +650,7 @@ moe_status moe_ckpt_load(moe_ckpt **out, const char *path) {
     return MOE_OK;
 }
 
-void moe_ckpt_free(moe_ckpt *c) {
+void moe_lm_ckpt_free(moe_lm_ckpt *c) {
     if (!c) return;
     moe_lm_free(c->lm);
     tok_free(c->tk);
@@ -658,15 +658,15 @@ void moe_ckpt_free(moe_ckpt *c) {
     free(c);
 }
 
-moe_lm *moe_ckpt_model(moe_ckpt *c) { return c ? c->lm : NULL; }
-const char *moe_ckpt_meta(const moe_ckpt *c, const char *key) { return c ? moe_st_meta(c->f, key) : NULL; }
-int moe_ckpt_meta_count(const moe_ckpt *c) { return c ? moe_st_meta_count(c->f) : 0; }
-moe_status moe_ckpt_meta_at(const moe_ckpt *c, int i, const char **key, const char **value) {
+moe_lm *moe_lm_ckpt_model(moe_lm_ckpt *c) { return c ? c->lm : NULL; }
+const char *moe_lm_ckpt_meta(const moe_lm_ckpt *c, const char *key) { return c ? moe_st_meta(c->f, key) : NULL; }
+int moe_lm_ckpt_meta_count(const moe_lm_ckpt *c) { return c ? moe_st_meta_count(c->f) : 0; }
+moe_status moe_lm_ckpt_meta_at(const moe_lm_ckpt *c, int i, const char **key, const char **value) {
     if (!c) return moe_fail(MOE_ERR_INVALID_ARG, "checkpoint is NULL");
     return moe_st_meta_at(c->f, i, key, value);
 }
 
-moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n) {
+moe_status moe_lm_ckpt_encode(const moe_lm_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n) {
     if (!c || !text || !ids || !n) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     int32_t *out = malloc(sizeof(int32_t) * TOK_ENCODE_MAX(len));
     if (!out) return moe_fail(MOE_ERR_NOMEM, "out of memory");
@@ -676,7 +676,7 @@ moe_status moe_ckpt_encode(const moe_ckpt *c, const char *text, size_t len, int3
     return MOE_OK;
 }
 
-moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len) {
+moe_status moe_lm_ckpt_decode(const moe_lm_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len) {
     if (!c || !ids || !text) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     size_t l = 0;
     moe_status st = tok_decode(c->tk, ids, n, text, &l);
@@ -686,8 +686,8 @@ moe_status moe_ckpt_decode(const moe_ckpt *c, const int32_t *ids, size_t n, char
     return MOE_OK;
 }
 
-moe_status moe_ckpt_eval(moe_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
-                         double *loss, uint64_t *tokens) {
+moe_status moe_lm_ckpt_eval(moe_lm_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
+                             double *loss, uint64_t *tokens) {
     if (!c || !path || !loss) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     if (split < 0 || split > 2) return moe_fail(MOE_ERR_INVALID_ARG, "split must be 0 (train), 1 (valid) or 2 (test)");
     if (B < 1 || T < 1) return moe_fail(MOE_ERR_CONFIG, "B and T must be >= 1");

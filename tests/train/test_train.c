@@ -37,9 +37,9 @@ typedef struct {
     int reports;
 } losses;
 
-static int cb(const moe_train_progress *p, void *user) {
+static int cb(const moe_lm_progress *p, void *user) {
     losses *l = user;
-    if (p->kind == MOE_PROGRESS_TRAIN) {
+    if (p->kind == MOE_LM_TRAIN) {
         if (l->reports++ == 0) l->first = p->loss;
         l->last = p->loss;
     }
@@ -56,8 +56,8 @@ static moe_lm_config small_model(void) {
     return c;
 }
 
-static moe_train_config small_train(const char *data, const char *ckpt, int64_t steps) {
-    moe_train_config t = moe_train_config_default();
+static moe_lm_train_config small_train(const char *data, const char *ckpt, int64_t steps) {
+    moe_lm_train_config t = moe_lm_train_config_default();
     t.data = data;
     t.checkpoint = ckpt;
     t.batch = 4;
@@ -108,14 +108,14 @@ int main(void) {
 
     /* 2N straight, with the loss going down */
     losses la = {0};
-    moe_train_config t = small_train(data, ck_a, 40);
-    CHECK(moe_train(&t, &mc, NULL, cb, &la) == MOE_OK, "train 40: %s", moe_last_error());
+    moe_lm_train_config t = small_train(data, ck_a, 40);
+    CHECK(moe_lm_train(&t, &mc, NULL, cb, &la) == MOE_OK, "train 40: %s", moe_last_error());
     CHECK(la.reports >= 4 && la.last < la.first - 0.3, "loss falls: %.3f -> %.3f", la.first, la.last);
     /* N, then N more from the checkpoint */
     t = small_train(data, ck_b, 20);
-    CHECK(moe_train(&t, &mc, NULL, NULL, NULL) == MOE_OK, "train 20: %s", moe_last_error());
+    CHECK(moe_lm_train(&t, &mc, NULL, NULL, NULL) == MOE_OK, "train 20: %s", moe_last_error());
     t.steps = 40;
-    CHECK(moe_train(&t, NULL, ck_b, NULL, NULL) == MOE_OK, "resume to 40: %s", moe_last_error());
+    CHECK(moe_lm_train(&t, NULL, ck_b, NULL, NULL) == MOE_OK, "resume to 40: %s", moe_last_error());
     CHECK(same_tensors(ck_a, ck_b), "20 + 20 resumed equals 40 straight (weights, optimiser, state)");
 
     /* the same with the paper's factored optimiser, which must also learn */
@@ -126,14 +126,14 @@ int main(void) {
         losses lf = {0};
         t = small_train(data, fa, 40);
         t.optim = "factored";
-        CHECK(moe_train(&t, &mc, NULL, cb, &lf) == MOE_OK, "factored: train 40: %s", moe_last_error());
+        CHECK(moe_lm_train(&t, &mc, NULL, cb, &lf) == MOE_OK, "factored: train 40: %s", moe_last_error());
         CHECK(lf.reports >= 4 && lf.last < lf.first - 0.3, "factored: loss falls: %.3f -> %.3f", lf.first, lf.last);
         t = small_train(data, fb, 20);
         t.optim = "factored";
-        CHECK(moe_train(&t, &mc, NULL, NULL, NULL) == MOE_OK, "factored: train 20: %s", moe_last_error());
+        CHECK(moe_lm_train(&t, &mc, NULL, NULL, NULL) == MOE_OK, "factored: train 20: %s", moe_last_error());
         t.steps = 40;
         t.optim = NULL; /* taken from the checkpoint */
-        CHECK(moe_train(&t, NULL, fb, NULL, NULL) == MOE_OK, "factored: resume to 40: %s", moe_last_error());
+        CHECK(moe_lm_train(&t, NULL, fb, NULL, NULL) == MOE_OK, "factored: resume to 40: %s", moe_last_error());
         CHECK(same_tensors(fa, fb), "factored: 20 + 20 resumed equals 40 straight");
         moe_st *f = NULL;
         moe_tensor tv, tw;
@@ -144,51 +144,51 @@ int main(void) {
         moe_st_free(f);
         t.steps = 45;
         t.optim = "adam";
-        CHECK(moe_train(&t, NULL, fb, NULL, NULL) == MOE_ERR_CONFIG, "resuming factored with adam refused: %s",
+        CHECK(moe_lm_train(&t, NULL, fb, NULL, NULL) == MOE_ERR_CONFIG, "resuming factored with adam refused: %s",
               moe_last_error());
         t.optim = "sgd";
-        CHECK(moe_train(&t, &mc, NULL, NULL, NULL) == MOE_ERR_CONFIG, "unknown optimiser refused");
+        CHECK(moe_lm_train(&t, &mc, NULL, NULL, NULL) == MOE_ERR_CONFIG, "unknown optimiser refused");
     }
 
     /* the checkpoint serves inference */
-    moe_ckpt *c = NULL;
-    CHECK(moe_ckpt_load(&c, ck_a) == MOE_OK, "load: %s", moe_last_error());
+    moe_lm_ckpt *c = NULL;
+    CHECK(moe_lm_ckpt_load(&c, ck_a) == MOE_OK, "load: %s", moe_last_error());
     if (c) {
         double loss = 0;
         uint64_t n = 0;
-        CHECK(moe_ckpt_eval(c, data, 2, 2, 16, 0, &loss, &n) == MOE_OK && n > 0 && loss > 0 && loss < 3.0,
+        CHECK(moe_lm_ckpt_eval(c, data, 2, 2, 16, 0, &loss, &n) == MOE_OK && n > 0 && loss > 0 && loss < 3.0,
               "eval on the test split: loss %.3f over %llu tokens", loss, (unsigned long long)n);
         int32_t *ids = NULL;
         size_t ni = 0;
         char *text = NULL;
-        CHECK(moe_ckpt_encode(c, "the cat", 7, &ids, &ni) == MOE_OK && ni == 7, "encode (bytes)");
-        CHECK(moe_ckpt_decode(c, ids, ni, &text, NULL) == MOE_OK && strcmp(text, "the cat") == 0, "decode");
+        CHECK(moe_lm_ckpt_encode(c, "the cat", 7, &ids, &ni) == MOE_OK && ni == 7, "encode (bytes)");
+        CHECK(moe_lm_ckpt_decode(c, ids, ni, &text, NULL) == MOE_OK && strcmp(text, "the cat") == 0, "decode");
         free(ids);
         free(text);
-        const char *step = moe_ckpt_meta(c, "step");
+        const char *step = moe_lm_ckpt_meta(c, "step");
         CHECK(step && strcmp(step, "40") == 0, "step recorded");
-        moe_ckpt_free(c);
+        moe_lm_ckpt_free(c);
     }
 
     /* bad input */
-    moe_train_config tb = small_train(data, ck_b, 45);
+    moe_lm_train_config tb = small_train(data, ck_b, 45);
     moe_lm_config other = mc;
     other.n = 8;
-    CHECK(moe_train(&tb, &other, ck_b, NULL, NULL) == MOE_ERR_CONFIG, "resume with other expert count: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, &other, ck_b, NULL, NULL) == MOE_ERR_CONFIG, "resume with other expert count: %s", moe_last_error());
     tb.batch = 5;
-    CHECK(moe_train(&tb, NULL, ck_b, NULL, NULL) == MOE_ERR_CONFIG, "resume with other batch: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, NULL, ck_b, NULL, NULL) == MOE_ERR_CONFIG, "resume with other batch: %s", moe_last_error());
     path(p, "missing.txt");
     tb = small_train(p, NULL, 5);
-    CHECK(moe_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_IO, "missing data: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_IO, "missing data: %s", moe_last_error());
     path(p, "empty.txt");
     write_file(p, "", 0);
     tb.data = p;
-    CHECK(moe_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_FORMAT, "empty data: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_FORMAT, "empty data: %s", moe_last_error());
     unsigned char bin[4096];
     for (int i = 0; i < 4096; i++) bin[i] = (unsigned char)(t_mix(i) & 0xff);
     path(p, "binary.bin");
     write_file(p, bin, sizeof bin);
-    CHECK(moe_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_FORMAT, "binary data: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_FORMAT, "binary data: %s", moe_last_error());
     /* a truncated checkpoint and a foreign one */
     FILE *f = fopen(ck_a, "rb");
     fseek(f, 0, SEEK_END);
@@ -199,9 +199,9 @@ int main(void) {
     fclose(f);
     path(p, "trunc.safetensors");
     write_file(p, buf, (size_t)len / 2);
-    CHECK(moe_ckpt_load(&c, p) == MOE_ERR_TRUNCATED, "truncated checkpoint: %s", moe_last_error());
+    CHECK(moe_lm_ckpt_load(&c, p) == MOE_ERR_TRUNCATED, "truncated checkpoint: %s", moe_last_error());
     tb = small_train(data, ck_b, 50);
-    CHECK(moe_train(&tb, NULL, p, NULL, NULL) == MOE_ERR_TRUNCATED, "resume from a truncated checkpoint");
+    CHECK(moe_lm_train(&tb, NULL, p, NULL, NULL) == MOE_ERR_TRUNCATED, "resume from a truncated checkpoint");
     free(buf);
     char golden[512];
     snprintf(golden, sizeof golden, "%s", "/dev/null");
@@ -213,11 +213,11 @@ int main(void) {
     path(p, "foreign.safetensors");
     moe_st_writer_write(w, p);
     moe_st_writer_free(w);
-    CHECK(moe_ckpt_load(&c, p) == MOE_ERR_FORMAT, "foreign checkpoint: %s", moe_last_error());
+    CHECK(moe_lm_ckpt_load(&c, p) == MOE_ERR_FORMAT, "foreign checkpoint: %s", moe_last_error());
     /* a checkpoint path that cannot be written: the error is reported, nothing else lost */
     path(p, "no/such/dir/c.safetensors");
     tb = small_train(data, p, 3);
-    CHECK(moe_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_IO, "unwritable checkpoint path: %s", moe_last_error());
+    CHECK(moe_lm_train(&tb, &mc, NULL, NULL, NULL) == MOE_ERR_IO, "unwritable checkpoint path: %s", moe_last_error());
     CHECK(same_tensors(ck_a, ck_a), "earlier checkpoint still readable");
 
     char cmd[600];
