@@ -98,14 +98,16 @@ static void finish_stats(moe_layer *l, int64_t rows, double li, double ll, int B
     l->stats.loss_load = (float)ll;
     l->stats.cv_importance = (float)cv_of(w->importance, n);
     l->stats.cv_load = (float)cv_of(w->load, n);
-    l->stats.max_mean_load = (float)(maxc / ((double)rows / n));
+    l->stats.max_mean_load = rows > 0 ? (float)(maxc / ((double)rows / n)) : 0.0f;
     l->stats.B = B;
 }
 
 static moe_status check_forward(const moe_layer *l, const float *y, const float *x, int B, moe_mode mode,
                                 const float *noise) {
     if (!l || !y || !x) return moe_fail(MOE_ERR_INVALID_ARG, "layer, y and x must not be NULL");
-    if (B < 1) return moe_fail(MOE_ERR_SHAPE, "batch size B=%d must be at least 1", B);
+    /* a rank of a layer split over ranks may have no tokens: it still takes part in the exchange */
+    if (B < (l->pl.ranks > 1 ? 0 : 1))
+        return moe_fail(MOE_ERR_SHAPE, "batch size B=%d must be at least %d", B, l->pl.ranks > 1 ? 0 : 1);
     if (mode != MOE_EVAL && mode != MOE_TRAIN)
         return moe_fail(MOE_ERR_INVALID_ARG, "mode must be MOE_EVAL or MOE_TRAIN");
     const int d = l->cfg.d, nw = l->rt.nw;
@@ -123,7 +125,7 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     layer_ws *w = &l->ws;
     const int d = l->cfg.d, n = l->cfg.n, kk = l->rt.kk, train = mode == MOE_TRAIN, R = B * kk;
     w->valid = 0;
-    if ((st = reserve(l, B))) return st;
+    if ((st = reserve(l, B > 0 ? B : 1))) return st; /* buffers exist even for no tokens */
     int64_t first, total;
     if ((st = l->pl.i->batch(l->pl.ctx, &first, &total, B, train))) return st;
     if (train && (st = draw_noise(l, noise, B, first, total))) return st;

@@ -58,7 +58,8 @@ static void run_case(int n, int k, int bias, int Btot, int groups, int k_groups,
     moe_adam_create(&osh, ns, &ac);
     float *x = malloc(sizeof(float) * (size_t)Btot * d), *dy = malloc(sizeof(float) * (size_t)Btot * d);
     float *yr = malloc(sizeof(float) * (size_t)Btot * d), *dxr = calloc((size_t)Btot * d, sizeof(float));
-    float *ys = malloc(sizeof(float) * (size_t)B * d), *dxs = calloc((size_t)B * d, sizeof(float));
+    /* (a rank may have no tokens: B = 0, and still takes part) */
+    float *ys = malloc(sizeof(float) * (size_t)(B + 1) * d), *dxs = calloc((size_t)(B + 1) * d, sizeof(float));
     int *cr = malloc(sizeof(int) * (size_t)n), *cs = malloc(sizeof(int) * (size_t)n);
     double worst_y = 0, worst_dx = 0, worst_g = 0;
     for (int step = 0; step < 4; step++) {
@@ -153,6 +154,8 @@ int main(int argc, char **argv) {
     run_case(8, 2, 1, 29, 2, 1, "hierarchical 2 groups of 4, 1 x 2");
     run_case(12, 2, 0, 31, 3, 2, "hierarchical 3 groups of 4 over uneven ranks, 2 x 2");
     run_case(16, 1, 0, 19, 4, 4, "hierarchical 4 groups of 4, every group, k=1");
+    run_case(8, 2, 1, 3, 0, 0, "3 tokens: on 4 ranks one has none");
+    run_case(8, 2, 0, 1, 2, 1, "1 token: hierarchical, every rank but one has none");
     /* settings that differ across ranks are refused everywhere */
     moe_layer_config cfg = moe_layer_config_default();
     cfg.d = 8, cfg.n = 8, cfg.k = 2;
