@@ -27,19 +27,17 @@ int main(int argc, char **argv) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    /* one row a subcommand; each gets argv from its own name on, as a program's main does */
+    static const struct {
+        const char *name;
+        int (*run)(int argc, char **argv);
+    } CMDS[] = {{"layer", cmd_layer},     {"diff", cmd_diff},       {"classify", cmd_classify},
+                {"bench", cmd_bench},     {"train", cmd_train},     {"eval", cmd_eval},
+                {"sample", cmd_sample},   {"info", cmd_info},       {"plot", cmd_plot},
+                {"bleu", cmd_bleu},       {"seq2seq", cmd_seq2seq}, {"translate", cmd_translate}};
     const char *c = argv[1];
-    if (strcmp(c, "layer") == 0) return cmd_layer(argc - 1, argv + 1);
-    if (strcmp(c, "diff") == 0) return cmd_diff(argc - 1, argv + 1);
-    if (strcmp(c, "classify") == 0) return cmd_classify(argc - 1, argv + 1);
-    if (strcmp(c, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
-    if (strcmp(c, "train") == 0) return cmd_train(argc - 1, argv + 1);
-    if (strcmp(c, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    if (strcmp(c, "sample") == 0) return cmd_sample(argc - 1, argv + 1);
-    if (strcmp(c, "info") == 0) return cmd_info(argc - 1, argv + 1);
-    if (strcmp(c, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
-    if (strcmp(c, "bleu") == 0) return cmd_bleu(argc - 1, argv + 1);
-    if (strcmp(c, "seq2seq") == 0) return cmd_seq2seq(argc - 1, argv + 1);
-    if (strcmp(c, "translate") == 0) return cmd_translate(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++)
+        if (strcmp(c, CMDS[i].name) == 0) return CMDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "moe: error: unknown command '%s'\n\n%s", c, USAGE);
     return 2;
 }

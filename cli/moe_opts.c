@@ -168,53 +168,39 @@ void cli_moe_check(const cli_moe *m) {
                 c->k, c->n / c->groups, c->n, c->groups, c->n / c->groups);
 }
 
+/* The layer settings that the LM's and the translation model's configs both carry, under the
+ * layer config's names: one list, so that a setting added to all three is copied both ways for
+ * both models. The LM's config carries groups and k_groups too (the translation model has no
+ * hierarchical layer). */
+#define SHARED_LAYER_FIELDS(X) X(d) X(n) X(k) X(h) X(w_importance) X(w_load) X(noise_eps)
+#define FROM_MODEL(f) l.f = c->f;
+#define TO_MODEL(f) c->f = m->cfg.f;
+
 moe_layer_config cli_moe_of_lm(const moe_lm_config *c) {
     moe_layer_config l = moe_layer_config_default();
-    l.d = c->d;
-    l.n = c->n;
-    l.k = c->k;
-    l.h = c->h;
-    l.w_importance = c->w_importance;
-    l.w_load = c->w_load;
-    l.noise_eps = c->noise_eps;
+    SHARED_LAYER_FIELDS(FROM_MODEL)
     l.groups = c->groups;
     l.k_groups = c->k_groups;
     return l;
 }
 
 void cli_moe_to_lm(const cli_moe *m, moe_lm_config *c) {
-    c->d = m->cfg.d;
-    c->n = m->cfg.n;
-    c->k = m->cfg.k;
-    c->h = m->cfg.h;
-    c->w_importance = m->cfg.w_importance;
-    c->w_load = m->cfg.w_load;
-    c->noise_eps = m->cfg.noise_eps;
+    SHARED_LAYER_FIELDS(TO_MODEL)
     c->groups = m->cfg.groups;
     c->k_groups = m->cfg.k_groups;
 }
 
 moe_layer_config cli_moe_of_s2s(const moe_s2s_config *c) {
     moe_layer_config l = moe_layer_config_default();
-    l.d = c->d;
-    l.n = c->n;
-    l.k = c->k;
-    l.h = c->h;
-    l.w_importance = c->w_importance;
-    l.w_load = c->w_load;
-    l.noise_eps = c->noise_eps;
+    SHARED_LAYER_FIELDS(FROM_MODEL)
     return l;
 }
 
-void cli_moe_to_s2s(const cli_moe *m, moe_s2s_config *c) {
-    c->d = m->cfg.d;
-    c->n = m->cfg.n;
-    c->k = m->cfg.k;
-    c->h = m->cfg.h;
-    c->w_importance = m->cfg.w_importance;
-    c->w_load = m->cfg.w_load;
-    c->noise_eps = m->cfg.noise_eps;
-}
+void cli_moe_to_s2s(const cli_moe *m, moe_s2s_config *c) { SHARED_LAYER_FIELDS(TO_MODEL) }
+
+#undef TO_MODEL
+#undef FROM_MODEL
+#undef SHARED_LAYER_FIELDS
 
 moe_ffn_kind cli_ffn(const char *v) {
     if (strcmp(v, "moe") == 0) return MOE_FFN_MOE;
