@@ -17,6 +17,28 @@ int experts_pick_strategy(int strategy, int R, int n, int nthreads) {
     return (nthreads > 1 && n >= 2 * nthreads) ? EXPERTS_PAR_EXPERTS : EXPERTS_PAR_BLAS;
 }
 
+/* One dense product of an expert over its c rows: Y [c,m] = X [c,kd] W [kd,m] (+ b [m] on every
+ * row when b is not NULL). Both of an expert's products are one of these. */
+static void dense_fwd(float *Y, const float *X, const float *W, const float *b, int c, int kd, int m) {
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < c; r++) memcpy(Y + (size_t)r * m, b, sizeof(float) * m);
+        beta = 1.0f;
+    }
+    moe_sgemm(0,  0, c, m, kd, 1.0f, X, kd, W, m, beta, Y, m);
+}
+
+/* The backward of dense_fwd. forward: Y = X W + b;  so dW += X^T dY, db += colsum(dY) (when b
+ * has a gradient), dX = dY W^T (overwritten, not accumulated: the rows belong to this expert). */
+static void dense_bwd(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W, int c,
+                      int kd, int m) {
+    moe_sgemm(1,  0, kd, m, c, 1.0f, X, kd, dY, m, 1.0f, dW, m);
+    if (db)
+        for (int r = 0; r < c; r++)
+            for (int j = 0; j < m; j++) db[j] += dY[(size_t)r * m + j];
+    moe_sgemm(0,  1, c, kd, m, 1.0f, dY, m, W, m, 0.0f, dX, kd);
+}
+
 static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float *w1,
                        const float *b1, const float *w2, const float *b2, const int *offsets,
                        int d, int h) {
@@ -25,19 +47,9 @@ static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float 
     const float *X = Xs + (size_t)r0 * d;
     float *Ae = A + (size_t)r0 * h, *Y = Ys + (size_t)r0 * d;
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
-    float beta = 0.0f;
-    if (b1) {
-        for (int r = 0; r < c; r++) memcpy(Ae + (size_t)r * h, b1 + (size_t)e * h, sizeof(float) * h);
-        beta = 1.0f;
-    }
-    moe_sgemm(0,  0, c, h, d, 1.0f, X, d, W1, h, beta, Ae, h);
+    dense_fwd(Ae, X, W1, b1 ? b1 + (size_t)e * h : NULL, c, d, h);
     for (size_t i = 0; i < (size_t)c * h; i++) Ae[i] = Ae[i] > 0.0f ? Ae[i] : 0.0f;
-    beta = 0.0f;
-    if (b2) {
-        for (int r = 0; r < c; r++) memcpy(Y + (size_t)r * d, b2 + (size_t)e * d, sizeof(float) * d);
-        beta = 1.0f;
-    }
-    moe_sgemm(0,  0, c, d, h, 1.0f, Ae, h, W2, d, beta, Y, d);
+    dense_fwd(Y, Ae, W2, b2 ? b2 + (size_t)e * d : NULL, c, h, d);
 }
 
 static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, float *db2,
@@ -49,26 +61,13 @@ static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, fl
     float *dAe = dA + (size_t)r0 * h, *dX = dXs + (size_t)r0 * d;
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
     float *dW1 = dw1 + (size_t)e * d * h, *dW2 = dw2 + (size_t)e * h * d;
-    /* forward: Y = A W2 + b2;  so dW2 += A^T dY, db2 += colsum(dY), dA = dY W2^T */
-    moe_sgemm(1,  0, h, d, c, 1.0f, Ae, h, dY, d, 1.0f, dW2, d);
-    if (db2) {
-        float *g = db2 + (size_t)e * d;
-        for (int r = 0; r < c; r++)
-            for (int j = 0; j < d; j++) g[j] += dY[(size_t)r * d + j];
-    }
-    moe_sgemm(0,  1, c, h, d, 1.0f, dY, d, W2, d, 0.0f, dAe, h);
+    /* forward: Y = A W2 + b2 */
+    dense_bwd(dAe, dW2, db2 ? db2 + (size_t)e * d : NULL, dY, Ae, W2, c, h, d);
     /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
     for (size_t i = 0; i < (size_t)c * h; i++)
         if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
-    /* forward: pre = X W1 + b1;  so dW1 += X^T dpre, db1 += colsum(dpre), dX = dpre W1^T */
-    moe_sgemm(1,  0, d, h, c, 1.0f, X, d, dAe, h, 1.0f, dW1, h);
-    if (db1) {
-        float *g = db1 + (size_t)e * h;
-        for (int r = 0; r < c; r++)
-            for (int j = 0; j < h; j++) g[j] += dAe[(size_t)r * h + j];
-    }
-    /* dX may alias dY: every read of this expert's dY rows is above */
-    moe_sgemm(0,  1, c, d, h, 1.0f, dAe, h, W1, h, 0.0f, dX, d);
+    /* forward: pre = X W1 + b1. dX may alias dY: every read of this expert's dY rows is above */
+    dense_bwd(dX, dW1, db1 ? db1 + (size_t)e * h : NULL, dAe, X, W1, c, d, h);
 }
 
 /* Experts ordered by descending row count, so the dynamic schedule balances the threads. */
