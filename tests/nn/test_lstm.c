@@ -74,16 +74,37 @@ typedef struct {
 
 static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
+/* Each input and parameter with its gradient of the same size, in one list: case_create
+ * allocates them, case_zero_grad clears the gradients, the gradient check walks them. h0 and c0
+ * come last, so that a case without a state has the first LSTM_NOSTATE. */
+enum { LSTM_NVAR = 7, LSTM_NOSTATE = 5 };
+typedef struct {
+    const char *name;
+    float **v, **g;
+    size_t n;
+} lstm_var;
+
+static void case_vars(lstm_case *c, lstm_var out[LSTM_NVAR]) {
+    const size_t BH = (size_t)c->B * c->H, G = 4 * (size_t)c->H;
+    const lstm_var t[LSTM_NVAR] = {{"x", &c->x, &c->dx, (size_t)c->T * c->B * c->D},
+                                   {"w_ih", &c->w_ih, &c->dw_ih, G * c->D},
+                                   {"w_hh", &c->w_hh, &c->dw_hh, G * c->H},
+                                   {"b_ih", &c->b_ih, &c->db_ih, G},
+                                   {"b_hh", &c->b_hh, &c->db_hh, G},
+                                   {"h0", &c->h0, &c->dh0, BH},
+                                   {"c0", &c->c0, &c->dc0, BH}};
+    memcpy(out, t, sizeof t);
+}
+
 static lstm_case case_create(int T, int B, int D, int H, int state, float wscale, uint64_t seed) {
     lstm_case c = {.T = T, .B = B, .D = D, .H = H, .state = state};
     const size_t BH = (size_t)B * H, G = 4 * (size_t)H, TB = (size_t)T * B;
-    c.x = falloc(TB * D);
-    c.h0 = falloc(BH);
-    c.c0 = falloc(BH);
-    c.w_ih = falloc(G * D);
-    c.w_hh = falloc(G * H);
-    c.b_ih = falloc(G);
-    c.b_hh = falloc(G);
+    lstm_var v[LSTM_NVAR];
+    case_vars(&c, v);
+    for (int k = 0; k < LSTM_NVAR; k++) {
+        *v[k].v = falloc(v[k].n);
+        *v[k].g = falloc(v[k].n);
+    }
     c.R = falloc(TB * H);
     c.R2 = falloc(BH);
     c.R3 = falloc(BH);
@@ -92,13 +113,6 @@ static lstm_case case_create(int T, int B, int D, int H, int state, float wscale
     c.cT = falloc(BH);
     c.cache = falloc(lstm_cache_floats(T, B, H));
     c.scratch = falloc(lstm_scratch_floats(T, B, H));
-    c.dx = falloc(TB * D);
-    c.dh0 = falloc(BH);
-    c.dc0 = falloc(BH);
-    c.dw_ih = falloc(G * D);
-    c.dw_hh = falloc(G * H);
-    c.db_ih = falloc(G);
-    c.db_hh = falloc(G);
     t_fill_uniform(c.x, TB * D, 1.0f, seed + 1);
     t_fill_uniform(c.w_ih, G * D, wscale, seed + 2);
     t_fill_uniform(c.w_hh, G * H, wscale, seed + 3);
@@ -134,14 +148,9 @@ static void case_backward(lstm_case *c) {
 }
 
 static void case_zero_grad(lstm_case *c) {
-    const size_t BH = (size_t)c->B * c->H, G = 4 * (size_t)c->H;
-    memset(c->dx, 0, sizeof(float) * (size_t)c->T * c->B * c->D);
-    memset(c->dw_ih, 0, sizeof(float) * G * c->D);
-    memset(c->dw_hh, 0, sizeof(float) * G * c->H);
-    memset(c->db_ih, 0, sizeof(float) * G);
-    memset(c->db_hh, 0, sizeof(float) * G);
-    memset(c->dh0, 0, sizeof(float) * BH);
-    memset(c->dc0, 0, sizeof(float) * BH);
+    lstm_var v[LSTM_NVAR];
+    case_vars(c, v);
+    for (int k = 0; k < LSTM_NVAR; k++) memset(*v[k].g, 0, sizeof(float) * v[k].n);
 }
 
 static double dot(const float *a, const float *b, size_t n) {
@@ -161,7 +170,6 @@ static double lstm_loss(void *ctx) {
 static void test_lstm_gradcheck(int T, int B, int D, int H, int state, float wscale,
                                 uint64_t seed) {
     lstm_case c = case_create(T, B, D, H, state, wscale, seed);
-    const size_t BH = (size_t)B * H, G = 4 * (size_t)H, nx = (size_t)T * B * D;
     char what[96];
 #define LABEL(name)                                                                            \
     (snprintf(what, sizeof what, "T=%d B=%d D=%d H=%d state=%d %s", T, B, D, H, state, name), what)
@@ -169,25 +177,20 @@ static void test_lstm_gradcheck(int T, int B, int D, int H, int state, float wsc
     case_forward(&c);
     case_backward(&c);
     /* the saved analytic gradients; fd_check reruns forward, which leaves them alone */
-    struct {
-        const char *name;
-        float *v, *g;
-        size_t n;
-    } t[] = {{"x", c.x, c.dx, nx},           {"w_ih", c.w_ih, c.dw_ih, G * D},
-             {"w_hh", c.w_hh, c.dw_hh, G * H}, {"b_ih", c.b_ih, c.db_ih, G},
-             {"b_hh", c.b_hh, c.db_hh, G},     {"h0", c.h0, c.dh0, BH},
-             {"c0", c.c0, c.dc0, BH}};
-    const int nt = state ? 7 : 5; /* without a state, h0 and c0 are NULL: nothing to perturb */
-    float *g1[7];
+    lstm_var t[LSTM_NVAR];
+    case_vars(&c, t);
+    /* without a state, h0 and c0 are NULL: nothing to perturb */
+    const int nt = state ? LSTM_NVAR : LSTM_NOSTATE;
+    float *g1[LSTM_NVAR];
     double worst = 0.0;
     for (int k = 0; k < nt; k++) {
         g1[k] = falloc(t[k].n);
-        memcpy(g1[k], t[k].g, sizeof(float) * t[k].n);
+        memcpy(g1[k], *t[k].g, sizeof(float) * t[k].n);
         CHECK(max_abs(g1[k], t[k].n) > 1e-2, "%s: gradient is all ~0 (%g)", LABEL(t[k].name),
               max_abs(g1[k], t[k].n));
     }
     for (int k = 0; k < nt; k++)
-        worst = fmax(worst, fd_check(LABEL(t[k].name), lstm_loss, &c, t[k].v, g1[k], t[k].n));
+        worst = fmax(worst, fd_check(LABEL(t[k].name), lstm_loss, &c, *t[k].v, g1[k], t[k].n));
     printf("lstm gradcheck T=%d B=%d D=%d H=%d state=%d: worst err/tol %.3f\n", T, B, D, H, state,
            worst);
 
@@ -198,8 +201,8 @@ static void test_lstm_gradcheck(int T, int B, int D, int H, int state, float wsc
     for (int k = 0; k < nt; k++) {
         float *two = falloc(t[k].n);
         for (size_t i = 0; i < t[k].n; i++) two[i] = 2.0f * g1[k][i];
-        const int overwritten = k >= 5;
-        double e = t_rel_err(t[k].g, overwritten ? g1[k] : two, t[k].n);
+        const int overwritten = k >= LSTM_NOSTATE;
+        double e = t_rel_err(*t[k].g, overwritten ? g1[k] : two, t[k].n);
         CHECK(e <= 1e-6, "%s: second backward %s (rel.err %.3g)", LABEL(t[k].name),
               overwritten ? "did not overwrite" : "did not accumulate", e);
         free(two);
@@ -209,8 +212,8 @@ static void test_lstm_gradcheck(int T, int B, int D, int H, int state, float wsc
     lstm_backward(NULL, c.dw_ih, c.dw_hh, c.db_ih, c.db_hh, NULL, NULL, c.scratch, c.R,
                   state ? c.R2 : NULL, state ? c.R3 : NULL, c.x, c.h, c.cache, c.w_ih, c.w_hh, T,
                   B, D, H);
-    for (int k = 1; k < 5; k++)
-        CHECK(memcmp(t[k].g, g1[k], sizeof(float) * t[k].n) == 0,
+    for (int k = 1; k < LSTM_NOSTATE; k++)
+        CHECK(memcmp(*t[k].g, g1[k], sizeof(float) * t[k].n) == 0,
               "%s: differs with NULL dx/dh0/dc0", LABEL(t[k].name));
     for (int k = 0; k < nt; k++) free(g1[k]);
 #undef LABEL
