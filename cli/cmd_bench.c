@@ -218,15 +218,9 @@ static int bench_lm(int argc, char **argv) {
     const int steps = cli_int("steps", steps_s, 1, 1 << 20), reps = cli_int("reps", reps_s, 1, 1000);
     moe_lm *m = NULL;
     cli_check(moe_lm_create(&m, &c, 1), "creating the model");
-    float *p1, *g1, *p2 = NULL, *g2 = NULL;
-    size_t n1, n2 = 0;
-    moe_lm_arena(m, &p1, &g1, &n1);
-    moe_layer *ml = moe_lm_moe(m);
-    if (ml) moe_layer_arena(ml, &p2, &g2, &n2);
     moe_adam_config ac = moe_adam_config_default();
-    moe_adam *o1 = NULL, *o2 = NULL;
-    cli_check(moe_adam_create(&o1, n1, &ac), "optimiser");
-    if (ml) cli_check(moe_adam_create(&o2, n2, &ac), "optimiser");
+    moe_optim *opt = NULL;
+    cli_check(moe_optim_create_lm(&opt, m, &ac), "optimiser");
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     double *tt = malloc(sizeof(double) * (size_t)reps);
     if (!tok || !tt) cli_die("out of memory");
@@ -240,25 +234,14 @@ static int bench_lm(int argc, char **argv) {
             moe_lm_zero_grad(m);
             moe_lm_stats st;
             cli_check(moe_lm_step(m, tok, B, T, 1, &st), "training step");
-            /* clip as moe train does (norm over both arenas) */
-            double nrm = 0.0;
-            for (size_t i = 0; i < n1; i++) nrm += (double)g1[i] * g1[i];
-            for (size_t i = 0; i < n2; i++) nrm += (double)g2[i] * g2[i];
-            nrm = sqrt(nrm);
-            if (nrm > 1.0) {
-                float sc = (float)(1.0 / nrm);
-                for (size_t i = 0; i < n1; i++) g1[i] *= sc;
-                for (size_t i = 0; i < n2; i++) g2[i] *= sc;
-            }
-            cli_check(moe_adam_step(o1, p1, g1, 1e-3f), "Adam");
-            if (o2) cli_check(moe_adam_step(o2, p2, g2, 1e-3f), "Adam");
+            /* clip to 1 as moe train does, then Adam */
+            cli_check(moe_optim_step(opt, 1e-3f, 1.0f, NULL), "optimiser step");
             flops = st.flops;
         }
         if (r >= 0) tt[r] = (cli_now() - t0) / steps;
     }
     const double step_s = median(tt, reps), gf = flops / step_s / 1e9;
-    moe_adam_free(o1);
-    moe_adam_free(o2);
+    moe_optim_free(opt);
     moe_lm_free(m);
     free(tok);
     free(tt);

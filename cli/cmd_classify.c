@@ -5,11 +5,10 @@
  *   pixels [B,784] -> Linear 784->d + ReLU = h1 [B,d] -> h2 = h1 + MoE(h1) [B,d]
  *                  -> Linear d->10 = logits [B,10] -> softmax cross-entropy (+ balancing losses)
  *
- * The dense layers come from nn.h and live in one arena (gradients in a parallel one); the MoE
- * layer has its own arena; each arena has its own Adam. The last line on stdout is
+ * The model is the library's moe_clf, stepped by the optimiser over its tensors (moe_optim);
+ * this file reads the data, scales the pixels, shuffles and prints. The last line on stdout is
  * "test accuracy: 0.xxxx". */
 #include "cli.h"
-#include "nn/nn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +17,7 @@
 #include <sys/stat.h>
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
-#define NCLASS 10
+#define NCLASS 10 /* Fashion-MNIST's classes */
 
 static const char *CLASSIFY_USAGE =
     "usage: moe classify [--epochs 10] [--batch 256] [--lr 0.002] [--lr-final 0.02]\n"
@@ -111,75 +110,16 @@ static void dataset_free(dataset *ds) {
     free(ds->labels);
 }
 
-/* ---- model ---- */
+/* ---- batches ---- */
 
+/* The model and the batch buffers it reads. */
 typedef struct {
-    int in, d, maxB;
-    moe_layer *moe;
+    moe_clf *clf;
+    int in, maxB;
     float lut[256]; /* pixel byte -> input value */
-    /* dense parameters: one arena, carved into W1 [in,d], b1 [d], W2 [d,C], b2 [C] */
-    float *params, *grads;
-    size_t count;
-    float *W1, *b1, *W2, *b2, *dW1, *db1, *dW2, *db2;
-    /* activations and their gradients, [maxB, ...] */
-    float *x, *h1, *m, *h2, *logits, *probs; /* [B,in] [B,d] [B,d] [B,d] [B,C] [B,C] */
-    float *dlogits, *dh2, *dh1, *da1;        /* [B,C] [B,d] [B,d] [B,d] */
-    int *y;                                  /* [B] labels of the batch */
-    moe_layer_stats stats;                   /* of the last forward */
+    float *x;       /* [maxB, in] */
+    int *y;         /* [maxB] labels of the batch */
 } model;
-
-static float *xalloc(size_t count) {
-    float *p = malloc(sizeof(float) * (count ? count : 1));
-    if (!p) cli_die("out of memory (%zu floats)", count);
-    return p;
-}
-
-static void model_init(model *md, const moe_layer_config *cfg, int in, int maxB, uint64_t seed) {
-    memset(md, 0, sizeof *md);
-    md->in = in;
-    md->d = cfg->d;
-    md->maxB = maxB;
-    cli_check(moe_layer_create(&md->moe, cfg, seed), "creating the MoE layer");
-    const int d = cfg->d;
-    const size_t sizes[4] = {(size_t)in * d, (size_t)d, (size_t)d * NCLASS, NCLASS};
-    md->count = sizes[0] + sizes[1] + sizes[2] + sizes[3];
-    md->params = xalloc(md->count);
-    md->grads = xalloc(md->count);
-    float *p = md->params, *g = md->grads;
-    float **pp[4] = {&md->W1, &md->b1, &md->W2, &md->b2}, **gp[4] = {&md->dW1, &md->db1, &md->dW2, &md->db2};
-    for (int i = 0; i < 4; i++) {
-        *pp[i] = p;
-        *gp[i] = g;
-        p += sizes[i];
-        g += sizes[i];
-    }
-    /* weights uniform in +-1/sqrt(fan_in) (PyTorch's Linear default), biases zero */
-    nn_init_uniform(md->W1, sizes[0], 1.0f / sqrtf((float)in), seed ^ 0xd1ULL);
-    nn_init_uniform(md->W2, sizes[2], 1.0f / sqrtf((float)d), seed ^ 0xd2ULL);
-    memset(md->b1, 0, sizeof(float) * sizes[1]);
-    memset(md->b2, 0, sizeof(float) * sizes[3]);
-    const size_t Bd = (size_t)maxB * d, BC = (size_t)maxB * NCLASS;
-    md->x = xalloc((size_t)maxB * in);
-    md->h1 = xalloc(Bd);
-    md->m = xalloc(Bd);
-    md->h2 = xalloc(Bd);
-    md->logits = xalloc(BC);
-    md->probs = xalloc(BC);
-    md->dlogits = xalloc(BC);
-    md->dh2 = xalloc(Bd);
-    md->dh1 = xalloc(Bd);
-    md->da1 = xalloc(Bd);
-    md->y = malloc(sizeof(int) * (size_t)maxB);
-    if (!md->y) cli_die("out of memory");
-}
-
-static void model_free(model *md) {
-    moe_layer_free(md->moe);
-    float *fs[] = {md->params, md->grads, md->x, md->h1, md->m, md->h2, md->logits, md->probs,
-                   md->dlogits, md->dh2, md->dh1, md->da1};
-    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) free(fs[i]);
-    free(md->y);
-}
 
 /* Fills x [B,in] and y [B] with examples order[0..B) of ds. */
 static void model_load_batch(model *md, const dataset *ds, const int *order, int B) {
@@ -191,44 +131,16 @@ static void model_load_batch(model *md, const dataset *ds, const int *order, int
     }
 }
 
-/* Forward of the batch in md->x / md->y; returns the mean cross-entropy, *correct the hits. */
-static double model_forward(model *md, int B, moe_mode mode, int *correct) {
-    const int d = md->d;
-    const size_t Bd = (size_t)B * d;
-    linear_forward(md->h1, md->x, md->W1, md->b1, B, md->in, d);
-    relu_forward(md->h1, md->h1, Bd);
-    cli_check(moe_layer_forward(md->moe, md->m, md->h1, B, mode, NULL, &md->stats), "MoE forward");
-    for (size_t j = 0; j < Bd; j++) md->h2[j] = md->h1[j] + md->m[j];
-    linear_forward(md->logits, md->h2, md->W2, md->b2, B, d, NCLASS);
-    double loss = softmax_xent_forward(NULL, md->probs, md->logits, md->y, B, NCLASS);
-    *correct = argmax_correct(md->logits, md->y, B, NCLASS);
-    return loss;
-}
-
-/* Gradients of the last (training) forward, += into md->grads and the MoE layer's arena. */
-static void model_backward(model *md, int B) {
-    const size_t Bd = (size_t)B * md->d;
-    memset(md->dlogits, 0, sizeof(float) * (size_t)B * NCLASS);
-    memset(md->dh2, 0, sizeof(float) * Bd);
-    memset(md->da1, 0, sizeof(float) * Bd);
-    softmax_xent_backward(md->dlogits, md->probs, md->y, B, NCLASS);
-    linear_backward(md->dh2, md->dW2, md->db2, md->dlogits, md->h2, md->W2, B, md->d, NCLASS);
-    /* forward: h2 = h1 + moe(h1);  so dh1 = dh2 + (the MoE layer's dx, which it adds) */
-    memcpy(md->dh1, md->dh2, sizeof(float) * Bd);
-    cli_check(moe_layer_backward(md->moe, md->dh1, md->dh2), "MoE backward");
-    relu_backward(md->da1, md->dh1, md->h1, Bd);
-    linear_backward(NULL, md->dW1, md->db1, md->da1, md->x, md->W1, B, md->in, md->d);
-}
-
 /* Accuracy of the model (eval mode: no gate noise) on all of ds; idx [maxB] is scratch. */
 static double evaluate(model *md, const dataset *ds, int *idx) {
     long hits = 0;
     for (int i = 0; i < ds->N; i += md->maxB) {
-        int B = ds->N - i < md->maxB ? ds->N - i : md->maxB, c = 0;
+        const int B = ds->N - i < md->maxB ? ds->N - i : md->maxB;
         for (int r = 0; r < B; r++) idx[r] = i + r;
         model_load_batch(md, ds, idx, B);
-        model_forward(md, B, MOE_EVAL, &c);
-        hits += c;
+        moe_clf_stats st;
+        cli_check(moe_clf_forward(md->clf, md->x, md->y, B, MOE_EVAL, &st), "forward");
+        hits += st.correct;
     }
     return (double)hits / ds->N;
 }
@@ -254,13 +166,9 @@ int cmd_classify(int argc, char **argv) {
                       {"threads", &threads_s, NULL},    {"seed", &seed_s, NULL},
                       {"data", &dir, NULL},             {"limit", &limit_s, NULL},
                       {"no-test-each-epoch", NULL, &no_test_each}};
-    moe_layer_config defaults = moe_layer_config_default();
-    defaults.d = 256;
-    defaults.h = 256;
-    defaults.n = 8;
-    defaults.k = 2;
+    moe_clf_config ccfg = moe_clf_config_default();
     cli_moe mo;
-    cli_moe_init(&mo, CLI_MOE_ALL, defaults);
+    cli_moe_init(&mo, CLI_MOE_ALL, ccfg.moe);
     cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, CLASSIFY_USAGE);
     cli_moe_check(&mo);
     const int epochs = cli_int("epochs", epochs_s, 1, 100000);
@@ -280,8 +188,14 @@ int cmd_classify(int argc, char **argv) {
     if (test.in != train.in) cli_die("training images have %d pixels, test images %d", train.in, test.in);
     const int N = train.N, n = cfg.n, tty = cli_isatty_stdout();
 
-    model md;
-    model_init(&md, &cfg, train.in, batch, seed);
+    model md = {.in = train.in, .maxB = batch};
+    ccfg.in = train.in;
+    ccfg.classes = NCLASS;
+    ccfg.moe = cfg;
+    cli_check(moe_clf_create(&md.clf, &ccfg, seed), "creating the classifier");
+    md.x = malloc(sizeof(float) * (size_t)batch * train.in);
+    md.y = malloc(sizeof(int) * (size_t)batch);
+    if (!md.x || !md.y) cli_die("out of memory for a batch of %d", batch);
     /* input scaling from the training pixels actually used */
     double mean = 0.0, sd = 1.0;
     if (!raw) {
@@ -297,12 +211,15 @@ int cmd_classify(int argc, char **argv) {
     }
     for (int v = 0; v < 256; v++) md.lut[v] = (float)((v / 255.0 - mean) / sd);
 
-    moe_adam *opt_dense = NULL, *opt_moe = NULL;
-    float *moe_params = NULL, *moe_grads = NULL;
-    size_t moe_count = 0;
-    cli_check(moe_layer_arena(md.moe, &moe_params, &moe_grads, &moe_count), "MoE arena");
-    cli_check(moe_adam_create(&opt_dense, md.count, &acfg), "optimiser");
-    cli_check(moe_adam_create(&opt_moe, moe_count, &acfg), "optimiser");
+    moe_optim *opt = NULL;
+    cli_check(moe_optim_create_clf(&opt, md.clf, &acfg), "optimiser");
+    size_t moe_count = 0, dense_count = 0;
+    cli_check(moe_layer_arena(moe_clf_moe(md.clf), NULL, NULL, &moe_count), "MoE arena");
+    for (int i = 0; i < moe_clf_num_tensors(md.clf); i++) {
+        moe_param p;
+        cli_check(moe_clf_tensor(md.clf, i, &p), "tensor list");
+        if (strncmp(p.name, "clf.", 4) == 0) dense_count += p.numel;
+    }
 
     printf("moe classify: %d training / %d test images of %d pixels%s; d=%d h=%d experts=%d k=%d "
            "w_importance=%g w_load=%g; batch %d, lr %g (cosine to x%g), weight decay %g, %d epochs, "
@@ -311,7 +228,7 @@ int cmd_classify(int argc, char **argv) {
            cfg.w_importance, cfg.w_load, batch, lr, lr_final, acfg.weight_decay, epochs,
            moe_get_threads(), (unsigned long long)seed);
     printf("parameters: dense %zu, MoE %zu (active per example: dense + gate + %d of %d experts)\n",
-           md.count, moe_count, cfg.groups ? cfg.k_groups * cfg.k : cfg.k, n);
+           dense_count, moe_count, cfg.groups ? cfg.k_groups * cfg.k : cfg.k, n);
     fflush(stdout);
 
     int *order = malloc(sizeof(int) * (size_t)N), *eval_idx = malloc(sizeof(int) * (size_t)batch);
@@ -330,24 +247,23 @@ int cmd_classify(int argc, char **argv) {
         memset(epoch_counts, 0, sizeof(long long) * (size_t)n);
         for (int i = 0; i < N; i += batch, step++) {
             const int B = N - i < batch ? N - i : batch;
-            int c = 0;
             model_load_batch(&md, &train, order + i, B);
-            memset(md.grads, 0, sizeof(float) * md.count);
-            moe_layer_zero_grad(md.moe);
-            loss_sum += model_forward(&md, B, MOE_TRAIN, &c) * B;
-            model_backward(&md, B);
+            moe_clf_zero_grad(md.clf);
+            moe_clf_stats st;
+            cli_check(moe_clf_forward(md.clf, md.x, md.y, B, MOE_TRAIN, &st), "forward");
+            cli_check(moe_clf_backward(md.clf), "backward");
+            loss_sum += st.loss * B;
             /* cosine from lr down to lr * lr_final over all steps */
             const double frac = total_steps > 1 ? (double)step / (double)(total_steps - 1) : 1.0;
             const float lr_now = (float)(lr * (lr_final + (1.0 - lr_final) * 0.5 * (1.0 + cos(3.141592653589793 * frac))));
-            cli_check(moe_adam_step(opt_dense, md.params, md.grads, lr_now), "Adam step (dense layers)");
-            cli_check(moe_adam_step(opt_moe, moe_params, moe_grads, lr_now), "Adam step (MoE layer)");
-            hits += c;
+            cli_check(moe_optim_step(opt, lr_now, 0.0f, NULL), "Adam step");
+            hits += st.correct;
             seen += B;
             nb++;
-            cvi += md.stats.cv_importance;
-            cvl += md.stats.cv_load;
-            maxl += md.stats.max_mean_load;
-            moe_layer_counts(md.moe, counts);
+            cvi += st.moe.cv_importance;
+            cvl += st.moe.cv_load;
+            maxl += st.moe.max_mean_load;
+            moe_layer_counts(moe_clf_moe(md.clf), counts);
             for (int e = 0; e < n; e++) epoch_counts[e] += counts[e];
             const double now = cli_now();
             if (tty && now - last_draw > 0.25) {
@@ -376,9 +292,10 @@ int cmd_classify(int argc, char **argv) {
     printf("trained and tested in %.1f s\n", cli_now() - t0);
     printf("test accuracy: %.4f\n", acc);
 
-    moe_adam_free(opt_dense);
-    moe_adam_free(opt_moe);
-    model_free(&md);
+    moe_optim_free(opt);
+    moe_clf_free(md.clf);
+    free(md.x);
+    free(md.y);
     dataset_free(&train);
     dataset_free(&test);
     free(order);

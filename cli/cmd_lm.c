@@ -354,8 +354,36 @@ static void print_format(const char *format, const char *version) {
     else printf("  format: %s (version 1)\n", format);
 }
 
+/* The "tensors:" block: each tensor of the file (parameters, optimiser state, carried state) as
+ * name, dtype and shape, names padded to one column, then the totals. */
+static void print_tensors(const char *path) {
+    moe_st *f = NULL;
+    cli_check(moe_st_open(&f, path), path);
+    int width = 0;
+    for (int i = 0; i < moe_st_count(f); i++) {
+        moe_tensor t;
+        cli_check(moe_st_at(f, i, &t), path);
+        const int len = (int)strlen(t.name);
+        if (len > width) width = len;
+    }
+    printf("  tensors:\n");
+    uint64_t elements = 0, bytes = 0;
+    for (int i = 0; i < moe_st_count(f); i++) {
+        moe_tensor t;
+        cli_check(moe_st_at(f, i, &t), path);
+        printf("    %-*s  %-4s  [", width, t.name, moe_dtype_str(t.dtype));
+        for (int j = 0; j < t.ndim; j++) printf("%s%lld", j ? ", " : "", (long long)t.shape[j]);
+        printf("]\n");
+        elements += t.numel;
+        bytes += (uint64_t)t.numel * moe_dtype_size(t.dtype);
+    }
+    printf("  total: %d tensors, %llu elements, %llu bytes\n", moe_st_count(f), (unsigned long long)elements,
+           (unsigned long long)bytes);
+    moe_st_free(f);
+}
+
 int cmd_info(int argc, char **argv) {
-    static const char *U = "usage: moe info CKPT   (or --model CKPT)\nPrints a checkpoint's settings, size and progress.\n";
+    static const char *U = "usage: moe info CKPT   (or --model CKPT)\nPrints a checkpoint's settings, size and progress, then its tensors (name, dtype, shape) and their total.\n";
     const char *model = NULL;
     if (argc == 2 && strncmp(argv[1], "--", 2) != 0) model = argv[1];
     else {
@@ -375,6 +403,7 @@ int cmd_info(int argc, char **argv) {
             if (v && *v) printf("  %s: %s\n", keys[i], v);
         }
         moe_s2s_ckpt_free(sc);
+        print_tensors(model);
         return 0;
     }
     moe_lm_ckpt *c = NULL;
@@ -402,5 +431,6 @@ int cmd_info(int argc, char **argv) {
         if (v) printf("  %s: %s\n", keys[i], v);
     }
     moe_lm_ckpt_free(c);
+    print_tensors(model);
     return 0;
 }

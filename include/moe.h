@@ -86,6 +86,10 @@ MOE_API const char *moe_last_error(void);
 /* ------------------------------------------------------------------------------------------ */
 /* safetensors files (reading and atomic writing).                                             */
 typedef enum { MOE_F32 = 0, MOE_F64, MOE_I32, MOE_I64, MOE_U8, MOE_F16, MOE_BF16 } moe_dtype;
+/* The dtype's name in a safetensors header ("F32", "BF16", ...; "?" for a value outside the
+ * enum) and its size in bytes (0 outside the enum). */
+MOE_API const char *moe_dtype_str(moe_dtype d);
+MOE_API size_t moe_dtype_size(moe_dtype d);
 
 #define MOE_MAX_DIMS 8
 typedef struct {
@@ -706,6 +710,71 @@ MOE_API float moe_rng_uniform(uint64_t seed, uint64_t counter); /* in [0, 1) */
 MOE_API float moe_rng_normal(uint64_t seed, uint64_t counter);  /* standard normal */
 /* out[i] = moe_rng_normal(seed, counter + i) for i < count, about twice as fast. */
 MOE_API void moe_rng_normal_fill(float *out, size_t count, uint64_t seed, uint64_t counter);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A classifier with an MoE hidden layer (the Fashion-MNIST demo's model, `moe classify`):
+ *   x [B,in] -> Linear(in,d) + ReLU = h1 -> h2 = h1 + MoE(h1) -> Linear(d,C) = logits [B,C]
+ * trained on softmax cross-entropy plus the MoE layer's balancing losses.                    */
+typedef struct {
+    int in;               /* input features, 1 .. 2^24 */
+    int classes;          /* C, 2 .. 2^20 */
+    moe_layer_config moe; /* the hidden MoE layer; its d is the hidden width */
+} moe_clf_config;
+
+/* in 784, classes 10, the layer's defaults with d 256, h 256, n 8, k 2 */
+MOE_API moe_clf_config moe_clf_config_default(void);
+typedef struct moe_clf moe_clf;
+
+typedef struct {
+    double loss;         /* mean cross-entropy of the batch (NaN without labels) */
+    double aux;          /* L_importance + L_load of the MoE layer */
+    int correct;         /* examples whose largest logit is their label (0 without labels) */
+    moe_layer_stats moe; /* the MoE layer's statistics */
+} moe_clf_stats;
+
+/* Weights uniform in +-1/sqrt(fan_in) from `seed`, biases zero; the MoE layer as
+ * moe_layer_create(cfg->moe, seed). MOE_ERR_CONFIG for impossible settings (*out NULL). */
+MOE_API moe_status moe_clf_create(moe_clf **out, const moe_clf_config *cfg, uint64_t seed);
+MOE_API void moe_clf_free(moe_clf *m);
+MOE_API moe_clf_config moe_clf_get_config(const moe_clf *m);
+/* Forward of x [B,in] with labels y [B] (each in [0, C); may be NULL in MOE_EVAL: logits only).
+ * MOE_TRAIN: gate noise on, and what moe_clf_backward needs is kept (x and y are copied).
+ * stats may be NULL. NaN or Inf in x: MOE_ERR_NONFINITE. */
+MOE_API moe_status moe_clf_forward(moe_clf *m, const float *x, const int *y, int B, moe_mode mode,
+                                   moe_clf_stats *stats);
+/* Gradients of the last training forward's loss + aux += into every tensor's gradient;
+ * MOE_ERR_STATE without one (each training forward allows one backward). */
+MOE_API moe_status moe_clf_backward(moe_clf *m);
+/* The last forward's logits into logits [B, C] floats (B that forward's); MOE_ERR_STATE before one. */
+MOE_API moe_status moe_clf_logits(const moe_clf *m, float *logits);
+MOE_API void moe_clf_zero_grad(moe_clf *m);
+/* The MoE layer, owned by the model (not to be freed). */
+MOE_API moe_layer *moe_clf_moe(moe_clf *m);
+/* Every tensor of the model (groups "clf": clf.w1 [in,d], clf.b1 [d], clf.w2 [d,C], clf.b2 [C];
+ * "moe": moe.gate.w_gate, ...), as moe_lm_tensor. Owned by the model. */
+MOE_API int moe_clf_num_tensors(const moe_clf *m);
+MOE_API moe_status moe_clf_tensor(moe_clf *m, int i, moe_param *p);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The optimiser over every tensor of a model, as moe_lm_train and moe_s2s_train step theirs:
+ * one Adam per group of the model's tensor list (moe_lm_tensor ...; each weight matrix declared
+ * for the factored variant), and a step that clips the global gradient norm first.           */
+typedef struct moe_optim moe_optim;
+/* The model (or layer) is borrowed: it must outlive the optimiser. cfg as moe_adam_create's.
+ * A translation model's groups, its baseline regressors' included, share one learning rate. */
+MOE_API moe_status moe_optim_create_layer(moe_optim **out, moe_layer *l, const moe_adam_config *cfg);
+MOE_API moe_status moe_optim_create_lm(moe_optim **out, moe_lm *m, const moe_adam_config *cfg);
+MOE_API moe_status moe_optim_create_s2s(moe_optim **out, moe_s2s *m, const moe_adam_config *cfg);
+MOE_API moe_status moe_optim_create_clf(moe_optim **out, moe_clf *m, const moe_adam_config *cfg);
+MOE_API void moe_optim_free(moe_optim *o);
+/* One step: the norm of all the model's gradients (for experts split over ranks, over all ranks:
+ * collective; the replicated gradients must already be the same on every rank), into
+ * *grad_norm (may be NULL); when clip > 0 and the norm exceeds it, the gradients are scaled
+ * by clip / norm (in place); then Adam at learning rate lr. A NaN or Inf norm is
+ * MOE_ERR_NONFINITE, with parameters, gradients and optimiser state untouched. */
+MOE_API moe_status moe_optim_step(moe_optim *o, float lr, float clip, double *grad_norm);
+/* Floats of optimiser state (both moments, or the factored means). */
+MOE_API int64_t moe_optim_state_floats(const moe_optim *o);
 
 #ifdef __cplusplus
 }

@@ -733,6 +733,9 @@ void moe_st_free(moe_st *f) {
 
 int moe_st_count(const moe_st *f) { return f ? f->count : 0; }
 
+const char *moe_dtype_str(moe_dtype d) { return (int)d >= 0 && (int)d < N_DTYPES ? dtype_info[d].name : "?"; }
+size_t moe_dtype_size(moe_dtype d) { return (int)d >= 0 && (int)d < N_DTYPES ? dtype_info[d].size : 0; }
+
 moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t) {
     if (!f || !t) return moe_fail(MOE_ERR_INVALID_ARG, "moe_st_at: NULL argument");
     if (i < 0 || i >= f->count)

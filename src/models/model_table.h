@@ -1,6 +1,6 @@
-/* model_table.h - the language model's and the translation model's tensors as one parameter
- * table each (base/ptable.h), for the trainers, checkpoints and `moe info`; lm.c and s2s.c
- * build them with the model. Internal. */
+/* model_table.h - the language model's, the translation model's and the classifier's tensors
+ * as one parameter table each (base/ptable.h), for the trainers, the optimiser, checkpoints and
+ * `moe info`; lm.c, s2s.c and classifier.c build them with the model. Internal. */
 #ifndef MOE_MODEL_TABLE_H
 #define MOE_MODEL_TABLE_H
 
@@ -14,6 +14,8 @@ const ptable *lm_table(const moe_lm *m);
  * decoder's MoE layers, when present) and "baseline" (MIXER's per-step reward regressors, named
  * s2s.baseline.* like the rest of the dense arena, stepped by their own optimiser). */
 const ptable *s2s_table(const moe_s2s *m);
+/* Groups: "clf" (the two dense layers) and "moe" (the hidden MoE layer). */
+const ptable *clf_table(const moe_clf *m);
 
 /* Group indices of the tables above */
 enum { LM_GROUP = 0, LM_MOE_GROUP = 1 };

@@ -1,6 +1,7 @@
 /* layer_table.c - the layer's tensors in a parameter table (layer_table.h). */
 #include "moe/layer_table.h"
 #include "base/internal.h"
+#include "moe/layer_impl.h"
 
 #include <string.h>
 
@@ -24,3 +25,5 @@ moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l) {
     }
     return st;
 }
+
+moe_comm *layer_comm(const moe_layer *l) { return l ? l->pl.comm : NULL; }

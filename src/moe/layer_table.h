@@ -9,5 +9,8 @@
  * (experts.*) marked with the experts this process holds, every weight matrix (or stack of
  * them) marked for the factored optimiser; the experts' biases are vectors. */
 moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l);
+/* The communicator a layer's experts are split over (borrowed), NULL for a layer held whole:
+ * what the gradient norm of a table holding the layer sums over. l may be NULL. */
+moe_comm *layer_comm(const moe_layer *l);
 
 #endif

@@ -242,6 +242,6 @@ moe_status placement_shard_create(placement *pl, const moe_layer_config *c, moe_
         free(s);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate the expert exchange");
     }
-    *pl = (placement){.i = &SHARD, .ctx = s, .e0 = s->e0, .nloc = s->nloc, .ranks = P};
+    *pl = (placement){.i = &SHARD, .ctx = s, .e0 = s->e0, .nloc = s->nloc, .ranks = P, .comm = comm};
     return MOE_OK;
 }

@@ -47,6 +47,7 @@ typedef struct {
     void *ctx;
     int e0, nloc; /* experts held here: [e0, e0 + nloc) */
     int ranks;    /* processes sharing the layer (1: local) */
+    moe_comm *comm; /* their communicator, borrowed (NULL: local) */
 } placement;
 
 moe_status placement_local_create(placement *p, const moe_layer_config *cfg);

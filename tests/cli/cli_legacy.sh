@@ -21,4 +21,15 @@ expect 0 "done: checkpoint" -- "$moe" seq2seq train --objective mixer --src "$tm
   --min-count 1 --batch 16 --threads 1 --n-xent 1 --n-xer 1 --delta 3 --steps 80 --out "$tmp/r" --resume "$s2s"
 expect 0 "format: moe-checkpoint version 2" -- "$moe" info "$tmp/r/model.safetensors"
 expect 0 "format: moe-seq2seq 1" -- "$moe" info "$s2s"
+# after the settings, `moe info` lists the file's tensors (name, dtype, shape) and their total
+expect 0 "^    moe\.experts\.w1 +F32 +\[4, 8, 8\]$" -- "$moe" info "$lm"
+expect 0 "^  total: 46 tensors, 6332 elements, 25328 bytes$" -- "$moe" info "$lm"
+expect 0 "^    s2s\.src_emb +F32 +\[14, 8\]$" -- "$moe" info "$s2s"
+for f in "$lm" "$s2s"; do
+  out=$("$moe" info "$f")
+  rows=$(sed -n '/^  tensors:$/,/^  total:/p' <<<"$out" | grep -c '^    ')
+  after=$(sed -n '/^  seed: 1$/,$p' <<<"$out" | grep -c '^  tensors:$')
+  [[ $out =~ total:\ ([0-9]+)\ tensors && ${BASH_REMATCH[1]} == "$rows" && $rows -gt 10 && $after == 1 ]] && ok ||
+    bad "moe info $f: $rows tensor rows, the total says '${BASH_REMATCH[1]:-}', tensors block after the settings: $after"
+done
 finish cli_legacy
