@@ -42,10 +42,15 @@ CV_EPS = 1e-10       # CV^2 = var / (mean^2 + 1e-10)  (SPEC 1.4)
 
 
 # --------------------------------------------------------------------------------------------
-# safetensors, written and read with numpy only
+# safetensors, written and read with numpy only (gen_golden_lm.py writes I32 and I64 tensors too)
 
-def st_write(path, tensors, metadata=None):
-    """tensors: list of (name, float32 ndarray); metadata: dict str -> str."""
+DTYPES = {np.dtype("<f4"): "F32", np.dtype("<i4"): "I32", np.dtype("<i8"): "I64"}
+
+
+def st_write(path, tensors, metadata=None, cast="<f4"):
+    """tensors: list of (name, ndarray); metadata: dict str -> str. Every array is written as
+    `cast` (float32 by default, whatever it holds), or with cast=None in its own dtype, which must
+    be one of DTYPES."""
     header = {}
     if metadata:
         for key, val in metadata.items():
@@ -53,10 +58,11 @@ def st_write(path, tensors, metadata=None):
         header["__metadata__"] = dict(metadata)
     blobs, off = [], 0
     for name, arr in tensors:
-        arr = np.asarray(arr, dtype="<f4")  # (ascontiguousarray would make a scalar 1-d)
-        assert name not in header, name
-        raw = arr.tobytes(order="C")
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        arr = np.asarray(arr, dtype=cast)  # (ascontiguousarray would make a scalar 1-d)
+        dt = arr.dtype.newbyteorder("<")
+        assert dt in DTYPES and name not in header, name
+        raw = arr.astype(dt).tobytes(order="C")
+        header[name] = {"dtype": DTYPES[dt], "shape": list(arr.shape),
                         "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
@@ -127,8 +133,6 @@ def reference(p, inp, cfg, train):
     x = torch.tensor(inp["x"].astype(np.float64), requires_grad=True)
     dy = torch.tensor(inp["dy"].astype(np.float64))
     noise_eps = float(np.float32(cfg["noise_eps"]))
-    w_imp = float(np.float32(cfg["w_importance"]))
-    w_load = float(np.float32(cfg["w_load"]))
 
     clean = x @ P["gate.w_gate"]                                   # [B,n]
     if train:
@@ -141,23 +145,30 @@ def reference(p, inp, cfg, train):
     vals, idx = torch.topk(H, kk, dim=1, largest=True, sorted=True)  # values keep H's graph
     top_idx = idx[:, :k]
     gates = torch.zeros_like(H).scatter(1, top_idx, torch.softmax(vals[:, :k], dim=1))
-
-    # experts: evaluated densely here (a gate of 0 contributes nothing, to y or to any grad)
-    hid = torch.relu(torch.einsum("bd,ndh->nbh", x, P["experts.w1"])
-                     + (P["experts.b1"][:, None, :] if cfg["bias"] else 0.0))
-    out = torch.einsum("nbh,nhd->nbd", hid, P["experts.w2"]) \
-        + (P["experts.b2"][:, None, :] if cfg["bias"] else 0.0)   # [n,B,d]
-    y = torch.einsum("bn,nbd->bd", gates, out)
-
-    importance = gates.sum(0)
     if train and k < n:
         in_top = gates > 0  # == membership in top_idx: softmax values are > 0
         thr = torch.where(in_top, vals[:, k:k + 1], vals[:, k - 1:k])
         load = phi_cdf((clean - thr) / sigma).sum(0)
     else:
         load = (gates > 0).to(torch.float64).sum(0)  # counts, no gradient
-    l_imp = w_imp * cv2(importance)
-    l_load = w_load * cv2(load)
+    res = experts_and_losses(P, x, dy, gates, load, cfg)
+    res["_top_idx"] = top_idx.numpy()
+    return res
+
+
+def experts_and_losses(P, x, dy, gates, load, cfg):
+    """The rest of a layer's reference once its gates [B,n] and Load [n] are known (the flat and the
+    hierarchical layer alike): y, both balancing losses, and the backward of the total loss
+    sum(y*dy) + L_importance + L_load. Returns the results as float64 ndarrays, "_total" a float."""
+    # experts: evaluated densely here (a gate of 0 contributes nothing, to y or to any grad)
+    hid = torch.relu(torch.einsum("bd,ndh->nbh", x, P["experts.w1"])
+                     + (P["experts.b1"][:, None, :] if cfg["bias"] else 0.0))
+    out = torch.einsum("nbh,nhd->nbd", hid, P["experts.w2"]) \
+        + (P["experts.b2"][:, None, :] if cfg["bias"] else 0.0)   # [n,B,d]
+    y = torch.einsum("bn,nbd->bd", gates, out)
+    importance = gates.sum(0)
+    l_imp = float(np.float32(cfg["w_importance"])) * cv2(importance)
+    l_load = float(np.float32(cfg["w_load"])) * cv2(load)
     total = (y * dy).sum() + l_imp + l_load
     total.backward()
 
@@ -167,7 +178,6 @@ def reference(p, inp, cfg, train):
         res["grad." + name] = t.grad if t.grad is not None else torch.zeros_like(t)
     res = {key: val.detach().numpy().astype(np.float64) for key, val in res.items()}
     res["_total"] = float(total.detach())
-    res["_top_idx"] = top_idx.numpy()
     return res
 
 
@@ -228,23 +238,41 @@ def naive_forward(p, inp, cfg, train):
 # --------------------------------------------------------------------------------------------
 # cases
 
+def f32(a):
+    return np.asarray(a, dtype=np.float32)
+
+
+def draw_gate_experts(rng, cfg, width, gate_scale):
+    """The first gate [d, width] and the experts of a layer, in the order that rng draws them for
+    the committed files: w_gate, w_noise, w1, [b1], w2, [b2]."""
+    d, h, n = cfg["d"], cfg["h"], cfg["n"]
+    p = {"gate.w_gate": f32(gate_scale * rng.standard_normal((d, width))),
+         "gate.w_noise": f32(0.3 * rng.standard_normal((d, width))),
+         "experts.w1": f32(rng.standard_normal((n, d, h)) / math.sqrt(d))}
+    if cfg["bias"]:
+        p["experts.b1"] = f32(0.1 * rng.standard_normal((n, h)))
+    p["experts.w2"] = f32(rng.standard_normal((n, h, d)) / math.sqrt(h))
+    if cfg["bias"]:
+        p["experts.b2"] = f32(0.1 * rng.standard_normal((n, d)))
+    return p
+
+
+def draw_inputs(rng, cfg, train, noise_width):
+    """x [B,d], dy [B,d] and, for training, the gate noise eps [B,noise_width]."""
+    B, d = cfg["B"], cfg["d"]
+    inp = {"x": f32(rng.standard_normal((B, d))), "dy": f32(rng.standard_normal((B, d)))}
+    if train:
+        inp["eps"] = f32(rng.standard_normal((B, noise_width)))
+    return inp
+
+
 def draw(cfg, train, seed):
     """Draws params and inputs, re-drawing until top-k has a clear gap. Returns (p, inp, tries, gap)."""
-    B, d, h, n, k = cfg["B"], cfg["d"], cfg["h"], cfg["n"], cfg["k"]
+    n, k = cfg["n"], cfg["k"]
     for attempt in range(1000):
         rng = np.random.default_rng([seed, attempt])
-        f32 = lambda a: np.asarray(a, dtype=np.float32)
-        p = {"gate.w_gate": f32(0.5 * rng.standard_normal((d, n))),
-             "gate.w_noise": f32(0.3 * rng.standard_normal((d, n))),
-             "experts.w1": f32(rng.standard_normal((n, d, h)) / math.sqrt(d))}
-        if cfg["bias"]:
-            p["experts.b1"] = f32(0.1 * rng.standard_normal((n, h)))
-        p["experts.w2"] = f32(rng.standard_normal((n, h, d)) / math.sqrt(h))
-        if cfg["bias"]:
-            p["experts.b2"] = f32(0.1 * rng.standard_normal((n, d)))
-        inp = {"x": f32(rng.standard_normal((B, d))), "dy": f32(rng.standard_normal((B, d)))}
-        if train:
-            inp["eps"] = f32(rng.standard_normal((B, n)))
+        p = draw_gate_experts(rng, cfg, n, 0.5)
+        inp = draw_inputs(rng, cfg, train, n)
         H = inp["x"].astype(np.float64) @ p["gate.w_gate"].astype(np.float64)
         if train:
             r = inp["x"].astype(np.float64) @ p["gate.w_noise"].astype(np.float64)
@@ -275,32 +303,65 @@ PARAM_ORDER = ["gate.w_gate", "gate.w_noise", "experts.w1", "experts.b1", "exper
 EXPECTED_ORDER = ["y", "gates", "loss.importance", "loss.load", "grad.x"]
 
 
-def fd_check(p, inp, cfg, train, ref, rng, count=6):
-    """Central finite differences of the total loss in float64 for a few coordinates."""
-    def total(pp, ii):
-        r = reference(pp, ii, cfg, train)
-        return r["_total"]
-    # perturbations in float64: reference() casts to double, so pass float64 arrays through
+def fd_max_err(loss, arrays, names, grads, rng, count, tol, step=1e-6):
+    """Central differences of loss(arrays), every array cast to float64, at `count` random
+    coordinates of each named array, against grads["grad." + name]. Asserts that each relative
+    error is below tol; returns the largest. Every generator's finite-difference check is this."""
     worst = 0.0
-    names = [nm for nm in PARAM_ORDER if nm in p] + ["x"]
     for nm in names:
-        src = inp if nm == "x" else p
         for _ in range(count):
-            j = tuple(int(rng.integers(0, s)) for s in src[nm].shape)
-            hstep = 1e-6
+            j = tuple(int(rng.integers(0, s)) for s in arrays[nm].shape)
             vals = []
-            for sgn in (+1, -1):
-                pp = {a: b.astype(np.float64) for a, b in p.items()}
-                ii = {a: b.astype(np.float64) for a, b in inp.items()}
-                tgt = ii if nm == "x" else pp
-                tgt[nm][j] += sgn * hstep
-                vals.append(total(pp, ii))
-            fd = (vals[0] - vals[1]) / (2 * hstep)
-            an = ref["grad." + nm][j]
+            for sgn in (1, -1):
+                aa = {a: b.astype(np.float64) for a, b in arrays.items()}
+                aa[nm][j] += sgn * step
+                vals.append(loss(aa))
+            fd = (vals[0] - vals[1]) / (2 * step)
+            an = grads["grad." + nm][j]
             err = abs(fd - an) / max(1.0, abs(an))
+            assert err < tol, (nm, j, fd, an)
             worst = max(worst, err)
-            assert err < 1e-6, (nm, j, fd, an)
     return worst
+
+
+def layer_fd_check(reference, p, inp, cfg, train, ref, rng, param_order, count):
+    """fd_max_err of a layer's total loss over its parameters and x (reference(p, inp, cfg, train)
+    returns it as "_total"; p and inp share no name)."""
+    def total(aa):
+        return reference({a: aa[a] for a in p}, {a: aa[a] for a in inp}, cfg, train)["_total"]
+    names = [nm for nm in param_order if nm in p] + ["x"]
+    return fd_max_err(total, dict(p, **inp), names, ref, rng, count, 1e-6)
+
+
+def rel_err(got, want):
+    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-6))
+
+
+def layer_meta(cfg):
+    """The metadata of a layer's .params file (SPEC 1.5)."""
+    return {"d": str(cfg["d"]), "h": str(cfg["h"]), "n": str(cfg["n"]), "k": str(cfg["k"]),
+            "bias": "1" if cfg["bias"] else "0", "w_importance": fstr(cfg["w_importance"]),
+            "w_load": fstr(cfg["w_load"]), "noise_eps": fstr(cfg["noise_eps"])}
+
+
+def write_case(outdir, name, params, meta_p, inputs, train, expected):
+    """Writes a case's .params, .input and .expected files and reads each back to check it, tensor
+    by tensor; returns their total size."""
+    files = [(name + ".params.safetensors", params, meta_p),
+             (name + ".input.safetensors", inputs, {"mode": "train" if train else "eval"}),
+             (name + ".expected.safetensors", expected, None)]
+    size = 0
+    for fname, tensors, meta in files:
+        path = os.path.join(outdir, fname)
+        st_write(path, tensors, meta)
+        back, bmeta = st_read(path)
+        assert bmeta == (meta or {}), path
+        assert list(back) == [t for t, _ in tensors], path
+        for t, arr in tensors:
+            a = np.asarray(arr, dtype=np.float32)
+            assert back[t].shape == a.shape and back[t].tobytes() == a.tobytes(), (path, t)
+        size += os.path.getsize(path)
+    return size
 
 
 def make_case(outdir, name, cfg, train, do_fd=False):
@@ -317,32 +378,16 @@ def make_case(outdir, name, cfg, train, do_fd=False):
         assert err < 1e-10, (name, key, err)
     fd_worst = None
     if do_fd:
-        fd_worst = fd_check(p, inp, cfg, train, ref, np.random.default_rng(seed))
+        fd_worst = layer_fd_check(reference, p, inp, cfg, train, ref, np.random.default_rng(seed),
+                                  PARAM_ORDER, 6)
 
-    meta_p = {"d": str(cfg["d"]), "h": str(cfg["h"]), "n": str(cfg["n"]), "k": str(cfg["k"]),
-              "bias": "1" if cfg["bias"] else "0", "w_importance": fstr(cfg["w_importance"]),
-              "w_load": fstr(cfg["w_load"]), "noise_eps": fstr(cfg["noise_eps"])}
+    meta_p = layer_meta(cfg)
     params = [(nm, p[nm]) for nm in PARAM_ORDER if nm in p]
     inputs = [("x", inp["x"]), ("dy", inp["dy"])] + ([("eps", inp["eps"])] if train else [])
-    meta_i = {"mode": "train" if train else "eval"}
     keys = EXPECTED_ORDER + ["grad." + nm for nm, _ in params] + ["stats.importance",
                                                                    "stats.load"]
     expected = [(key, ref[key].astype(np.float32)) for key in keys]
-
-    files = [(name + ".params.safetensors", params, meta_p),
-             (name + ".input.safetensors", inputs, meta_i),
-             (name + ".expected.safetensors", expected, None)]
-    size = 0
-    for fname, tensors, meta in files:
-        path = os.path.join(outdir, fname)
-        st_write(path, tensors, meta)
-        back, bmeta = st_read(path)
-        assert bmeta == (meta or {}), path
-        assert list(back) == [t for t, _ in tensors], path
-        for t, arr in tensors:
-            a = np.asarray(arr, dtype=np.float32)
-            assert back[t].shape == a.shape and back[t].tobytes() == a.tobytes(), (path, t)
-        size += os.path.getsize(path)
+    size = write_case(outdir, name, params, meta_p, inputs, train, expected)
     for key in ("w_importance", "w_load", "noise_eps"):
         assert np.float32(float(meta_p[key])) == np.float32(cfg[key])
 

@@ -18,7 +18,6 @@ each group's gate runs on the tokens the primary gate sends it; Load_H = Load_p 
 Inputs are re-drawn until both levels have a clear gap (1e-3) between the k-th and (k+1)-th
 logit, and top-k recomputed in float32 must agree. One case is checked by finite differences.
 """
-import math
 import os
 import sys
 import zlib
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_golden import cv2, fstr, phi_cdf, softplus, st_read, st_write  # noqa: E402
+from gen_golden import (draw_gate_experts, draw_inputs, experts_and_losses, f32, layer_fd_check,  # noqa: E402
+                        layer_meta, phi_cdf, softplus, write_case)
 
 W_IMPORTANCE, W_LOAD, NOISE_EPS, MIN_GAP = 0.1, 0.05, 0.01, 1e-3
 
@@ -76,23 +76,7 @@ def reference(p, inp, cfg, train):
         blocks.append(torch.zeros(B, b, dtype=torch.float64).index_put((idx,), gp[idx, i:i + 1] * gi))
         loads.append(load_p[i] * load_i / ci)
     gates = torch.cat(blocks, dim=1)                     # [B, n]: expert i*b + j
-    load = torch.cat(loads)
-    hid = torch.relu(torch.einsum("bd,ndh->nbh", x, P["experts.w1"])
-                     + (P["experts.b1"][:, None, :] if cfg["bias"] else 0.0))
-    out = torch.einsum("nbh,nhd->nbd", hid, P["experts.w2"]) \
-        + (P["experts.b2"][:, None, :] if cfg["bias"] else 0.0)
-    y = torch.einsum("bn,nbd->bd", gates, out)
-    importance = gates.sum(0)
-    l_imp = float(np.float32(cfg["w_importance"])) * cv2(importance)
-    l_load = float(np.float32(cfg["w_load"])) * cv2(load)
-    total = (y * dy).sum() + l_imp + l_load
-    total.backward()
-    res = {"y": y, "gates": gates, "loss.importance": l_imp, "loss.load": l_load,
-           "stats.importance": importance, "stats.load": load, "grad.x": x.grad}
-    for name, t in P.items():
-        res["grad." + name] = t.grad if t.grad is not None else torch.zeros_like(t)
-    res = {key: val.detach().numpy().astype(np.float64) for key, val in res.items()}
-    res["_total"] = float(total.detach())
+    res = experts_and_losses(P, x, dy, gates, torch.cat(loads), cfg)
     res["_Hp"], res["_H2"] = Hp.detach().numpy(), H2s
     return res
 
@@ -130,24 +114,14 @@ def f32_routes(p, inp, cfg, train):
 
 
 def draw(cfg, train, seed):
-    B, d, h, n, a = cfg["B"], cfg["d"], cfg["h"], cfg["n"], cfg["groups"]
+    d, n, a = cfg["d"], cfg["n"], cfg["groups"]
     b = n // a
     for attempt in range(2000):
         rng = np.random.default_rng([seed, attempt])
-        f32 = lambda v: np.asarray(v, dtype=np.float32)
-        p = {"gate.w_gate": f32(0.7 * rng.standard_normal((d, a))),
-             "gate.w_noise": f32(0.3 * rng.standard_normal((d, a))),
-             "experts.w1": f32(rng.standard_normal((n, d, h)) / math.sqrt(d))}
-        if cfg["bias"]:
-            p["experts.b1"] = f32(0.1 * rng.standard_normal((n, h)))
-        p["experts.w2"] = f32(rng.standard_normal((n, h, d)) / math.sqrt(h))
-        if cfg["bias"]:
-            p["experts.b2"] = f32(0.1 * rng.standard_normal((n, d)))
+        p = draw_gate_experts(rng, cfg, a, 0.7)
         p["gate2.w_gate"] = f32(0.7 * rng.standard_normal((a, d, b)))
         p["gate2.w_noise"] = f32(0.3 * rng.standard_normal((a, d, b)))
-        inp = {"x": f32(rng.standard_normal((B, d))), "dy": f32(rng.standard_normal((B, d)))}
-        if train:
-            inp["eps"] = f32(rng.standard_normal((B, a + n)))
+        inp = draw_inputs(rng, cfg, train, a + n)
         ref = reference(p, inp, cfg, train)
         gap = min([min_gap(ref["_Hp"], cfg["k_groups"])] + [min_gap(H2, cfg["k"]) for H2 in ref["_H2"]])
         if gap > MIN_GAP:
@@ -157,26 +131,6 @@ def draw(cfg, train, seed):
 
 PARAM_ORDER = ["gate.w_gate", "gate.w_noise", "experts.w1", "experts.b1", "experts.w2", "experts.b2",
                "gate2.w_gate", "gate2.w_noise"]
-
-
-def fd_check(p, inp, cfg, train, ref, rng, count=4):
-    worst = 0.0
-    for nm in [m for m in PARAM_ORDER if m in p] + ["x"]:
-        src = inp if nm == "x" else p
-        for _ in range(count):
-            j = tuple(int(rng.integers(0, s)) for s in src[nm].shape)
-            vals = []
-            for sgn in (+1, -1):
-                pp = {u: v.astype(np.float64) for u, v in p.items()}
-                ii = {u: v.astype(np.float64) for u, v in inp.items()}
-                (ii if nm == "x" else pp)[nm][j] += sgn * 1e-6
-                vals.append(reference(pp, ii, cfg, train)["_total"])
-            fd = (vals[0] - vals[1]) / 2e-6
-            an = ref["grad." + nm][j]
-            err = abs(fd - an) / max(1.0, abs(an))
-            worst = max(worst, err)
-            assert err < 1e-6, (nm, j, fd, an)
-    return worst
 
 
 def make_case(outdir, name, cfg, train, do_fd=False):
@@ -193,25 +147,15 @@ def make_case(outdir, name, cfg, train, do_fd=False):
         for r, t in enumerate(rows):
             assert sorted(e - i * b for e in np.nonzero(G[t, i * b:(i + 1) * b] > 0)[0] + i * b) == list(top_s[r]), \
                 (name, i, t)
-    fd_worst = fd_check(p, inp, cfg, train, ref, np.random.default_rng(seed)) if do_fd else None
-    meta_p = {"d": str(cfg["d"]), "h": str(cfg["h"]), "n": str(cfg["n"]), "k": str(cfg["k"]),
-              "bias": "1" if cfg["bias"] else "0", "w_importance": fstr(cfg["w_importance"]),
-              "w_load": fstr(cfg["w_load"]), "noise_eps": fstr(cfg["noise_eps"]),
-              "groups": str(a), "k_groups": str(cfg["k_groups"])}
+    fd_worst = layer_fd_check(reference, p, inp, cfg, train, ref, np.random.default_rng(seed), PARAM_ORDER,
+                              4) if do_fd else None
+    meta_p = dict(layer_meta(cfg), groups=str(a), k_groups=str(cfg["k_groups"]))
     params = [(nm, p[nm]) for nm in PARAM_ORDER if nm in p]
     inputs = [("x", inp["x"]), ("dy", inp["dy"])] + ([("eps", inp["eps"])] if train else [])
     keys = ["y", "gates", "loss.importance", "loss.load", "grad.x"] + ["grad." + nm for nm, _ in params] + \
         ["stats.importance", "stats.load"]
     expected = [(key, ref[key].astype(np.float32)) for key in keys]
-    size = 0
-    for fname, tensors, meta in [(name + ".params.safetensors", params, meta_p),
-                                 (name + ".input.safetensors", inputs, {"mode": "train" if train else "eval"}),
-                                 (name + ".expected.safetensors", expected, None)]:
-        path = os.path.join(outdir, fname)
-        st_write(path, tensors, meta)
-        back, bmeta = st_read(path)
-        assert bmeta == (meta or {}) and list(back) == [t for t, _ in tensors], path
-        size += os.path.getsize(path)
+    size = write_case(outdir, name, params, meta_p, inputs, train, expected)
     print("%-28s tries=%d min_gap=%-9.3g routed=%d L_imp=%.6g L_load=%.6g %s%dB"
           % (name, tries, gap, int((G > 0).sum()), ref["loss.importance"], ref["loss.load"],
              "" if fd_worst is None else "fd_err=%.1e " % fd_worst, size))

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 sys.dont_write_bytecode = True  # no __pycache__ left in tests/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_golden import cv2, fstr, naive_forward, phi_cdf, softplus  # noqa: E402
+from gen_golden import DTYPES, cv2, fd_max_err, fstr, naive_forward, phi_cdf, rel_err, softplus, st_write  # noqa: E402,E501
 
 MIN_GAP = 1e-3    # required gap between the k-th and (k+1)-th gate logit at every position
 MIN_RELU = 1e-4   # required |pre-activation| of every routed expert unit
@@ -147,34 +147,9 @@ def check_rng_port():
 
 
 # ------------------------------------------------------------------------------------------
-# safetensors with F32, I32 and I64 tensors, written and read with numpy only
+# safetensors with F32, I32 and I64 tensors: written by gen_golden.st_write, read here (numpy only)
 
-DTYPES = {np.dtype("<f4"): "F32", np.dtype("<i4"): "I32", np.dtype("<i8"): "I64"}
 NP_OF = {v: k for k, v in DTYPES.items()}
-
-
-def st_write(path, tensors, metadata):
-    """tensors: list of (name, ndarray of float32, int32 or int64); metadata: dict str -> str."""
-    header = {"__metadata__": dict(metadata)}
-    blobs, off = [], 0
-    for name, arr in tensors:
-        arr = np.asarray(arr)
-        dt = arr.dtype.newbyteorder("<")
-        assert dt in DTYPES and name not in header, name
-        raw = arr.astype(dt).tobytes(order="C")
-        header[name] = {"dtype": DTYPES[dt], "shape": list(arr.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hjson += b" " * ((-(8 + len(hjson))) % 8)  # data area starts 8-aligned
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for raw in blobs:
-            f.write(raw)
-    os.replace(tmp, path)
 
 
 def st_read(path):
@@ -198,7 +173,7 @@ def st_read(path):
 
 
 def write_checked(path, tensors, meta):
-    st_write(path, tensors, meta)
+    st_write(path, tensors, meta, cast=None)  # F32, I32 and I64 tensors as they are
     back, bmeta = st_read(path)
     assert bmeta == meta and list(back) == [nm for nm, _ in tensors], path
     for nm, arr in tensors:
@@ -382,26 +357,10 @@ def naive(params, state, tokens, cfg):
 
 def fd_check(params, state, tokens, cfg, ref, rng, count=3, step=1e-6):
     """Central differences of the float64 loss + aux at a few coordinates of every parameter."""
-    worst = 0.0
-    for nm in params:
-        for _ in range(count):
-            j = tuple(int(rng.integers(0, s)) for s in params[nm].shape)
-            vals = []
-            for sgn in (1, -1):
-                pp = {a: b.astype(np.float64) for a, b in params.items()}
-                pp[nm][j] += sgn * step
-                r = reference(pp, state, tokens, cfg)
-                vals.append(r["loss"] + r["aux"])
-            fd = (vals[0] - vals[1]) / (2 * step)
-            an = ref["grad." + nm][j]
-            err = abs(fd - an) / max(1.0, abs(an))
-            assert err < 1e-7, (nm, j, fd, an)
-            worst = max(worst, err)
-    return worst
-
-
-def rel_err(got, want):
-    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-6))
+    def loss(pp):
+        r = reference(pp, state, tokens, cfg)
+        return r["loss"] + r["aux"]
+    return fd_max_err(loss, params, list(params), ref, rng, count, 1e-7, step)
 
 
 # ------------------------------------------------------------------------------------------

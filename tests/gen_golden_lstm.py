@@ -30,7 +30,7 @@ import torch
 
 sys.dont_write_bytecode = True  # no __pycache__ left in tests/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_golden import st_read, st_write  # noqa: E402  (numpy-only safetensors IO)
+from gen_golden import fd_max_err, rel_err, st_read, st_write  # noqa: E402  (numpy-only safetensors IO)
 
 # name, T, B, D, H, carried state (h0, c0, dhT, dcT nonzero), weight scale, input scale
 CASES = [
@@ -105,25 +105,8 @@ def naive(d, dtype):
 
 def fd_check(d, ref, rng, count=4, step=1e-6):
     """Central differences of the naive float64 loss at a few coordinates of every input."""
-    worst = 0.0
-    for name in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
-        for _ in range(count):
-            j = tuple(int(rng.integers(0, s)) for s in d[name].shape)
-            vals = []
-            for sgn in (1, -1):
-                dd = {k: v.astype(np.float64) for k, v in d.items()}
-                dd[name][j] += sgn * step
-                vals.append(naive(dd, np.float64)[3])
-            fd = (vals[0] - vals[1]) / (2 * step)
-            an = ref["grad." + name][j]
-            err = abs(fd - an) / max(1.0, abs(an))
-            assert err < 1e-7, (name, j, fd, an)
-            worst = max(worst, err)
-    return worst
-
-
-def rel_err(got, want):
-    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-6))
+    return fd_max_err(lambda dd: naive(dd, np.float64)[3], d, ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"),
+                      ref, rng, count, 1e-7, step)
 
 
 def make_case(outdir, name, T, B, D, H, state, wscale, xscale):
