@@ -9,6 +9,14 @@
 
 static int t_pass, t_fail;
 
+/* A test may define T_FAIL_DETAIL, an expression giving a string (say the library's last error),
+ * before it includes this header: every FAIL line then ends with it in brackets. */
+#ifdef T_FAIL_DETAIL
+#define T_FAIL_TAIL() fprintf(stderr, " [%s]", T_FAIL_DETAIL)
+#else
+#define T_FAIL_TAIL() ((void)0)
+#endif
+
 #define CHECK(cond, ...)                                                                       \
     do {                                                                                       \
         if (cond) {                                                                            \
@@ -17,6 +25,7 @@ static int t_pass, t_fail;
             t_fail++;                                                                          \
             fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
             fprintf(stderr, __VA_ARGS__);                                                      \
+            T_FAIL_TAIL();                                                                     \
             fputc('\n', stderr);                                                               \
         }                                                                                      \
     } while (0)

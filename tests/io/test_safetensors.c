@@ -20,20 +20,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int g_pass, g_fail;
 static char g_dir[64];
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            g_pass++;                                                                              \
-        } else {                                                                                   \
-            g_fail++;                                                                              \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf(" [last error: %s]\n", moe_last_error());                                       \
-        }                                                                                          \
-    } while (0)
+/* every FAIL line says what the library reported last */
+#define T_FAIL_DETAIL moe_last_error()
+#include "testutil.h"
 
 /* After a failing call: the status is the expected one and the library said why. */
 #define CHECK_FAIL(s, want, what)                                                                  \
@@ -526,6 +517,5 @@ int main(int argc, char **argv) {
     test_writer_args();
     test_atomic_write();
     remove_dir(g_dir);
-    printf("test_safetensors: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail != 0;
+    return test_finish("test_safetensors");
 }
