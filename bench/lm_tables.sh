@@ -7,11 +7,8 @@
 # usage: bench/lm_tables.sh [MOE_BINARY] [STEPS] > bench/results/lm-tables-DATE.md
 # The runs (checkpoints, logs) go to runs/lm-tables-DATE/, outside version control.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-moe=${1:-build/moe}
-steps=${2:-600}
-out=runs/lm-tables-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
+source "$(dirname "$0")/common.sh"
+bench_start lm-tables 600 "$@"
 echo "<!-- $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null) $moe $steps; runs in $out -->"
 common=(--steps "$steps" --d 128 --k 2 --h 256 --batch 32 --bptt 64 --log-every 50 --eval-every 0 --ckpt-every 0 --seed 1)
 row() { # name, extra args...

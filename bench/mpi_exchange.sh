@@ -6,11 +6,8 @@
 # x k * B/P rows x d floats x 4 bytes x (P-1)/P remote, each way.
 # usage: bench/mpi_exchange.sh [MOE_BINARY] [STEPS] > bench/results/mpi-DATE.md
 set -euo pipefail
-cd "$(dirname "$0")/.."
-moe=${1:-build/moe}
-steps=${2:-300}
-out=runs/mpi-bench-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
+source "$(dirname "$0")/common.sh"
+bench_start mpi-bench 300 "$@"
 mpirun=(mpirun --oversubscribe --allow-run-as-root --mca btl_vader_single_copy_mechanism none)
 common=(--steps "$steps" --log-every 50 --eval-every 0 --ckpt-every 0 --seed 1)
 echo "<!-- $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null) $moe $steps steps; runs in $out -->"
