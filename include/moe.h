@@ -573,6 +573,16 @@ typedef struct {
 MOE_API moe_s2s_config moe_s2s_config_default(void);
 typedef struct moe_s2s moe_s2s;
 MOE_API moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed);
+/* The same model for data parallelism over the ranks of comm: the MoE layers' experts split over
+ * them (moe_layer_create_sharded), everything else replicated. Each rank then runs its rows of
+ * every batch, after moe_s2s_set_slice; the forward, backward and decoding calls are collective
+ * (every rank makes them, with B = 0 where it has no rows). `comm` is borrowed: it must outlive
+ * the model. */
+MOE_API moe_status moe_s2s_create_sharded(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed, moe_comm *comm);
+/* This model's B rows of the next batches are rows [b0, b0 + B) of a batch of Bglobal: dropout
+ * masks, gate noise and sampled tokens are drawn by global row, so the ranks together compute
+ * what one process computes on the whole batch. Bglobal 0: the rows are the whole batch. */
+MOE_API moe_status moe_s2s_set_slice(moe_s2s *m, int b0, int Bglobal);
 MOE_API void moe_s2s_free(moe_s2s *m);
 MOE_API moe_s2s_config moe_s2s_get_config(const moe_s2s *m);
 /* The dense parameters (one arena; names like "enc1.w_ih", "att.w", "baseline.w"), owned by the
@@ -640,6 +650,11 @@ typedef struct {
     int log_every;         /* steps between progress reports */
     int ckpt_every;        /* steps between checkpoints (0: at each epoch's end only) */
     float baseline_lr;     /* learning rate of the baseline regressors (their own Adam) */
+    double minutes;        /* stop after this much wall time in this run (0: no bound) */
+    moe_comm *comm;        /* NULL: one process; else data parallel over its ranks (each runs
+                              its rows of every batch, the MoE layers' experts split over
+                              them), the same result as one process; rank 0 calls back and
+                              writes. Every rank must call moe_s2s_train with the same settings. */
 } moe_s2s_train_config;
 
 MOE_API moe_s2s_train_config moe_s2s_train_config_default(void);

@@ -14,8 +14,14 @@
  * Buffers are time-major: row (t, b) of a [T,B,W] buffer starts at (t*B + b)*W. Every sequence
  * of a batch has the same source length (the trainer buckets by it), so the attention needs no
  * mask. The decoder's step-by-step functions compute exactly what the teacher-forced pass does
- * with the same inputs, dropout masks included (see s2s.h). */
+ * with the same inputs, dropout masks included (see s2s.h).
+ *
+ * Data parallel (moe_s2s_create_sharded, moe_s2s_set_slice): each rank runs rows [b0, b0+B) of
+ * every batch of Bg, possibly none; dropout masks, gate noise and sampling draws are those of the
+ * global rows, and the MoE layers' experts are split over the ranks, so P ranks compute what one
+ * process computes for the whole batch. */
 #include "base/internal.h"
+#include "parallel/comm.h"
 #include "models/model_table.h"
 #include "moe/layer_table.h"
 #include "nn/lstm.h"
@@ -73,6 +79,9 @@ struct moe_s2s {
     float *params, *grads;
     size_t count;
     moe_layer *moe[2];
+    moe_comm *comm;           /* the MoE layers' experts split over its ranks (NULL: one process) */
+    int b0, Bg;               /* data parallel: this model's rows are [b0, b0+B) of a batch of Bg
+                                 (0: the whole batch) */
     uint64_t seed, step_ctr;  /* dropout: masks of step `step_ctr` */
     float *w[NW];
     size_t cap[NW];
@@ -137,7 +146,7 @@ static moe_status build_table(moe_s2s *m) {
     return gb < 0 ? MOE_ERR_CONFIG : add_dense(m, gb, P_BW, NP);
 }
 
-moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed) {
+static moe_status s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = check_cfg(cfg);
@@ -193,7 +202,8 @@ moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t see
             lc.w_importance = cfg->w_importance;
             lc.w_load = cfg->w_load;
             lc.noise_eps = cfg->noise_eps;
-            st = moe_layer_create(&m->moe[side], &lc, (seed ^ 0x6d6f65ULL) + 7919ULL * (uint64_t)side);
+            const uint64_t ls = (seed ^ 0x6d6f65ULL) + 7919ULL * (uint64_t)side;
+            st = comm ? moe_layer_create_sharded(&m->moe[side], &lc, ls, comm) : moe_layer_create(&m->moe[side], &lc, ls);
             if (st) {
                 moe_s2s_free(m);
                 return st;
@@ -205,7 +215,26 @@ moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t see
         return st;
     }
     m->seed = seed;
+    m->comm = comm;
     *out = m;
+    moe_clear_error();
+    return MOE_OK;
+}
+
+moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed) {
+    return s2s_create(out, cfg, seed, NULL);
+}
+
+moe_status moe_s2s_create_sharded(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed, moe_comm *comm) {
+    if (!comm) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
+    return s2s_create(out, cfg, seed, moe_comm_size(comm) > 1 ? comm : NULL);
+}
+
+moe_status moe_s2s_set_slice(moe_s2s *m, int b0, int Bglobal) {
+    if (!m || b0 < 0 || Bglobal < 0 || (Bglobal > 0 && b0 > Bglobal))
+        return moe_fail(MOE_ERR_INVALID_ARG, "rows from %d of a batch of %d is impossible", b0, Bglobal);
+    m->b0 = Bglobal ? b0 : 0;
+    m->Bg = Bglobal;
     moe_clear_error();
     return MOE_OK;
 }
@@ -320,6 +349,29 @@ static uint64_t drop_ctr(const moe_s2s *m, int site) {
     return m->step_ctr * DR_STEP_STRIDE + (uint64_t)site * DR_SITE_STRIDE;
 }
 
+/* The rows of the whole batch at each time step: Bg when this model holds a slice of it. */
+static int rows_global(const moe_s2s *m, int B) { return m->Bg ? m->Bg : B; }
+
+typedef void (*drop_fn)(float *, const float *, size_t, float, uint64_t, uint64_t);
+/* Dropout (forward or backward) over a time-major [T,B,d] buffer with the draws of the whole
+ * batch: row (t, b) uses counters from ctr + ((t*Bg + b0 + b)*d), so a slice of the batch on one
+ * rank sees the masks one process running the whole batch would. */
+static void drop_rows(const moe_s2s *m, drop_fn f, float *out, const float *in, int T, int B, float p, uint64_t ctr) {
+    const size_t d = (size_t)m->cfg.d, Bg = (size_t)rows_global(m, B), Bd = (size_t)B * d;
+    if (Bg == (size_t)B) {
+        f(out, in, (size_t)T * Bd, p, m->seed, ctr);
+        return;
+    }
+    for (int t = 0; t < T; t++)
+        f(out + (size_t)t * Bd, in + (size_t)t * Bd, Bd, p, m->seed, ctr + ((size_t)t * Bg + (size_t)m->b0) * d);
+}
+
+/* The MoE layers draw their gate noise by the global position of a row too. */
+static moe_status noise_rows(moe_s2s *m, int side, int B) {
+    if (!m->moe[side] || B == 0) return MOE_OK;
+    return moe_layer_set_noise_layout(m->moe[side], B, rows_global(m, B), m->Bg ? m->b0 : 0);
+}
+
 static void lstm_fwd(const moe_s2s *m, int p, float *h, float *hT, float *cT, float *cache, const float *x,
                      const float *h0, const float *c0, int T, int B) {
     const int d = m->cfg.d;
@@ -340,27 +392,28 @@ static void reverse_time(float *out, const float *in, int T, size_t row) {
 }
 
 /* Between the two LSTM layers of a side:  x2 = drop(x1 + sigmoid(MoE(x1)))  (without MoE:
- * drop(x1)) over N rows; sg [N,d] keeps the sigmoid for backward (it may be the same buffer as
- * mo, the MoE's output). Dropout counters start at ctr. */
-static moe_status mid_forward(moe_s2s *m, int side, float *x2, const float *x1, float *mo, float *sg, size_t N,
+ * drop(x1)) over [T,B] rows; sg [T*B,d] keeps the sigmoid for backward (it may be the same
+ * buffer as mo, the MoE's output). Dropout counters of the batch start at ctr. */
+static moe_status mid_forward(moe_s2s *m, int side, float *x2, const float *x1, float *mo, float *sg, int T, int B,
                               moe_mode mode, float p, uint64_t ctr, moe_layer_stats *ms) {
-    const size_t Nd = N * (size_t)m->cfg.d;
+    const size_t N = (size_t)T * B, Nd = N * (size_t)m->cfg.d;
     memcpy(x2, x1, sizeof(float) * Nd);
     if (m->cfg.moe) {
-        moe_status st = moe_layer_forward(m->moe[side], mo, x1, (int)N, mode, NULL, ms);
+        moe_status st = mode == MOE_TRAIN ? noise_rows(m, side, B) : MOE_OK;
+        if (!st) st = moe_layer_forward(m->moe[side], mo, x1, (int)N, mode, NULL, ms);
         if (st) return st;
         for (size_t i = 0; i < Nd; i++) sg[i] = sigmoid_f(mo[i]), x2[i] += sg[i];
     }
-    dropout_forward(x2, x2, Nd, p, m->seed, ctr);
+    drop_rows(m, dropout_forward, x2, x2, T, B, p, ctr);
     return MOE_OK;
 }
 
 /* Its backward: dx1 = dL/dx1 from dx2 = dL/dx2 (overwritten: scratch). */
-static moe_status mid_backward(moe_s2s *m, int side, float *dx1, float *dx2, const float *sg, size_t N, float p,
+static moe_status mid_backward(moe_s2s *m, int side, float *dx1, float *dx2, const float *sg, int T, int B, float p,
                                uint64_t ctr) {
-    const size_t Nd = N * (size_t)m->cfg.d;
+    const size_t Nd = (size_t)T * B * (size_t)m->cfg.d;
     memset(dx1, 0, sizeof(float) * Nd);
-    dropout_backward(dx1, dx2, Nd, p, m->seed, ctr);
+    drop_rows(m, dropout_backward, dx1, dx2, T, B, p, ctr);
     if (!m->cfg.moe) return MOE_OK;
     for (size_t i = 0; i < Nd; i++) dx2[i] = dx1[i] * sg[i] * (1.0f - sg[i]);
     return moe_layer_backward(m->moe[side], dx1, dx2);
@@ -369,8 +422,11 @@ static moe_status mid_backward(moe_s2s *m, int side, float *dx1, float *dx2, con
 /* ---- encoder ---------------------------------------------------------------------------------- */
 moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) {
     if (!m || !src) return moe_fail(MOE_ERR_INVALID_ARG, "model and source must not be NULL");
-    if (B < 1 || Ts < 1 || Ts > 4096)
+    /* a rank of a model split over ranks may have no rows of a batch: it still takes part */
+    if (B < (m->comm ? 0 : 1) || Ts < 1 || Ts > 4096)
         return moe_fail(MOE_ERR_SHAPE, "batch of %d sources of length %d: need B >= 1 and 1 <= Ts <= 4096", B, Ts);
+    if (m->Bg && m->b0 + B > m->Bg)
+        return moe_fail(MOE_ERR_SHAPE, "rows [%d, %d) do not fit the batch of %d (moe_s2s_set_slice)", m->b0, m->b0 + B, m->Bg);
     const moe_s2s_config *c = &m->cfg;
     const int d = c->d;
     for (size_t i = 0; i < (size_t)B * Ts; i++)
@@ -387,7 +443,7 @@ moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) 
     if (!st) st = ws(m, W_SCR, lstm_scratch_floats(Ts, B, d));
     if (!st) st = ws(m, W_FIN, 4 * (size_t)B * d);
     if (!st) st = ws(m, W_DFIN, 4 * (size_t)B * d);
-    if (!st) st = ws_tokens(m, N, 0);
+    if (!st) st = ws_tokens(m, N ? N : 1, 0);
     if (st) return st;
     m->enc_ok = m->dec_ok = 0;
     if (train) m->step_ctr++;
@@ -398,7 +454,7 @@ moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) 
     float *fin = m->w[W_FIN], *h1 = fin, *c1 = fin + (size_t)B * d, *h2 = c1 + (size_t)B * d, *c2 = h2 + (size_t)B * d;
     float *xs = m->w[W_XS], *e1 = m->w[W_E1];
     embedding_forward(xs, stok, PA(m, P_SEMB), (int)N, c->src_vocab, d);
-    dropout_forward(xs, xs, Nd, p, m->seed, drop_ctr(m, DR_SRC));
+    drop_rows(m, dropout_forward, xs, xs, Ts, B, p, drop_ctr(m, DR_SRC));
     lstm_fwd(m, P_E1, m->w[W_E1F], h1, c1, m->w[W_CE1F], xs, NULL, NULL, Ts, B);
     memcpy(e1, m->w[W_E1F], sizeof(float) * Nd);
     if (c->bidir) {
@@ -413,7 +469,7 @@ moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) 
     float *enc = e1;
     if (c->layers == 2) {
         float *x2 = m->w[W_X2E];
-        st = mid_forward(m, 0, x2, e1, m->w[W_MOE], m->w[W_SGE], N, train ? MOE_TRAIN : MOE_EVAL, p,
+        st = mid_forward(m, 0, x2, e1, m->w[W_MOE], m->w[W_SGE], Ts, B, train ? MOE_TRAIN : MOE_EVAL, p,
                          drop_ctr(m, DR_ENC2), &m->enc_stats);
         if (st) return st;
         lstm_fwd(m, P_E2, m->w[W_E2], h2, c2, m->w[W_CE2], x2, NULL, NULL, Ts, B);
@@ -497,7 +553,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
             else m->itok = t, m->itok_cap = ns + 2 * N;
         }
     }
-    if (!st) st = ws_tokens(m, 0, N);
+    if (!st) st = ws_tokens(m, 0, N ? N : 1);
     if (st) return st;
     m->dec_ok = 0;
     int32_t *itin = m->itok + (size_t)Ts * B, *ittg = itin + N;
@@ -512,13 +568,13 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     const float *h1 = fin, *c1 = fin + (size_t)B * d, *h2 = c1 + (size_t)B * d, *c2 = h2 + (size_t)B * d;
     float *xt = m->w[W_XT], *q = m->w[W_D1];
     embedding_forward(xt, itin, PA(m, P_TEMB), (int)N, V, d);
-    dropout_forward(xt, xt, Nd, p, m->seed, drop_ctr(m, DR_TGT));
+    drop_rows(m, dropout_forward, xt, xt, Tt, B, p, drop_ctr(m, DR_TGT));
     lstm_fwd(m, P_D1, m->w[W_D1], NULL, NULL, m->w[W_CD1], xt, h1, c1, Tt, B);
     moe_layer_stats ms[2];
     memset(ms, 0, sizeof ms);
     if (c->layers == 2) {
         float *x2 = m->w[W_X2D];
-        st = mid_forward(m, 1, x2, m->w[W_D1], m->w[W_MOD], m->w[W_SGD], N, train ? MOE_TRAIN : MOE_EVAL, p,
+        st = mid_forward(m, 1, x2, m->w[W_D1], m->w[W_MOD], m->w[W_SGD], Tt, B, train ? MOE_TRAIN : MOE_EVAL, p,
                          drop_ctr(m, DR_DEC2), &ms[1]);
         if (st) return st;
         lstm_fwd(m, P_D2, m->w[W_D2], NULL, NULL, m->w[W_CD2], x2, h2, c2, Tt, B);
@@ -528,7 +584,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     float *hc = m->w[W_HC];
     linear_forward(hc, m->w[W_CAT], PA(m, P_CW), PA(m, P_CB), (int)N, 2 * d, d);
     for (size_t i = 0; i < Nd; i++) hc[i] = tanh_f(hc[i]);
-    dropout_forward(m->w[W_HCD], hc, Nd, p, m->seed, drop_ctr(m, DR_HC));
+    drop_rows(m, dropout_forward, m->w[W_HCD], hc, Tt, B, p, drop_ctr(m, DR_HC));
     float *logits = m->w[W_DLOG], *probs = m->w[W_PROB];
     linear_forward(logits, m->w[W_HCD], PA(m, P_OW), PA(m, P_OB), (int)N, d, V);
     float *nll = m->w[W_NLL];
@@ -618,7 +674,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     linear_backward(g0, GR(m, P_OW), GR(m, P_OB), dlog, m->w[W_HCD], PA(m, P_OW), (int)N, d, V);
     /* hcd = drop(hc);  hc = tanh(pre) */
     memset(g1, 0, sizeof(float) * Nd);
-    dropout_backward(g1, g0, Nd, p, m->seed, drop_ctr(m, DR_HC));
+    drop_rows(m, dropout_backward, g1, g0, Tt, B, p, drop_ctr(m, DR_HC));
     const float *hc = m->w[W_HC];
     for (size_t i = 0; i < Nd; i++) g1[i] *= 1.0f - hc[i] * hc[i];
     /* pre = cat W_c + b_c */
@@ -665,13 +721,13 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     if (c->layers == 2) {
         memset(g0, 0, sizeof(float) * Nd);
         lstm_bwd(m, P_D2, g0, dh2, dc2, g2, NULL, NULL, m->w[W_X2D], m->w[W_D2], m->w[W_CD2], Tt, B);
-        if ((st = mid_backward(m, 1, g1, g0, m->w[W_SGD], N, p, drop_ctr(m, DR_DEC2)))) return st;
+        if ((st = mid_backward(m, 1, g1, g0, m->w[W_SGD], Tt, B, p, drop_ctr(m, DR_DEC2)))) return st;
         dd1 = g1;
     }
     memset(g0, 0, sizeof(float) * Nd);
     lstm_bwd(m, P_D1, g0, dh1, dc1, dd1, NULL, NULL, m->w[W_XT], m->w[W_D1], m->w[W_CD1], Tt, B);
     memset(g1, 0, sizeof(float) * Nd);
-    dropout_backward(g1, g0, Nd, p, m->seed, drop_ctr(m, DR_TGT));
+    drop_rows(m, dropout_backward, g1, g0, Tt, B, p, drop_ctr(m, DR_TGT));
     embedding_backward(GR(m, P_TEMB), g1, itin, (int)N, d);
     /* encoder, top down. Free [Ts,B,d] buffers once their values are used: GE0..GE2, and MOE,
      * SGE (the MoE's output and sigmoid, consumed by its backward). */
@@ -680,7 +736,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     if (c->layers == 2) {
         memset(ge1, 0, sizeof(float) * Nsd);
         lstm_bwd(m, P_E2, ge1, NULL, NULL, ge0, dh2, dc2, m->w[W_X2E], m->w[W_E2], m->w[W_CE2], Ts, B);
-        if ((st = mid_backward(m, 0, ge2, ge1, m->w[W_SGE], Ns, pe, drop_ctr(m, DR_ENC2)))) return st;
+        if ((st = mid_backward(m, 0, ge2, ge1, m->w[W_SGE], Ts, B, pe, drop_ctr(m, DR_ENC2)))) return st;
         de1 = ge2, dxs = ge0, dem = ge1;
     }
     /* e1 = e1f + reverse(e1b); xs feeds both directions */
@@ -699,7 +755,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     }
     /* xs = drop(emb) */
     memset(dem, 0, sizeof(float) * Nsd);
-    dropout_backward(dem, dxs, Nsd, pe, m->seed, drop_ctr(m, DR_SRC));
+    drop_rows(m, dropout_backward, dem, dxs, Ts, B, pe, drop_ctr(m, DR_SRC));
     embedding_backward(GR(m, P_SEMB), dem, stok, (int)Ns, d);
     /* the model changed nothing that forward keeps; a second backward is allowed but adds twice */
     moe_clear_error();
@@ -768,15 +824,15 @@ static void dstate_init(const moe_s2s *m, dstate *s, const int32_t *src_row) {
 static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, int train, const int32_t *src_row) {
     const moe_s2s_config *c = &m->cfg;
     const int d = c->d, V = c->tgt_vocab, R = s->R;
-    const size_t Rd = (size_t)R * d, o = (size_t)t * R * d;
+    const size_t Rd = (size_t)R * d, o = (size_t)t * (size_t)rows_global(m, R) * d; /* step t's draws */
     const float p = train ? c->dropout : 0.0f;
     moe_status st = embedding_forward(s->x, tok, PA(m, P_TEMB), R, V, d);
     if (st) return st;
-    dropout_forward(s->x, s->x, Rd, p, m->seed, drop_ctr(m, DR_TGT) + o);
+    drop_rows(m, dropout_forward, s->x, s->x, 1, R, p, drop_ctr(m, DR_TGT) + o);
     lstm_fwd(m, P_D1, s->y, s->h[0], s->c[0], s->cache, s->x, s->h[0], s->c[0], 1, R);
     float *q = s->y;
     if (c->layers == 2) {
-        st = mid_forward(m, 1, s->x, s->y, s->sg, s->sg, (size_t)R, MOE_EVAL, p, drop_ctr(m, DR_DEC2) + o, NULL);
+        st = mid_forward(m, 1, s->x, s->y, s->sg, s->sg, 1, R, MOE_EVAL, p, drop_ctr(m, DR_DEC2) + o, NULL);
         if (st) return st;
         lstm_fwd(m, P_D2, s->q, s->h[1], s->c[1], s->cache, s->x, s->h[1], s->c[1], 1, R);
         q = s->q;
@@ -784,7 +840,7 @@ static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, 
     attend(m, s->a, s->cat, q, R, src_row);
     linear_forward(s->hc, s->cat, PA(m, P_CW), PA(m, P_CB), R, 2 * d, d);
     for (size_t i = 0; i < Rd; i++) s->hc[i] = tanh_f(s->hc[i]);
-    dropout_forward(s->hc, s->hc, Rd, p, m->seed, drop_ctr(m, DR_HC) + o);
+    drop_rows(m, dropout_forward, s->hc, s->hc, 1, R, p, drop_ctr(m, DR_HC) + o);
     linear_forward(s->logp, s->hc, PA(m, P_OW), PA(m, P_OB), R, d, V);
     for (int r = 0; r < R; r++) {
         float *z = s->logp + (size_t)r * V, mx = -INFINITY;
@@ -798,12 +854,25 @@ static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, 
     return MOE_OK;
 }
 
+/* 1 when the rows of every rank have ended, or a rank failed (*st: its own error there, an error
+ * on the others). The decoder's MoE is collective when split over ranks, so every rank runs the
+ * same steps, its finished rows reading the end mark. */
+static int decoding_over(moe_s2s *m, int alive, moe_status *st) {
+    double v[2] = {(double)alive, *st ? 1.0 : 0.0};
+    if (m->comm) {
+        const moe_status cs = comm_allreduce_sum_f64(m->comm, v, 2);
+        if (cs) v[1] = 1.0, *st = *st ? *st : cs;
+    }
+    if (v[1] > 0.0 && !*st) *st = moe_fail(MOE_ERR_COMM, "another rank failed while decoding");
+    return v[1] > 0.0 || v[0] == 0.0;
+}
+
 moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int ref_stride, const int *force,
                       int max_len, int greedy, int train, uint64_t seed, uint64_t ctr, int32_t *out, int *len) {
     if (!m || !out || !len) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     if (!m->enc_ok) return moe_fail(MOE_ERR_STATE, "decoding without an encoded batch");
     const moe_s2s_config *c = &m->cfg;
-    const int B = m->B, V = c->tgt_vocab;
+    const int B = m->B, V = c->tgt_vocab, Bg = rows_global(m, B), b0 = m->Bg ? m->b0 : 0;
     if (max_len < 1 || max_len > c->max_len)
         return moe_fail(MOE_ERR_CONFIG, "decoding length %d must be in [1, %d]", max_len, c->max_len);
     for (int b = 0; force && b < B; b++)
@@ -824,8 +893,8 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
     }
     for (int b = 0; b < B; b++) tok[b] = c->eos, len[b] = 0;
     int alive = B;
-    for (int t = 0; t < max_len && alive > 0 && !st; t++) {
-        if ((st = dstate_step(m, &s, tok, t, train, NULL))) break;
+    for (int t = 0; t < max_len && !decoding_over(m, alive, &st); t++) {
+        if ((st = dstate_step(m, &s, tok, t, train, NULL))) continue; /* decoding_over tells the others */
         for (int b = 0; b < B; b++) {
             int32_t w;
             if (done[b]) {
@@ -843,7 +912,7 @@ moe_status s2s_sample(moe_s2s *m, const int32_t *ref, const int *ref_len, int re
                     for (int j = 1; j < V; j++)
                         if (lp[j] > lp[w]) w = j;
                 } else {
-                    const double u = moe_rng_uniform(seed, ctr + (uint64_t)t * B + (uint64_t)b);
+                    const double u = moe_rng_uniform(seed, ctr + (uint64_t)t * Bg + (uint64_t)(b0 + b));
                     double acc = 0.0;
                     w = V - 1;
                     for (int j = 0; j < V; j++)
@@ -870,7 +939,7 @@ moe_status moe_s2s_greedy(moe_s2s *m, const int32_t *src, int B, int Ts, int max
     if (!m || !src || !out || !len) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     moe_status st = s2s_encode(m, src, B, Ts, 0);
     if (st) return st;
-    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)B * (size_t)max_len);
+    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)(B > 0 ? B : 1) * (size_t)max_len);
     if (!tmp) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     st = s2s_sample(m, NULL, NULL, 0, NULL, max_len, 1, 0, 0, 0, tmp, len);
     for (int b = 0; b < B && !st; b++) {
