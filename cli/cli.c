@@ -150,3 +150,16 @@ int cli_mkdir_p(const char *dir) {
     }
     return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
 }
+
+moe_comm *cli_mpi_start(int *argc, char ***argv) {
+    const char *np_env = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!np_env || atoi(np_env) <= 1) return NULL;
+    if (!moe_have_mpi())
+        cli_die("started by mpirun with %s processes, but this moe was built without MPI (apt-get install libopenmpi-dev, rebuild)",
+                np_env);
+    moe_comm *comm = NULL;
+    cli_check(moe_comm_world(&comm, argc, argv), "starting MPI");
+    cli_set_comm(comm);
+    if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
+    return comm;
+}

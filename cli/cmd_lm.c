@@ -138,16 +138,7 @@ int cmd_train(int argc, char **argv) {
     cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
     cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
     /* under mpirun: one process per rank, data parallel, the experts split over the ranks */
-    moe_comm *comm = NULL;
-    const char *np_env = getenv("OMPI_COMM_WORLD_SIZE");
-    if (np_env && atoi(np_env) > 1) {
-        if (!moe_have_mpi())
-            cli_die("started by mpirun with %s processes, but this moe was built without MPI (apt-get install libopenmpi-dev, rebuild)",
-                    np_env);
-        cli_check(moe_comm_world(&comm, &argc, &argv), "starting MPI");
-        cli_set_comm(comm);
-        if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
-    }
+    moe_comm *comm = cli_mpi_start(&argc, &argv);
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     moe_lm_train_config tc = moe_lm_train_config_default();
     tc.comm = comm;

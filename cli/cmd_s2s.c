@@ -28,6 +28,7 @@ static const char *TRAIN_USAGE =
     "        --delta 3    (T = max-words + 1, the end mark counted)\n"
     "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
     "        --steps N    stop after step N (mid-epoch too; --resume continues)\n"
+    "        --minutes M  stop after M minutes of this run (a checkpoint first)\n"
     "        --reward plus1|0|1|2|3  sentence-BLEU smoothing of the reward (default plus1 = BLEU+1)\n"
     "model:  --layers 2 --bidir 1 --moe 1 --dropout 0.1, and the MoE layer's options below\n"
     "train:  --batch 64 --lr 0.002 --lr-rl 0.0005 (0: lr) --baseline-lr 0.001 --clip 1 --seed 1\n"
@@ -35,7 +36,9 @@ static const char *TRAIN_USAGE =
     "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n"
     "Writes DIR/model.safetensors (each epoch and on Ctrl-C) and DIR/log.jsonl (default DIR\n"
     "runs/seq2seq). --resume continues a checkpoint exactly; with another --objective it starts\n"
-    "that objective's schedule at the checkpoint's epoch.\n";
+    "that objective's schedule at the checkpoint's epoch. Under `mpirun -np P` each process runs\n"
+    "its share of every batch and the MoE layers' experts are split over them: the same training\n"
+    "as one process.\n";
 
 static const char *EVAL_USAGE =
     "usage: moe seq2seq eval --model CKPT [--split test|valid] [--beam N] [--alpha A] [--threads T]\n"
@@ -139,6 +142,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     const char *maxv = NULL, *layers = NULL, *bidir = NULL, *moe = NULL;
     const char *drop = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
     const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
+    const char *minutes = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
                       {"resume", &resume, NULL},   {"objective", &obj, NULL},
@@ -154,12 +158,16 @@ static int cmd_s2s_train(int argc, char **argv) {
                       {"clip", &clip, NULL},       {"seed", &seed, NULL},
                       {"threads", &th, NULL},      {"log-every", &loge, NULL},
                       {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL},
-                      {"steps", &steps, NULL}};
+                      {"steps", &steps, NULL},     {"minutes", &minutes, NULL}};
     moe_s2s_train_config tc = moe_s2s_train_config_default();
     moe_s2s_config mc = moe_s2s_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT, cli_moe_of_s2s(&mc));
     cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
+    /* under mpirun: one process per rank, each its rows of every batch, the experts split */
+    moe_comm *comm = cli_mpi_start(&argc, &argv);
+    tc.comm = comm;
+    const int rank0 = !comm || moe_comm_rank(comm) == 0;
     if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     tc.dict = dict;
     tc.src_file = src;
@@ -178,6 +186,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (dl) tc.delta = cli_int("delta", dl, 1, 100000);
     if (ep) tc.epochs = cli_int("epochs", ep, 1, 1000000);
     if (steps) tc.max_steps = cli_int("steps", steps, 1, 2147483647);
+    if (minutes) tc.minutes = cli_double("minutes", minutes, 0.0, 1e7);
     if (rw) {
         if (strcmp(rw, "plus1") == 0) tc.reward = MOE_BLEU_PLUS1;
         else tc.reward = (moe_bleu_smoothing)cli_int("reward", rw, 0, 3);
@@ -207,16 +216,19 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (cli_mkdir_p(out) != 0) cli_die("cannot create %s: %s", out, strerror(errno));
     char logpath[4200];
     snprintf(logpath, sizeof logpath, "%s/log.jsonl", out);
-    ui u = {fopen(logpath, resume ? "a" : "w"), cli_isatty_stdout()};
-    if (!u.log) cli_die("cannot write %s: %s", logpath, strerror(errno));
+    ui u = {rank0 ? fopen(logpath, resume ? "a" : "w") : NULL, cli_isatty_stdout()};
+    if (rank0 && !u.log) cli_die("cannot write %s: %s", logpath, strerror(errno));
+    if (comm) printf("ranks: %d processes, experts split over them\n", moe_comm_size(comm));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sig;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     moe_status st = moe_s2s_train(&tc, resume ? NULL : &mc, resume, cb, &u);
-    fclose(u.log);
+    if (u.log) fclose(u.log);
     if (st) cli_check(st, resume ? "resuming" : "training");
+    cli_set_comm(NULL);
+    moe_comm_free(comm);
     if (g_stop) {
         printf("\ninterrupted: checkpoint written to %s/model.safetensors (continue with --resume)\n", out);
         return 130;
