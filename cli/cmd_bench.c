@@ -99,15 +99,16 @@ static int bench_layer(int argc, char **argv) {
     const int d = cfg.d, h = cfg.h, n = cfg.n, k = cfg.k, bias = cfg.bias;
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     int threads = moe_get_threads();
-    if (strcmp(strat_s, "auto") == 0) moe_set_parallel(MOE_PAR_AUTO);
-    else if (strcmp(strat_s, "blas") == 0) moe_set_parallel(MOE_PAR_BLAS);
-    else if (strcmp(strat_s, "experts") == 0) moe_set_parallel(MOE_PAR_EXPERTS);
-    else cli_die("--strategy must be auto, blas or experts, got '%s'", strat_s);
+    moe_parallel strategy = MOE_PAR_AUTO;
+    if (strcmp(strat_s, "blas") == 0) strategy = MOE_PAR_BLAS;
+    else if (strcmp(strat_s, "experts") == 0) strategy = MOE_PAR_EXPERTS;
+    else if (strcmp(strat_s, "auto") != 0) cli_die("--strategy must be auto, blas or experts, got '%s'", strat_s);
 
     /* hierarchical: k_groups groups, k experts in each; kk experts per token */
     const int kk = cfg.groups ? cfg.k_groups * k : k;
     moe_layer *l = NULL;
     cli_check(moe_layer_create(&l, &cfg, 1), "creating the layer");
+    cli_check(moe_layer_set_parallel(l, strategy), "--strategy");
     float *x = alloc_fill((size_t)B * d, 1.0f, 11), *dy = alloc_fill((size_t)B * d, 1.0f, 12);
     float *y = malloc(sizeof(float) * B * d), *dx = malloc(sizeof(float) * B * d);
     if (!y || !dx) cli_die("out of memory");

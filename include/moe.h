@@ -313,10 +313,12 @@ MOE_API moe_status moe_layer_load_st(moe_layer *l, const moe_st *f);
 MOE_API void moe_set_threads(int nthreads);
 MOE_API int moe_get_threads(void);
 
-/* How expert products share the threads: AUTO picks by rows per expert; BLAS runs experts in
- * turn with multi-threaded products; EXPERTS runs experts in parallel, one thread each. */
+/* How a layer's expert products share the threads: AUTO (a new layer's) picks by rows per
+ * expert; BLAS runs experts in turn with multi-threaded products; EXPERTS runs experts in
+ * parallel, one thread each. A setting of the layer: the results are the same bits for each.
+ * (0.10: replaces the process-wide moe_set_parallel.) */
 typedef enum { MOE_PAR_AUTO = 0, MOE_PAR_BLAS = 1, MOE_PAR_EXPERTS = 2 } moe_parallel;
-MOE_API void moe_set_parallel(moe_parallel p);
+MOE_API moe_status moe_layer_set_parallel(moe_layer *l, moe_parallel p);
 
 /* ------------------------------------------------------------------------------------------ */
 /* BLEU (SPEC 3.4) over token ids, one reference: the score nltk 3.8's sentence_bleu and

@@ -260,26 +260,10 @@ static double step_flops(const moe_lm *m, double N, int train) {
  * ranks of a data-parallel run together draw exactly the masks of one process. For t, this
  * model's rows are the contiguous range [b0, b0+B) of the global step. */
 static void drop_fwd(const moe_lm *m, float *out, const float *in, float p, uint64_t ctr, int T, int B) {
-    const size_t d = (size_t)m->cfg.d;
-    if (m->Bg == 0 || (m->b0 == 0 && m->Bg == B)) {
-        dropout_forward(out, in, (size_t)T * B * d, p, m->seed, ctr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        const size_t o = (size_t)t * B * d;
-        dropout_forward(out + o, in + o, (size_t)B * d, p, m->seed, ctr + ((size_t)t * m->Bg + m->b0) * d);
-    }
+    dropout_rows(1, out, in, T, B, m->Bg ? m->Bg : B, m->Bg ? m->b0 : 0, m->cfg.d, p, m->seed, ctr);
 }
 static void drop_bwd(const moe_lm *m, float *dx, const float *dout, float p, uint64_t ctr, int T, int B) {
-    const size_t d = (size_t)m->cfg.d;
-    if (m->Bg == 0 || (m->b0 == 0 && m->Bg == B)) {
-        dropout_backward(dx, dout, (size_t)T * B * d, p, m->seed, ctr);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        const size_t o = (size_t)t * B * d;
-        dropout_backward(dx + o, dout + o, (size_t)B * d, p, m->seed, ctr + ((size_t)t * m->Bg + m->b0) * d);
-    }
+    dropout_rows(0, dx, dout, T, B, m->Bg ? m->Bg : B, m->Bg ? m->b0 : 0, m->cfg.d, p, m->seed, ctr);
 }
 
 moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train, moe_lm_stats *stats) {

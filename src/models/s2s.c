@@ -352,18 +352,11 @@ static uint64_t drop_ctr(const moe_s2s *m, int site) {
 /* The rows of the whole batch at each time step: Bg when this model holds a slice of it. */
 static int rows_global(const moe_s2s *m, int B) { return m->Bg ? m->Bg : B; }
 
-typedef void (*drop_fn)(float *, const float *, size_t, float, uint64_t, uint64_t);
-/* Dropout (forward or backward) over a time-major [T,B,d] buffer with the draws of the whole
- * batch: row (t, b) uses counters from ctr + ((t*Bg + b0 + b)*d), so a slice of the batch on one
- * rank sees the masks one process running the whole batch would. */
-static void drop_rows(const moe_s2s *m, drop_fn f, float *out, const float *in, int T, int B, float p, uint64_t ctr) {
-    const size_t d = (size_t)m->cfg.d, Bg = (size_t)rows_global(m, B), Bd = (size_t)B * d;
-    if (Bg == (size_t)B) {
-        f(out, in, (size_t)T * Bd, p, m->seed, ctr);
-        return;
-    }
-    for (int t = 0; t < T; t++)
-        f(out + (size_t)t * Bd, in + (size_t)t * Bd, Bd, p, m->seed, ctr + ((size_t)t * Bg + (size_t)m->b0) * d);
+/* Dropout (fwd 1: forward, 0: backward) over a time-major [T,B,d] buffer with the draws of the
+ * whole batch (dropout_rows), so a slice of the batch on one rank sees the masks one process
+ * running the whole batch would. */
+static void drop_rows(const moe_s2s *m, int fwd, float *out, const float *in, int T, int B, float p, uint64_t ctr) {
+    dropout_rows(fwd, out, in, T, B, rows_global(m, B), m->Bg ? m->b0 : 0, m->cfg.d, p, m->seed, ctr);
 }
 
 /* The MoE layers draw their gate noise by the global position of a row too. */
@@ -404,7 +397,7 @@ static moe_status mid_forward(moe_s2s *m, int side, float *x2, const float *x1, 
         if (st) return st;
         for (size_t i = 0; i < Nd; i++) sg[i] = sigmoid_f(mo[i]), x2[i] += sg[i];
     }
-    drop_rows(m, dropout_forward, x2, x2, T, B, p, ctr);
+    drop_rows(m, 1, x2, x2, T, B, p, ctr);
     return MOE_OK;
 }
 
@@ -413,7 +406,7 @@ static moe_status mid_backward(moe_s2s *m, int side, float *dx1, float *dx2, con
                                uint64_t ctr) {
     const size_t Nd = (size_t)T * B * (size_t)m->cfg.d;
     memset(dx1, 0, sizeof(float) * Nd);
-    drop_rows(m, dropout_backward, dx1, dx2, T, B, p, ctr);
+    drop_rows(m, 0, dx1, dx2, T, B, p, ctr);
     if (!m->cfg.moe) return MOE_OK;
     for (size_t i = 0; i < Nd; i++) dx2[i] = dx1[i] * sg[i] * (1.0f - sg[i]);
     return moe_layer_backward(m->moe[side], dx1, dx2);
@@ -454,7 +447,7 @@ moe_status s2s_encode(moe_s2s *m, const int32_t *src, int B, int Ts, int train) 
     float *fin = m->w[W_FIN], *h1 = fin, *c1 = fin + (size_t)B * d, *h2 = c1 + (size_t)B * d, *c2 = h2 + (size_t)B * d;
     float *xs = m->w[W_XS], *e1 = m->w[W_E1];
     embedding_forward(xs, stok, PA(m, P_SEMB), (int)N, c->src_vocab, d);
-    drop_rows(m, dropout_forward, xs, xs, Ts, B, p, drop_ctr(m, DR_SRC));
+    drop_rows(m, 1, xs, xs, Ts, B, p, drop_ctr(m, DR_SRC));
     lstm_fwd(m, P_E1, m->w[W_E1F], h1, c1, m->w[W_CE1F], xs, NULL, NULL, Ts, B);
     memcpy(e1, m->w[W_E1F], sizeof(float) * Nd);
     if (c->bidir) {
@@ -568,7 +561,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     const float *h1 = fin, *c1 = fin + (size_t)B * d, *h2 = c1 + (size_t)B * d, *c2 = h2 + (size_t)B * d;
     float *xt = m->w[W_XT], *q = m->w[W_D1];
     embedding_forward(xt, itin, PA(m, P_TEMB), (int)N, V, d);
-    drop_rows(m, dropout_forward, xt, xt, Tt, B, p, drop_ctr(m, DR_TGT));
+    drop_rows(m, 1, xt, xt, Tt, B, p, drop_ctr(m, DR_TGT));
     lstm_fwd(m, P_D1, m->w[W_D1], NULL, NULL, m->w[W_CD1], xt, h1, c1, Tt, B);
     moe_layer_stats ms[2];
     memset(ms, 0, sizeof ms);
@@ -584,7 +577,7 @@ moe_status s2s_decode(moe_s2s *m, const int32_t *in, const int32_t *tgt, const f
     float *hc = m->w[W_HC];
     linear_forward(hc, m->w[W_CAT], PA(m, P_CW), PA(m, P_CB), (int)N, 2 * d, d);
     for (size_t i = 0; i < Nd; i++) hc[i] = tanh_f(hc[i]);
-    drop_rows(m, dropout_forward, m->w[W_HCD], hc, Tt, B, p, drop_ctr(m, DR_HC));
+    drop_rows(m, 1, m->w[W_HCD], hc, Tt, B, p, drop_ctr(m, DR_HC));
     float *logits = m->w[W_DLOG], *probs = m->w[W_PROB];
     linear_forward(logits, m->w[W_HCD], PA(m, P_OW), PA(m, P_OB), (int)N, d, V);
     float *nll = m->w[W_NLL];
@@ -674,7 +667,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     linear_backward(g0, GR(m, P_OW), GR(m, P_OB), dlog, m->w[W_HCD], PA(m, P_OW), (int)N, d, V);
     /* hcd = drop(hc);  hc = tanh(pre) */
     memset(g1, 0, sizeof(float) * Nd);
-    drop_rows(m, dropout_backward, g1, g0, Tt, B, p, drop_ctr(m, DR_HC));
+    drop_rows(m, 0, g1, g0, Tt, B, p, drop_ctr(m, DR_HC));
     const float *hc = m->w[W_HC];
     for (size_t i = 0; i < Nd; i++) g1[i] *= 1.0f - hc[i] * hc[i];
     /* pre = cat W_c + b_c */
@@ -727,7 +720,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     memset(g0, 0, sizeof(float) * Nd);
     lstm_bwd(m, P_D1, g0, dh1, dc1, dd1, NULL, NULL, m->w[W_XT], m->w[W_D1], m->w[W_CD1], Tt, B);
     memset(g1, 0, sizeof(float) * Nd);
-    drop_rows(m, dropout_backward, g1, g0, Tt, B, p, drop_ctr(m, DR_TGT));
+    drop_rows(m, 0, g1, g0, Tt, B, p, drop_ctr(m, DR_TGT));
     embedding_backward(GR(m, P_TEMB), g1, itin, (int)N, d);
     /* encoder, top down. Free [Ts,B,d] buffers once their values are used: GE0..GE2, and MOE,
      * SGE (the MoE's output and sigmoid, consumed by its backward). */
@@ -755,7 +748,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     }
     /* xs = drop(emb) */
     memset(dem, 0, sizeof(float) * Nsd);
-    drop_rows(m, dropout_backward, dem, dxs, Ts, B, pe, drop_ctr(m, DR_SRC));
+    drop_rows(m, 0, dem, dxs, Ts, B, pe, drop_ctr(m, DR_SRC));
     embedding_backward(GR(m, P_SEMB), dem, stok, (int)Ns, d);
     /* the model changed nothing that forward keeps; a second backward is allowed but adds twice */
     moe_clear_error();
@@ -828,7 +821,7 @@ static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, 
     const float p = train ? c->dropout : 0.0f;
     moe_status st = embedding_forward(s->x, tok, PA(m, P_TEMB), R, V, d);
     if (st) return st;
-    drop_rows(m, dropout_forward, s->x, s->x, 1, R, p, drop_ctr(m, DR_TGT) + o);
+    drop_rows(m, 1, s->x, s->x, 1, R, p, drop_ctr(m, DR_TGT) + o);
     lstm_fwd(m, P_D1, s->y, s->h[0], s->c[0], s->cache, s->x, s->h[0], s->c[0], 1, R);
     float *q = s->y;
     if (c->layers == 2) {
@@ -840,7 +833,7 @@ static moe_status dstate_step(moe_s2s *m, dstate *s, const int32_t *tok, int t, 
     attend(m, s->a, s->cat, q, R, src_row);
     linear_forward(s->hc, s->cat, PA(m, P_CW), PA(m, P_CB), R, 2 * d, d);
     for (size_t i = 0; i < Rd; i++) s->hc[i] = tanh_f(s->hc[i]);
-    drop_rows(m, dropout_forward, s->hc, s->hc, 1, R, p, drop_ctr(m, DR_HC) + o);
+    drop_rows(m, 1, s->hc, s->hc, 1, R, p, drop_ctr(m, DR_HC) + o);
     linear_forward(s->logp, s->hc, PA(m, P_OW), PA(m, P_OB), R, d, V);
     for (int r = 0; r < R; r++) {
         float *z = s->logp + (size_t)r * V, mx = -INFINITY;

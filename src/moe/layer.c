@@ -11,8 +11,6 @@
 static const char *const PARAM_NAMES[P_COUNT] = {"gate.w_gate", "gate.w_noise", "experts.w1",   "experts.b1",
                                                  "experts.w2",  "experts.b2",   "gate2.w_gate", "gate2.w_noise"};
 
-/* the strategy new layers start with (moe_set_parallel); each layer keeps its own */
-static moe_parallel default_strategy = MOE_PAR_AUTO;
 
 moe_layer_config moe_layer_config_default(void) {
     moe_layer_config c = {.d = 512, .h = 1024, .n = 16, .k = 4, .bias = 0,
@@ -112,7 +110,7 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
     }
     l->cfg = *cfg;
     l->pl = pl;
-    l->strategy = (int)default_strategy;
+    l->strategy = (int)MOE_PAR_AUTO;
     l->seed = seed;
     moe_status st = cfg->groups ? router_hier_create(&l->rt, cfg) : router_flat_create(&l->rt, cfg);
     if (st) {
@@ -188,7 +186,13 @@ void moe_layer_free(moe_layer *l) {
 
 moe_layer_config moe_layer_get_config(const moe_layer *l) { return l->cfg; }
 
-void moe_set_parallel(moe_parallel p) { default_strategy = p; }
+moe_status moe_layer_set_parallel(moe_layer *l, moe_parallel p) {
+    if (!l) return moe_fail(MOE_ERR_INVALID_ARG, "layer is NULL");
+    if (p != MOE_PAR_AUTO && p != MOE_PAR_BLAS && p != MOE_PAR_EXPERTS)
+        return moe_fail(MOE_ERR_INVALID_ARG, "parallel strategy %d is not MOE_PAR_AUTO, _BLAS or _EXPERTS", (int)p);
+    l->strategy = (int)p;
+    return moe_ok();
+}
 
 /* ---- parameters ---- */
 

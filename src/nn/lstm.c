@@ -264,3 +264,15 @@ void dropout_backward(float *dx, const float *dout, size_t count, float p, uint6
 #pragma omp parallel for schedule(static) if (count >= LSTM_OMP_MIN)
     for (size_t j = 0; j < count; j++) dx[j] += sel(rng_uniform_key(key, counter + j) >= p, dout[j] * scale, 0.0f);
 }
+
+void dropout_rows(int fwd, float *out, const float *x, int T, int B, int Bg, int b0, int d, float p, uint64_t seed,
+                  uint64_t counter) {
+    void (*f)(float *, const float *, size_t, float, uint64_t, uint64_t) = fwd ? dropout_forward : dropout_backward;
+    const size_t Bd = (size_t)B * d;
+    if (Bg == B) {
+        f(out, x, (size_t)T * Bd, p, seed, counter);
+        return;
+    }
+    for (int t = 0; t < T; t++)
+        f(out + (size_t)t * Bd, x + (size_t)t * Bd, Bd, p, seed, counter + ((size_t)t * Bg + (size_t)b0) * d);
+}

@@ -91,4 +91,11 @@ void dropout_forward(float *out, const float *x, size_t count, float p, uint64_t
 void dropout_backward(float *dx, const float *dout, size_t count, float p, uint64_t seed,
                       uint64_t counter);
 
+/* The same over this process's rows [b0, b0 + B) of every step of a time-major batch of Bg rows:
+ * row (t, b) of out and x [T,B,d] uses the counters from counter + ((t*Bg + b0 + b)*d), so ranks
+ * holding slices of a batch draw together the masks of one process holding all of it. Bg = B
+ * (b0 = 0): one call over T*B*d. fwd 1: dropout_forward, 0: dropout_backward. */
+void dropout_rows(int fwd, float *out, const float *x, int T, int B, int Bg, int b0, int d, float p, uint64_t seed,
+                  uint64_t counter);
+
 #endif

@@ -275,11 +275,52 @@ static void test_adam(void) {
     CHECK(moe_adam_create(&a, 3, &c) == MOE_ERR_CONFIG, "beta1 = 1 rejected");
 }
 
+/* The threading strategy is a setting of each layer (no process-wide state), and each gives the
+ * same bits: the expert products are the same BLAS calls, run in another order. */
+static void test_strategies(void) {
+    moe_layer_config c = small_cfg(16, 2);
+    c.d = 32;
+    c.h = 48;
+    const int B = 200;
+    const moe_parallel ps[3] = {MOE_PAR_AUTO, MOE_PAR_BLAS, MOE_PAR_EXPERTS};
+    float *x = malloc(sizeof(float) * B * c.d), *dy = malloc(sizeof(float) * B * c.d);
+    float *y[3], *dx[3];
+    t_fill_normal(x, (size_t)B * c.d, 5);
+    t_fill_normal(dy, (size_t)B * c.d, 6);
+    moe_layer *l[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        y[i] = malloc(sizeof(float) * B * c.d);
+        dx[i] = calloc((size_t)B * c.d, sizeof(float));
+        CHECK(moe_layer_create(&l[i], &c, 9) == MOE_OK, "create");
+        CHECK(moe_layer_set_parallel(l[i], ps[i]) == MOE_OK && moe_last_error()[0] == 0, "set strategy %d", i);
+        CHECK(moe_layer_forward(l[i], y[i], x, B, MOE_TRAIN, NULL, NULL) == MOE_OK, "forward, strategy %d", i);
+        CHECK(moe_layer_backward(l[i], dx[i], dy) == MOE_OK, "backward, strategy %d", i);
+    }
+    float *g[3];
+    size_t cnt[3];
+    for (int i = 0; i < 3; i++) moe_layer_arena(l[i], NULL, &g[i], &cnt[i]);
+    for (int i = 1; i < 3; i++) {
+        CHECK(memcmp(y[i], y[0], sizeof(float) * B * c.d) == 0, "strategy %d: y differs from auto", i);
+        CHECK(memcmp(dx[i], dx[0], sizeof(float) * B * c.d) == 0, "strategy %d: dx differs from auto", i);
+        CHECK(cnt[i] == cnt[0] && memcmp(g[i], g[0], sizeof(float) * cnt[0]) == 0, "strategy %d: gradients differ", i);
+    }
+    CHECK(moe_layer_set_parallel(l[0], (moe_parallel)7) == MOE_ERR_INVALID_ARG, "unknown strategy");
+    CHECK(moe_layer_set_parallel(NULL, MOE_PAR_BLAS) == MOE_ERR_INVALID_ARG, "NULL layer");
+    for (int i = 0; i < 3; i++) {
+        moe_layer_free(l[i]);
+        free(y[i]);
+        free(dx[i]);
+    }
+    free(x);
+    free(dy);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/moe_test_api_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     test_configs();
     test_inputs();
+    test_strategies();
     test_ties_and_sparsity();
     test_seeded_noise();
     test_files();
