@@ -1,9 +1,11 @@
 /* cli.c - option parsing and error reporting shared by the subcommands. */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
 #include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,3 +165,19 @@ moe_comm *cli_mpi_start(int *argc, char ***argv) {
     if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
     return comm;
 }
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_stop(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+void cli_catch_stop(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int cli_stop_asked(void) { return g_stop; }

@@ -25,6 +25,10 @@ void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn
 /* The job's processes: errors from here on name this rank and end the job (a comm of one
  * process, or NULL, changes nothing). The comm must stay valid until it is set to NULL. */
 void cli_set_comm(moe_comm *comm);
+/* Ctrl-C and SIGTERM from here on ask a training command to stop (after a checkpoint) instead of
+ * killing it; cli_stop_asked() says whether one came. */
+void cli_catch_stop(void);
+int cli_stop_asked(void);
 /* Under mpirun (more than one process): starts MPI, makes errors end every rank (cli_set_comm)
  * and silences stdout on every rank but 0; NULL in a plain process. The caller ends with
  * cli_set_comm(NULL) and moe_comm_free. */

@@ -35,11 +35,6 @@ static const char *TRAIN_USAGE =
     "        factored second moment; default adam, or the checkpoint's on --resume)\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
 
-static volatile sig_atomic_t g_interrupted = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    g_interrupted = 1;
-}
 
 typedef struct {
     FILE *log;
@@ -114,7 +109,7 @@ static int train_cb(const moe_lm_progress *p, void *user) {
         }
         break;
     }
-    return g_interrupted;
+    return cli_stop_asked();
 }
 
 
@@ -197,11 +192,7 @@ int cmd_train(int argc, char **argv) {
         ui.log = fopen(logp, resume ? "a" : "w");
         if (!ui.log) cli_die("cannot write the log %s: %s", logp, strerror(errno));
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_catch_stop();
     printf("training on %s (%s tokens), batch %d x bptt %d, checkpoint %s, log %s\n", data, words ? "word" : "byte",
            tc.batch, tc.bptt, ckpt, logp);
     moe_status st = moe_lm_train(&tc, resume && !model_given ? NULL : &mc, resume, train_cb, &ui);
@@ -209,7 +200,7 @@ int cmd_train(int argc, char **argv) {
     if (ui.tty) printf("\n");
     cli_check(st, "training");
     if (comm) printf("ranks: %d processes, experts split over them\n", moe_comm_size(comm));
-    if (g_interrupted) {
+    if (cli_stop_asked()) {
         printf("interrupted: checkpoint written to %s (continue with --resume %s)\n", ckpt, ckpt);
         cli_set_comm(NULL);
         moe_comm_free(comm);

@@ -53,11 +53,6 @@ static const char *TRANSLATE_USAGE =
     "Translates each line of stdin (default beam 1: greedy) and prints one line per input line.\n"
     "Words outside the vocabulary are read as <unk> (a note on stderr says how many).\n";
 
-static volatile sig_atomic_t g_stop = 0;
-static void on_sig(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
 
 typedef struct {
     FILE *log;
@@ -132,7 +127,7 @@ static int cb(const moe_s2s_progress *p, void *user) {
         }
         break;
     }
-    return g_stop;
+    return cli_stop_asked();
 }
 
 
@@ -219,17 +214,13 @@ static int cmd_s2s_train(int argc, char **argv) {
     ui u = {rank0 ? fopen(logpath, resume ? "a" : "w") : NULL, cli_isatty_stdout()};
     if (rank0 && !u.log) cli_die("cannot write %s: %s", logpath, strerror(errno));
     if (comm) printf("ranks: %d processes, experts split over them\n", moe_comm_size(comm));
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sig;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_catch_stop();
     moe_status st = moe_s2s_train(&tc, resume ? NULL : &mc, resume, cb, &u);
     if (u.log) fclose(u.log);
     if (st) cli_check(st, resume ? "resuming" : "training");
     cli_set_comm(NULL);
     moe_comm_free(comm);
-    if (g_stop) {
+    if (cli_stop_asked()) {
         printf("\ninterrupted: checkpoint written to %s/model.safetensors (continue with --resume)\n", out);
         return 130;
     }

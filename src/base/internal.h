@@ -16,6 +16,14 @@ static inline moe_status moe_ok(void) {
     return MOE_OK;
 }
 
+/* A model's parameter and gradient arenas handed to the caller (each output may be NULL). */
+static inline moe_status moe_arena_out(float *p, float *g, size_t n, float **params, float **grads, size_t *count) {
+    if (params) *params = p;
+    if (grads) *grads = g;
+    if (count) *count = n;
+    return moe_ok();
+}
+
 /* Aligned allocation (64 bytes) of `count` floats; NULL on failure or count overflow.
  * moe_free_aligned(NULL) is harmless. */
 float *moe_alloc_floats(size_t count);

@@ -83,7 +83,8 @@ void ptable_free(ptable *pt) {
 }
 
 moe_status ptable_param(const ptable *pt, int i, moe_param *p) {
-    if (!pt || !p || i < 0 || i >= pt->count) return moe_fail(MOE_ERR_INVALID_ARG, "tensor index %d out of range", i);
+    if (!pt) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
+    if (!p || i < 0 || i >= pt->count) return moe_fail(MOE_ERR_INVALID_ARG, "tensor index %d out of range", i);
     const ptensor *t = &pt->t[i];
     p->name = t->name;
     p->ndim = t->ndim;
@@ -93,6 +94,5 @@ moe_status ptable_param(const ptable *pt, int i, moe_param *p) {
     p->grad = t->grad;
     p->expert_first = t->expert ? t->e0 : 0;
     p->experts = t->expert ? t->n : 0;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }

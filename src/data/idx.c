@@ -204,8 +204,7 @@ moe_status moe_idx_load(const char *path, moe_idx *out) {
         memset(out, 0, sizeof *out);
         return st;
     }
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_idx_free(moe_idx *m) {

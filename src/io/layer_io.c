@@ -108,8 +108,7 @@ moe_status moe_layer_config_from_st(const moe_st *f, moe_layer_config *cfg) {
     st = moe_layer_config_check(&c);
     if (st) return st;
     *cfg = c;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_load_st(moe_layer *l, const moe_st *f) {
@@ -131,8 +130,7 @@ moe_status moe_layer_load_st(moe_layer *l, const moe_st *f) {
         moe_status st = moe_layer_set_param(l, p[i].name, src[i], p[i].numel);
         if (st) return st;
     }
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_load(moe_layer **out, const char *path) {
@@ -152,8 +150,7 @@ moe_status moe_layer_load(moe_layer **out, const char *path) {
         return st;
     }
     *out = l;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_layer_save(const moe_layer *cl, const char *path) {

@@ -715,8 +715,7 @@ moe_status moe_st_open(moe_st **out, const char *path) {
         return s;
     }
     *out = f;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_st_free(moe_st *f) {
@@ -741,8 +740,7 @@ moe_status moe_st_at(const moe_st *f, int i, moe_tensor *t) {
     if (i < 0 || i >= f->count)
         return moe_fail(MOE_ERR_INVALID_ARG, "tensor index %d out of range [0, %d)", i, f->count);
     *t = f->tensors[i].t;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 static const name_ref *find_name(const name_ref *refs, int n, const char *key) {
@@ -763,8 +761,7 @@ moe_status moe_st_get(const moe_st *f, const char *name, moe_tensor *t) {
     const name_ref *r = find_name(f->by_name, f->count, name);
     if (!r) return moe_fail(MOE_ERR_MISSING, "no tensor named \"%s\"", name);
     if (t) *t = f->tensors[r->idx].t;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* `t` and `data` may each be NULL when the caller does not want them. */
@@ -776,8 +773,7 @@ moe_status moe_st_get_f32(const moe_st *f, const char *name, moe_tensor *t, cons
         return moe_fail(MOE_ERR_DTYPE, "tensor \"%s\" is %s, not F32", name, dtype_info[tmp.dtype].name);
     if (t) *t = tmp;
     if (data) *data = tmp.data;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 const char *moe_st_meta(const moe_st *f, const char *key) {
@@ -794,8 +790,7 @@ moe_status moe_st_meta_at(const moe_st *f, int i, const char **key, const char *
         return moe_fail(MOE_ERR_INVALID_ARG, "metadata index %d out of range [0, %d)", i, f->nmeta);
     *key = f->meta[i].key;
     *value = f->meta[i].val;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -832,8 +827,7 @@ moe_status moe_st_writer_create(moe_st_writer **out) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "moe_st_writer_create: NULL argument");
     *out = calloc(1, sizeof **out);
     if (!*out) return moe_fail(MOE_ERR_NOMEM, "out of memory creating a safetensors writer");
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_st_writer_free(moe_st_writer *w) {
@@ -904,8 +898,7 @@ moe_status moe_st_writer_add(moe_st_writer *w, const char *name, moe_dtype dtype
     t->bytes = bytes;
     t->data = data;
     w->n++;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *value) {
@@ -918,8 +911,7 @@ moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *val
         if (strcmp(w->m[i].key, key) == 0) {
             free(w->m[i].val);
             w->m[i].val = v;
-            moe_clear_error();
-            return MOE_OK;
+            return moe_ok();
         }
     }
     char *k = copy_str(key);
@@ -931,8 +923,7 @@ moe_status moe_st_writer_meta(moe_st_writer *w, const char *key, const char *val
     w->m[w->nm].key = k;
     w->m[w->nm].val = v;
     w->nm++;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* A growing string; after an allocation failure it stops growing and remembers that. */
@@ -1127,6 +1118,5 @@ moe_status moe_st_writer_write(moe_st_writer *w, const char *path) {
     }
     free(tmp);
     if ((s = sync_dir(path)) != MOE_OK) return s;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }

@@ -113,10 +113,7 @@ moe_layer *moe_clf_moe(moe_clf *m) { return m ? m->moe : NULL; }
 const ptable *clf_table(const moe_clf *m) { return &m->pt; }
 int moe_clf_num_tensors(const moe_clf *m) { return m ? m->pt.count : 0; }
 
-moe_status moe_clf_tensor(moe_clf *m, int i, moe_param *p) {
-    if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
-    return ptable_param(&m->pt, i, p);
-}
+moe_status moe_clf_tensor(moe_clf *m, int i, moe_param *p) { return ptable_param(m ? &m->pt : NULL, i, p); }
 
 void moe_clf_zero_grad(moe_clf *m) {
     if (!m) return;

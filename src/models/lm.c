@@ -215,8 +215,7 @@ moe_status moe_lm_set_slice(moe_lm *m, int b0, int Bglobal) {
         return moe_fail(MOE_ERR_INVALID_ARG, "slice [%d, ..) of %d streams is impossible", b0, Bglobal);
     m->b0 = b0;
     m->Bg = Bglobal;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_lm_free(moe_lm *m) {
@@ -232,10 +231,7 @@ void moe_lm_free(moe_lm *m) {
 
 const ptable *lm_table(const moe_lm *m) { return &m->pt; }
 int moe_lm_num_tensors(const moe_lm *m) { return m ? m->pt.count : 0; }
-moe_status moe_lm_tensor(moe_lm *m, int i, moe_param *p) {
-    if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
-    return ptable_param(&m->pt, i, p);
-}
+moe_status moe_lm_tensor(moe_lm *m, int i, moe_param *p) { return ptable_param(m ? &m->pt : NULL, i, p); }
 
 moe_lm_config moe_lm_get_config(const moe_lm *m) { return m->cfg; }
 moe_layer *moe_lm_moe(moe_lm *m) { return m ? m->moe : NULL; }
@@ -332,8 +328,7 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
         stats->flops = step_flops(m, N, train);
     }
     if (!train) {
-        moe_clear_error();
-        return MOE_OK;
+        return moe_ok();
     }
 
     /* ---- backward ---- */
@@ -373,8 +368,7 @@ moe_status moe_lm_step(moe_lm *m, const int32_t *tokens, int B, int T, int train
     m->T = T;
     m->B = B;
     m->valid = 1;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_lm_reset_state(moe_lm *m) {
@@ -393,8 +387,7 @@ moe_status moe_lm_next_logits(moe_lm *m, const int32_t *tokens, int B, float *lo
     /* moe_lm_step leaves the logits' softmax in probs; logits are recoverable only up to a
      * constant, which is all sampling needs: log p */
     for (size_t i = 0; i < (size_t)B * m->cfg.vocab; i++) logits[i] = logf(fmaxf(m->probs[i], 1e-30f));
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 int moe_lm_num_params(const moe_lm *m) { return m ? NP : 0; }
@@ -411,17 +404,12 @@ moe_status moe_lm_param(moe_lm *m, int i, moe_param *p) {
     p->data = m->params + s->offset;
     p->grad = m->grads + s->offset;
     p->expert_first = p->experts = 0;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_lm_arena(moe_lm *m, float **params, float **grads, size_t *count) {
     if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
-    if (params) *params = m->params;
-    if (grads) *grads = m->grads;
-    if (count) *count = m->count;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_arena_out(m->params, m->grads, m->count, params, grads, count);
 }
 
 void moe_lm_zero_grad(moe_lm *m) {
@@ -467,8 +455,7 @@ moe_status moe_lm_get_state(const moe_lm *m, float *state, int B) {
     size_t n = 4 * (size_t)B * m->cfg.d;
     if (m->stateB != B) memset(state, 0, sizeof(float) * n); /* no state carried yet for this B: zeros */
     else memcpy(state, m->state, sizeof(float) * n);
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_lm_set_state(moe_lm *m, const float *state, int B) {
@@ -478,6 +465,5 @@ moe_status moe_lm_set_state(moe_lm *m, const float *state, int B) {
     moe_status st = state_reserve(m, B);
     if (st) return st;
     memcpy(m->state, state, sizeof(float) * 4 * (size_t)B * m->cfg.d);
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }

@@ -217,8 +217,7 @@ static moe_status s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t 
     m->seed = seed;
     m->comm = comm;
     *out = m;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t seed) {
@@ -235,8 +234,7 @@ moe_status moe_s2s_set_slice(moe_s2s *m, int b0, int Bglobal) {
         return moe_fail(MOE_ERR_INVALID_ARG, "rows from %d of a batch of %d is impossible", b0, Bglobal);
     m->b0 = Bglobal ? b0 : 0;
     m->Bg = Bglobal;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_s2s_free(moe_s2s *m) {
@@ -256,10 +254,7 @@ void moe_s2s_free(moe_s2s *m) {
 
 const ptable *s2s_table(const moe_s2s *m) { return &m->pt; }
 int moe_s2s_num_tensors(const moe_s2s *m) { return m ? m->pt.count : 0; }
-moe_status moe_s2s_tensor(moe_s2s *m, int i, moe_param *p) {
-    if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
-    return ptable_param(&m->pt, i, p);
-}
+moe_status moe_s2s_tensor(moe_s2s *m, int i, moe_param *p) { return ptable_param(m ? &m->pt : NULL, i, p); }
 
 moe_s2s_config moe_s2s_get_config(const moe_s2s *m) { return m->cfg; }
 moe_layer *moe_s2s_moe(moe_s2s *m, int side) { return m && (side == 0 || side == 1) ? m->moe[side] : NULL; }
@@ -290,8 +285,7 @@ moe_status moe_s2s_param(moe_s2s *m, int i, moe_param *p) {
             p->data = PA(m, q);
             p->grad = GR(m, q);
             p->expert_first = p->experts = 0;
-            moe_clear_error();
-            return MOE_OK;
+            return moe_ok();
         }
     }
     return moe_fail(MOE_ERR_INVALID_ARG, "parameter index out of range");
@@ -306,11 +300,7 @@ moe_status moe_s2s_find_param(moe_s2s *m, const char *name, moe_param *p) {
 
 moe_status moe_s2s_arena(moe_s2s *m, float **params, float **grads, size_t *count) {
     if (!m) return moe_fail(MOE_ERR_INVALID_ARG, "model is NULL");
-    if (params) *params = m->params;
-    if (grads) *grads = m->grads;
-    if (count) *count = m->count;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_arena_out(m->params, m->grads, m->count, params, grads, count);
 }
 
 void moe_s2s_zero_grad(moe_s2s *m) {
@@ -751,8 +741,7 @@ moe_status moe_s2s_backward(moe_s2s *m) {
     drop_rows(m, 0, dem, dxs, Ts, B, pe, drop_ctr(m, DR_SRC));
     embedding_backward(GR(m, P_SEMB), dem, stok, (int)Ns, d);
     /* the model changed nothing that forward keeps; a second backward is allowed but adds twice */
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 /* ---- step-by-step decoding -------------------------------------------------------------------- */

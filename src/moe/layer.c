@@ -248,10 +248,7 @@ moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *out) 
 
 moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count) {
     if (!l) return moe_fail(MOE_ERR_INVALID_ARG, "layer is NULL");
-    if (params) *params = l->params;
-    if (grads) *grads = l->grads;
-    if (count) *count = l->arena_count;
-    return moe_ok();
+    return moe_arena_out(l->params, l->grads, l->arena_count, params, grads, count);
 }
 
 void moe_layer_zero_grad(moe_layer *l) {

@@ -48,8 +48,7 @@ moe_status moe_comm_world(moe_comm **out, int *argc, char ***argv) {
     MPI_Comm_rank(c->comm, &c->rank);
     MPI_Comm_size(c->comm, &c->size);
     *out = c;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_comm_free(moe_comm *c) {
@@ -169,8 +168,7 @@ moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what) {
     if (!c) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
     const int P = moe_comm_size(c), me = moe_comm_rank(c);
     if (P == 1) {
-        moe_clear_error();
-        return MOE_OK;
+        return moe_ok();
     }
     /* Nothing allocated, so every rank reaches every collective and gets the same verdict: rank
      * 0's value to all, the lowest rank with another value, and that rank's value to all. */

@@ -36,8 +36,7 @@ moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp, size_t
             s->match[n - 1] += ch < cr ? ch : cr;
         }
     }
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s) {

@@ -65,8 +65,7 @@ moe_status moe_adam_create(moe_adam **out, size_t count, const moe_adam_config *
         memset(a->m, 0, sizeof(float) * count);
     }
     *out = a;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_adam_free(moe_adam *a) {
@@ -91,8 +90,7 @@ moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int6
     if (!d) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     a->decl = d;
     d[a->ndecl++] = (segment){offset, count, rows, cols, len, 0};
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 static int cmp_seg(const void *x, const void *y) {
@@ -216,8 +214,7 @@ moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float l
                         inv_c2, lrwd);
         }
     }
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *sv) {
@@ -229,8 +226,7 @@ moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *sv) {
     sv->v = a->v;
     sv->v_count = a->vcount;
     sv->step = &a->step;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **m, float **v, size_t *v_len) {
@@ -247,15 +243,13 @@ moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **
             if (m) *m = a->m ? a->m + offset : NULL;
             if (v) *v = a->v + sg->voff + (offset - sg->offset);
             if (v_len) *v_len = len;
-            moe_clear_error();
-            return MOE_OK;
+            return moe_ok();
         }
         if (offset != sg->offset || len != sg->len) break; /* a factored block: whole only */
         if (m) *m = a->m ? a->m + offset : NULL;
         if (v) *v = a->v + sg->voff;
         if (v_len) *v_len = (size_t)sg->count * (size_t)(sg->rows + sg->cols);
-        moe_clear_error();
-        return MOE_OK;
+        return moe_ok();
     }
     return moe_fail(MOE_ERR_SHAPE, "range [%zu, %zu) is not one declared matrix block nor inside a run of vectors", offset,
                     offset + len);

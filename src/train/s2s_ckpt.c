@@ -195,8 +195,7 @@ moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path) {
         return st;
     }
     *out = c;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_s2s_ckpt_free(moe_s2s_ckpt *c) {

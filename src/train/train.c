@@ -646,8 +646,7 @@ moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
         return st;
     }
     *out = c;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 void moe_lm_ckpt_free(moe_lm_ckpt *c) {
@@ -672,8 +671,7 @@ moe_status moe_lm_ckpt_encode(const moe_lm_ckpt *c, const char *text, size_t len
     if (!out) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     *n = tok_encode(c->tk, NULL, text, len, 1, out);
     *ids = out;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_lm_ckpt_decode(const moe_lm_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len) {
@@ -682,8 +680,7 @@ moe_status moe_lm_ckpt_decode(const moe_lm_ckpt *c, const int32_t *ids, size_t n
     moe_status st = tok_decode(c->tk, ids, n, text, &l);
     if (st) return st;
     if (len) *len = l;
-    moe_clear_error();
-    return MOE_OK;
+    return moe_ok();
 }
 
 moe_status moe_lm_ckpt_eval(moe_lm_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
