@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run classify test test-asan test-valgrind bench install clean
+.PHONY: all deps build run classify test test-asan test-valgrind fuzz bench install clean
 
 all: build
 
@@ -41,7 +41,18 @@ bench: build
 	bash bench/run_layer_bench.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-valgrind
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-valgrind $(BUILD)-fuzz
+
+# The loaders' fuzz targets (tests/fuzz) under libFuzzer + ASan + UBSan for FUZZ_SECONDS in all,
+# shared out over the targets (scripts/fuzz.sh); a finding fails the run and is kept under
+# $(BUILD)-fuzz/findings, to be fixed and added to tests/fuzz/regress/NAME.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v clang >/dev/null && [ -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ] \
+	  || bash scripts/deps.sh --fuzz
+	@CC=clang cmake -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=Debug -DMOE_FUZZ=ON -DMOE_MPI=OFF -DMOE_OPENMP=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target $$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$$//')
+	bash scripts/fuzz.sh $(BUILD)-fuzz $(FUZZ_SECONDS)
 
 # Memory errors and leaks under valgrind (the fast tests; gradcheck is covered by ASan). Its own
 # build without -march=native: valgrind 3.19 cannot run AVX-512 instructions.

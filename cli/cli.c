@@ -153,7 +153,7 @@ int cli_mkdir_p(const char *dir) {
     return (mkdir(tmp, 0777) != 0 && errno != EEXIST) ? -1 : 0;
 }
 
-moe_comm *cli_mpi_start(int *argc, char ***argv) {
+moe_comm *cli_mpi_start(int *argc, char ***argv, const char *timeout) {
     const char *np_env = getenv("OMPI_COMM_WORLD_SIZE");
     if (!np_env || atoi(np_env) <= 1) return NULL;
     if (!moe_have_mpi())
@@ -162,6 +162,7 @@ moe_comm *cli_mpi_start(int *argc, char ***argv) {
     moe_comm *comm = NULL;
     cli_check(moe_comm_world(&comm, argc, argv), "starting MPI");
     cli_set_comm(comm);
+    if (timeout) cli_check(moe_comm_set_timeout(comm, cli_double("comm-timeout", timeout, 0.0, 1e9)), "--comm-timeout");
     if (moe_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) cli_die("cannot silence stdout");
     return comm;
 }

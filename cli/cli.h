@@ -32,7 +32,11 @@ int cli_stop_asked(void);
 /* Under mpirun (more than one process): starts MPI, makes errors end every rank (cli_set_comm)
  * and silences stdout on every rank but 0; NULL in a plain process. The caller ends with
  * cli_set_comm(NULL) and moe_comm_free. */
-moe_comm *cli_mpi_start(int *argc, char ***argv);
+moe_comm *cli_mpi_start(int *argc, char ***argv, const char *timeout);
+/* The help line of --comm-timeout (cli_mpi_start's `timeout`: seconds, NULL: the default). */
+#define CLI_COMM_TIMEOUT_HELP \
+    "        --comm-timeout 300 (under mpirun: seconds a rank waits for the others before the job ends\n" \
+    "        naming the ranks that do not answer)\n"
 /* Dies (as cli_die) with the library's words for a failed status; returns on MOE_OK. */
 void cli_check(moe_status s, const char *what);
 

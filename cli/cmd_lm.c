@@ -30,7 +30,7 @@ static const char *TRAIN_USAGE =
     "        baseline; none: no middle layer)  --dropout 0.1  and the MoE layer's options below\n"
     "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
     "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
-    "        --ckpt-every 500\n"
+    "        --ckpt-every 500\n" CLI_COMM_TIMEOUT_HELP
     "        --optim adam|factored (factored: the paper's memory-saving Adam, beta1 = 0 and a\n"
     "        factored second moment; default adam, or the checkpoint's on --resume)\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
@@ -117,7 +117,7 @@ int cmd_train(int argc, char **argv) {
     const char *data = NULL, *steps_s = NULL, *minutes_s = NULL, *out = "runs/lm", *resume = NULL;
     const char *ffn_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
-    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL;
+    const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *ctime_s = NULL;
     int words = 0, lower = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
@@ -127,13 +127,14 @@ int cmd_train(int argc, char **argv) {
         {"warmup", &warm_s, NULL},      {"clip", &clip_s, NULL},         {"seed", &seed_s, NULL},
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
-        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL}};
+        {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
+        {"comm-timeout", &ctime_s, NULL}};
     moe_lm_config mc = moe_lm_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
     cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
     /* under mpirun: one process per rank, data parallel, the experts split over the ranks */
-    moe_comm *comm = cli_mpi_start(&argc, &argv);
+    moe_comm *comm = cli_mpi_start(&argc, &argv, ctime_s);
     if (threads_s) moe_set_threads(cli_int("threads", threads_s, 1, 1024));
     moe_lm_train_config tc = moe_lm_train_config_default();
     tc.comm = comm;

@@ -33,7 +33,7 @@ static const char *TRAIN_USAGE =
     "model:  --layers 2 --bidir 1 --moe 1 --dropout 0.1, and the MoE layer's options below\n"
     "train:  --batch 64 --lr 0.002 --lr-rl 0.0005 (0: lr) --baseline-lr 0.001 --clip 1 --seed 1\n"
     "        --threads T --log-every 50 --ckpt-every 0 (steps; 0: at each epoch's end)\n"
-    "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n"
+    "        --valid-sentences 0 (validation BLEU on the first N; 0: all)\n" CLI_COMM_TIMEOUT_HELP
     "Writes DIR/model.safetensors (each epoch and on Ctrl-C) and DIR/log.jsonl (default DIR\n"
     "runs/seq2seq). --resume continues a checkpoint exactly; with another --objective it starts\n"
     "that objective's schedule at the checkpoint's epoch. Under `mpirun -np P` each process runs\n"
@@ -137,7 +137,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     const char *maxv = NULL, *layers = NULL, *bidir = NULL, *moe = NULL;
     const char *drop = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
     const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
-    const char *minutes = NULL;
+    const char *minutes = NULL, *ctime_s = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
                       {"resume", &resume, NULL},   {"objective", &obj, NULL},
@@ -153,14 +153,15 @@ static int cmd_s2s_train(int argc, char **argv) {
                       {"clip", &clip, NULL},       {"seed", &seed, NULL},
                       {"threads", &th, NULL},      {"log-every", &loge, NULL},
                       {"ckpt-every", &cke, NULL},  {"valid-sentences", &vs, NULL},
-                      {"steps", &steps, NULL},     {"minutes", &minutes, NULL}};
+                      {"steps", &steps, NULL},     {"minutes", &minutes, NULL},
+                      {"comm-timeout", &ctime_s, NULL}};
     moe_s2s_train_config tc = moe_s2s_train_config_default();
     moe_s2s_config mc = moe_s2s_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT, cli_moe_of_s2s(&mc));
     cli_parse_moe(argc, argv, opts, sizeof opts / sizeof opts[0], &mo, TRAIN_USAGE);
     /* under mpirun: one process per rank, each its rows of every batch, the experts split */
-    moe_comm *comm = cli_mpi_start(&argc, &argv);
+    moe_comm *comm = cli_mpi_start(&argc, &argv, ctime_s);
     tc.comm = comm;
     const int rank0 = !comm || moe_comm_rank(comm) == 0;
     if (th) moe_set_threads(cli_int("threads", th, 1, 1024));

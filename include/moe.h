@@ -72,6 +72,8 @@ typedef enum {
     MOE_ERR_STATE = 11,      /* call out of order, e.g. backward without a forward */
     MOE_ERR_UNSUPPORTED = 12, /* this build lacks the feature (e.g. MPI) */
     MOE_ERR_COMM = 13,       /* a collective across processes failed, or the ranks disagree */
+    MOE_ERR_DIVERGED = 14,   /* training diverged (a loss far above its level): stopped, the last
+                                checkpoint written before it kept */
 } moe_status;
 
 /* Words for a status ("invalid configuration", ...). Never NULL. */
@@ -270,6 +272,12 @@ MOE_API int moe_comm_rank(const moe_comm *c);
 MOE_API int moe_comm_size(const moe_comm *c);
 /* In place: buf[count] = the sum over ranks (the same order on every rank). */
 MOE_API moe_status moe_comm_allreduce_sum(moe_comm *c, float *buf, size_t count);
+/* How long one collective may wait for the other ranks (seconds; default 300; <= 0: forever).
+ * Past it, the rank asks every other rank whether it is there and the collective fails with
+ * MOE_ERR_COMM naming the ranks that did not answer (stopped, hung or dead); the handle is then
+ * unusable and the application ends the job (moe_comm_abort). The ranks answer while they wait
+ * in a collective of their own. */
+MOE_API moe_status moe_comm_set_timeout(moe_comm *c, double seconds);
 /* Every rank must pass the same value (settings, sizes); MOE_ERR_COMM naming `what` if not. */
 MOE_API moe_status moe_comm_check_same(moe_comm *c, int64_t value, const char *what);
 /* For applications (the library never calls it): ends every rank of the job with exit status

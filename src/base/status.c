@@ -25,6 +25,7 @@ const char *moe_status_str(moe_status s) {
     case MOE_ERR_STATE: return "call out of order";
     case MOE_ERR_UNSUPPORTED: return "not supported by this build";
     case MOE_ERR_COMM: return "communication between processes failed";
+    case MOE_ERR_DIVERGED: return "training diverged";
     }
     return "unknown status";
 }

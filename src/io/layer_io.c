@@ -22,8 +22,8 @@ static moe_status parse_float(const char *key, const char *v, float *out) {
     char *end;
     errno = 0;
     float x = strtof(v, &end);
-    if (end == v || *end != '\0' || errno)
-        return moe_fail(MOE_ERR_FORMAT, "metadata %s='%s' is not a number", key, v);
+    if (end == v || *end != '\0' || errno || !isfinite(x))
+        return moe_fail(MOE_ERR_FORMAT, "metadata %s='%s' is not a finite number", key, v);
     *out = x;
     return MOE_OK;
 }

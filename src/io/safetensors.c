@@ -25,6 +25,7 @@
 #define _FILE_OFFSET_BITS 64
 
 #include "base/internal.h"
+#include "io/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1051,31 +1052,6 @@ static moe_status write_body(const moe_st_writer *w, FILE *fp, const sbuf *hdr, 
     return s;
 }
 
-/* Makes the rename itself durable: without this a crash can forget the new directory entry. */
-static moe_status sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
-    char *dir = malloc(n + 1);
-    if (!dir) return moe_fail(MOE_ERR_NOMEM, "out of memory syncing the directory of %s", path);
-    if (!slash) memcpy(dir, ".", 1);
-    else memcpy(dir, path, n);
-    dir[n] = '\0';
-    moe_status s = MOE_OK;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-        s = moe_fail(MOE_ERR_IO, "%s was written but its directory %s cannot be opened to sync it: %s", path, dir,
-                     strerror(errno));
-    } else {
-        /* EINVAL: this file system cannot sync directories, so there is nothing more to do. */
-        if (fsync(fd) != 0 && errno != EINVAL)
-            s = moe_fail(MOE_ERR_IO, "%s was written but syncing directory %s failed: %s", path, dir,
-                         strerror(errno));
-        close(fd);
-    }
-    free(dir);
-    return s;
-}
-
 moe_status moe_st_writer_write(moe_st_writer *w, const char *path) {
     if (!w || !path) return moe_fail(MOE_ERR_INVALID_ARG, "moe_st_writer_write: NULL argument");
     if (path[0] == '\0') return moe_fail(MOE_ERR_INVALID_ARG, "moe_st_writer_write: empty path");
@@ -1085,13 +1061,12 @@ moe_status moe_st_writer_write(moe_st_writer *w, const char *path) {
         free(hdr.p);
         return s;
     }
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
+    char *tmp = atomic_tmp_name(path);
     if (!tmp) {
         free(hdr.p);
         return moe_fail(MOE_ERR_NOMEM, "out of memory writing %s", path);
     }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
+    atomic_remove_stale(path); /* what a writer killed mid-save left */
 
     FILE *fp = fopen(tmp, "wb");
     if (!fp) {
@@ -1117,6 +1092,6 @@ moe_status moe_st_writer_write(moe_st_writer *w, const char *path) {
         return s;
     }
     free(tmp);
-    if ((s = sync_dir(path)) != MOE_OK) return s;
+    if ((s = atomic_sync_dir(path)) != MOE_OK) return s;
     return moe_ok();
 }

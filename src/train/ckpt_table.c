@@ -233,8 +233,7 @@ moe_status ckpt_get_optim(const moe_st *f, const ptable *pt, optset *os) {
         moe_adam_state_view sv;
         if (!os->a[g] || (st = moe_adam_state(os->a[g], &sv))) continue;
         snprintf(key, sizeof key, "optim.%s.step", pt->g[g].name);
-        if ((st = get_i64(f, key, sv.step))) break;
-        if (*sv.step < 0) st = moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s=%lld is negative", key, (long long)*sv.step);
+        if ((st = get_i64_in(f, key, 0, CKPT_MAX_STEP, sv.step))) break;
     }
     for (int i = 0; i < pt->count && !st; i++) {
         const ptensor *t = &pt->t[i];
@@ -278,8 +277,19 @@ moe_status ckpt_get_optim_arena(const moe_st *f, moe_adam *a, const char *key) {
     }
     if (!st) {
         snprintf(name, sizeof name, "%s.step", key);
-        st = get_i64(f, name, sv.step);
+        st = get_i64_in(f, name, 0, CKPT_MAX_STEP, sv.step);
     }
-    if (!st && *sv.step < 0) st = moe_fail(MOE_ERR_FORMAT, "checkpoint setting %s=%lld is negative", name, (long long)*sv.step);
     return st;
+}
+
+moe_status ckpt_check_holds(const moe_st *f, double floats, const char *what) {
+    double have = 0.0;
+    for (int i = 0; i < moe_st_count(f); i++) {
+        moe_tensor t;
+        if (moe_st_at(f, i, &t) == MOE_OK) have += (double)t.numel;
+    }
+    if (floats > have)
+        return moe_fail(MOE_ERR_FORMAT, "the checkpoint's settings (%s) describe %.0f parameters, but its tensors hold only %.0f "
+                        "values: a damaged or foreign file", what, floats, have);
+    return MOE_OK;
 }

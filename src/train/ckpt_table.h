@@ -8,6 +8,15 @@
 #include "moe.h"
 #include "train/optset.h"
 
+/* The largest step count a checkpoint may hold (Adam's bias corrections raise beta to it; a
+ * larger value is a damaged file, not a long run). */
+#define CKPT_MAX_STEP (INT64_C(1) << 53)
+/* The largest model sizes a checkpoint's settings may give (the models' own limits are the same
+ * or tighter); the parameters they imply must also fit in the file (ckpt_check_holds). */
+#define CKPT_MAX_VOCAB (1 << 24)
+#define CKPT_MAX_DIM (1 << 16)
+#define CKPT_MAX_EXPERTS (1 << 20)
+
 /* One format for every kind of checkpoint: metadata format = "moe-checkpoint", format_version,
  * kind ("lm", "seq2seq"). Version 1 was a format string of each kind's own (legacy_format). */
 #define CKPT_FORMAT "moe-checkpoint"
@@ -54,5 +63,10 @@ moe_status ckpt_get_optim_arena(const moe_st *f, moe_adam *a, const char *key);
 moe_status ckpt_get_params(const moe_st *f, const ptable *pt);
 /* The optimiser state (moments and step counts) of every group that has an optimiser. */
 moe_status ckpt_get_optim(const moe_st *f, const ptable *pt, optset *os);
+
+/* Whether the file's tensors hold at least `floats` values: the parameters that a checkpoint's
+ * settings imply are allocated only if the file could hold them, so a damaged d or n is refused
+ * (naming `what`) before a huge allocation, not by the allocator. */
+moe_status ckpt_check_holds(const moe_st *f, double floats, const char *what);
 
 #endif

@@ -1,9 +1,11 @@
 /* run.c - the trainer core (run.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "train/run.h"
+#include "base/internal.h"
 #include "parallel/comm.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -61,4 +63,44 @@ int run_due(const run_core *r, int every) { return every > 0 && r->step % every 
 int run_verdict(run_core *r, int v) {
     if (run_same(r, v)) r->stop = 1;
     return r->stop;
+}
+
+void run_watch_begin(run_watch *w, int classes) {
+    w->uniform = log(classes > 1 ? (double)classes : 2.0);
+    w->best = INFINITY;
+    w->last_save = -1;
+}
+
+moe_status run_watch_fail(const run_watch *w, const char *what, double loss, int64_t step, const char *path) {
+    char kept[512];
+    if (path && w->last_save >= 0)
+        snprintf(kept, sizeof kept, "the checkpoint of step %lld, %s, is the last good one: resume from it with a lower "
+                 "learning rate", (long long)w->last_save, path);
+    else if (path)
+        snprintf(kept, sizeof kept, "%s was not overwritten: resume from it with a lower learning rate", path);
+    else
+        snprintf(kept, sizeof kept, "nothing was saved");
+    return moe_fail(MOE_ERR_DIVERGED, "training diverged at step %lld: %s %g %s; stopped, %s", (long long)step, what,
+                    loss, isfinite(loss) ? "is far above its level" : "", kept);
+}
+
+moe_status run_watch_step(const run_watch *w, double loss, int64_t step, const char *path) {
+    const double limit = 3.0 * fmax(w->uniform, isfinite(w->best) ? w->best : 0.0);
+    if (!isfinite(loss) || loss > limit) {
+        char what[96];
+        snprintf(what, sizeof what, "the step's loss (limit %.3g = 3 max(ln V, best interval mean))", limit);
+        return run_watch_fail(w, what, loss, step, path);
+    }
+    return MOE_OK;
+}
+
+moe_status run_watch_mean(run_watch *w, double mean, int64_t step, const char *path, int record) {
+    const double limit = isfinite(w->best) ? fmax(w->uniform + 1.0, 2.0 * w->best) : w->uniform + 1.0;
+    if (!isfinite(mean) || mean > limit) {
+        char what[112];
+        snprintf(what, sizeof what, "the mean loss since the last report (limit %.3g = max(ln V + 1, 2 best))", limit);
+        return run_watch_fail(w, what, mean, step, path);
+    }
+    if (record && mean < w->best) w->best = mean;
+    return MOE_OK;
 }

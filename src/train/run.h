@@ -8,6 +8,8 @@
 
 #include "moe.h"
 
+#include <math.h>
+
 #include <stdint.h>
 
 typedef struct {
@@ -42,5 +44,29 @@ int run_due(const run_core *r, int every);
 int run_same(const run_core *r, int v);
 /* Records a callback's verdict (non-zero: stop), rank 0's for every rank; returns r->stop. */
 int run_verdict(run_core *r, int v);
+
+/* Divergence as an event. With L0 = ln V, the cross-entropy of guessing uniformly over the V
+ * classes (about where an untrained model starts), and `best` the lowest report-interval mean
+ * of this run so far, training has diverged when
+ *   - one step's loss is not finite or exceeds 3 max(L0, best): confident and wrong, far
+ *     beyond anything a model that is learning produces, or
+ *   - the mean since the last report exceeds L0 + 1 (worse than guessing) and, once there is a
+ *     best, twice the best; checked at each report and before each checkpoint.
+ * Both trainers then stop with MOE_ERR_DIVERGED without writing: the last checkpoint is the last
+ * good one. The losses must be the same on every rank (reduced). */
+typedef struct {
+    double uniform; /* ln V */
+    double best;    /* lowest interval mean (INFINITY before the first) */
+    int64_t last_save; /* the step of the last checkpoint written (-1: none in this run) */
+} run_watch;
+
+void run_watch_begin(run_watch *w, int classes);
+/* MOE_ERR_DIVERGED (with the message) when a step's loss shows divergence; `what` names it. */
+moe_status run_watch_step(const run_watch *w, double loss, int64_t step, const char *path);
+/* MOE_ERR_DIVERGED: "training diverged at step <step>: <what> <value> ...", naming the checkpoint
+ * that is kept (path; the step of its last save). */
+moe_status run_watch_fail(const run_watch *w, const char *what, double value, int64_t step, const char *path);
+/* The same for the mean since the last report; with `record` (a report) it may become the best. */
+moe_status run_watch_mean(run_watch *w, double mean, int64_t step, const char *path, int record);
 
 #endif

@@ -98,11 +98,20 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_s2s_config *c) {
     *c = moe_s2s_config_default();
     const char *ik[] = {"src_vocab", "tgt_vocab", "d", "layers", "bidir", "moe", "n", "k", "h", "max_len", "eos"};
     int *iv[] = {&c->src_vocab, &c->tgt_vocab, &c->d, &c->layers, &c->bidir, &c->moe, &c->n, &c->k, &c->h, &c->max_len, &c->eos};
-    for (int i = 0; i < 11 && !st; i++) st = get_int(f, ik[i], iv[i]);
+    const int lo[] = {2, 2, 1, 1, 0, 0, 1, 1, 1, 1, 0};
+    const int hi[] = {CKPT_MAX_VOCAB, CKPT_MAX_VOCAB, CKPT_MAX_DIM, 2, 1, 1, CKPT_MAX_EXPERTS, CKPT_MAX_EXPERTS,
+                      CKPT_MAX_DIM * 16, 4096, CKPT_MAX_VOCAB};
+    for (int i = 0; i < 11 && !st; i++) st = get_int_in(f, ik[i], lo[i], hi[i], iv[i]);
     const char *fk[] = {"w_importance", "w_load", "noise_eps", "dropout"};
     float *fv[] = {&c->w_importance, &c->w_load, &c->noise_eps, &c->dropout};
     for (int i = 0; i < 4 && !st; i++) st = get_float(f, fk[i], fv[i]);
-    return st;
+    if (st) return st;
+    /* embeddings, output layer, the first LSTM layer, the experts: the bulk of the model */
+    const double d = c->d;
+    char what[160];
+    snprintf(what, sizeof what, "vocabularies %d and %d, d=%d n=%d h=%d", c->src_vocab, c->tgt_vocab, c->d, c->n, c->h);
+    return ckpt_check_holds(f, (c->src_vocab + 2.0 * c->tgt_vocab) * d + 8.0 * d * d + (c->moe ? 4.0 * c->n * d * c->h : 0.0),
+                            what);
 }
 
 /* Model (and tokenizers) from an opened checkpoint; the model's parameters and rng. */
@@ -164,13 +173,12 @@ moe_status s2s_optim_from_ckpt(const moe_st *ck, const ptable *pt, optset *opt) 
 }
 
 moe_status s2s_pos_from_ckpt(const moe_st *f, s2s_pos *pos) {
-    uint64_t step = 0;
     float el = 0.0f;
-    moe_status st = get_int(f, "epoch", &pos->epoch);
-    if (!st) st = get_int(f, "batch_in_epoch", &pos->batch_in_epoch);
-    if (!st) st = get_u64(f, "step", &step);
+    /* (the trainer checks batch_in_epoch against the epoch's batches) */
+    moe_status st = get_int_in(f, "epoch", 0, 1 << 30, &pos->epoch);
+    if (!st) st = get_int_in(f, "batch_in_epoch", 0, 1 << 30, &pos->batch_in_epoch);
+    if (!st) st = get_i64_in(f, "step", 0, CKPT_MAX_STEP, &pos->step);
     if (!st) st = get_float(f, "elapsed_s", &el);
-    pos->step = (int64_t)step;
     pos->elapsed = el;
     return st;
 }
@@ -248,10 +256,10 @@ moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, 
         const moe_st *f = c->f;
         const char *dict = moe_st_meta(f, "data.dict"), *src = moe_st_meta(f, "data.src"), *tgt = moe_st_meta(f, "data.tgt");
         int minw = 3, maxw = 10, minc = 3, maxv = 8000;
-        st = get_int(f, "data.min_words", &minw);
-        if (!st) st = get_int(f, "data.max_words", &maxw);
-        if (!st) st = get_int(f, "data.min_count", &minc);
-        if (!st) st = get_int(f, "data.max_vocab", &maxv);
+        st = get_int_in(f, "data.min_words", 1, 1000, &minw);
+        if (!st) st = get_int_in(f, "data.max_words", 1, 4000, &maxw);
+        if (!st) st = get_int_in(f, "data.min_count", 1, 1 << 30, &minc);
+        if (!st) st = get_int_in(f, "data.max_vocab", 3, CKPT_MAX_VOCAB, &maxv);
         tok *ts = NULL, *tt = NULL;
         if (!st) st = tok_parse(&ts, moe_st_meta(f, "tokenizer.src"));
         if (!st && (st = tok_parse(&tt, moe_st_meta(f, "tokenizer.tgt")))) tok_free(ts);

@@ -118,6 +118,8 @@ typedef struct {
     double cv_sum, mm_sum;
     int nint;
     float lr;
+    run_watch watch;  /* divergence of the cross-entropy of the forced tokens */
+    char path[4096];  /* the checkpoint */
 } s2s_run;
 
 static moe_status sum_ranks(const s2s_run *r, double *v, int n) {
@@ -293,10 +295,13 @@ static moe_status train_step(s2s_run *r, const s2s_batch *b, int s) {
     if (!st) st = teacher_pass(r, b->n, Tt, &N, &loss);
     if (!st && rl) st = reinforce(r, b, scst, Tt, N);
     if (st) return st;
-    double nx = 0.0; /* the report's cross-entropy: -log p of the forced tokens */
-    for (int i = 0; i < b->n; i++) nx += r->w.force[i] < r->w.len[i] ? r->w.force[i] : r->w.len[i];
-    r->acc.xent_sum += nx > 0.0 ? (loss - s2s_last_aux(r->m)) * N : 0.0; /* loss = this rank's sum nll / N + aux */
-    r->acc.xent_n += nx;
+    double x[2] = {0.0, 0.0}; /* the cross-entropy of the forced tokens: sum -log p, count */
+    for (int i = 0; i < b->n; i++) x[1] += r->w.force[i] < r->w.len[i] ? r->w.force[i] : r->w.len[i];
+    x[0] = x[1] > 0.0 ? (loss - s2s_last_aux(r->m)) * N : 0.0; /* loss = this rank's sum nll / N + aux */
+    r->acc.xent_sum += x[0];
+    r->acc.xent_n += x[1];
+    if ((st = sum_ranks(r, x, 2))) return st;
+    if (x[1] > 0.0 && (st = run_watch_step(&r->watch, x[0] / x[1], r->core.step + 1, r->path))) return st;
     for (int i = 0; i < b->n; i++) r->acc.tokens += r->w.len[i];
     return moe_s2s_backward(r->m);
 }
@@ -312,9 +317,7 @@ static moe_status optim_step(s2s_run *r) {
     double n2 = 0.0;
     if (!st) st = ptable_grad_norm2(pt, r->comm, mask, &n2);
     const double norm = sqrt(n2);
-    if (!st && !isfinite(norm))
-        return moe_fail(MOE_ERR_NONFINITE, "the gradient is not finite at step %lld: lower the learning rate",
-                        (long long)r->core.step + 1);
+    if (!st && !isfinite(norm)) return run_watch_fail(&r->watch, "the gradient norm", norm, r->core.step + 1, r->path);
     const float clip = r->tc->clip;
     if (!st && clip > 0.0f && norm > clip) ptable_scale_grads(pt, mask, (float)(clip / norm));
     return st ? st : optset_step(&r->opt, pt, r->lr, mask);
@@ -377,7 +380,7 @@ static moe_status s2s_report(s2s_run *r, const char *phase, int s) {
     r->cv_sum = r->mm_sum = 0;
     r->nint = 0;
     run_restart_interval(&r->core);
-    return MOE_OK;
+    return v[1] > 0 ? run_watch_mean(&r->watch, p.loss, r->core.step, r->path, 1) : MOE_OK;
 }
 
 /* Greedy BLEU on the validation split (collective), reported. */
@@ -395,16 +398,19 @@ static moe_status s2s_validate(s2s_run *r, const char *phase, int s) {
 
 /* The checkpoint (resuming at batch `next` of the epoch), reported. */
 static moe_status s2s_save(s2s_run *r, int next) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", r->tc->out_dir);
+    double x[2] = {r->acc.xent_sum, r->acc.xent_n}; /* the steps since the last report must not be diverging */
+    moe_status sw = sum_ranks(r, x, 2);
+    if (!sw && x[1] > 0.0) sw = run_watch_mean(&r->watch, x[0] / x[1], r->core.step, r->path, 0);
+    if (sw) return sw;
     s2s_pos pos = r->pos;
     pos.batch_in_epoch = next;
     pos.step = r->core.step;
     pos.elapsed = run_elapsed(&r->core);
-    moe_status st = s2s_ckpt_write(path, r->comm, r->tc, r->m, &r->c, &r->opt, &pos);
+    moe_status st = s2s_ckpt_write(r->path, r->comm, r->tc, r->m, &r->c, &r->opt, &pos);
     if (st) return st;
+    r->watch.last_save = r->core.step;
     moe_s2s_progress p = progress_at(r, MOE_S2S_CHECKPOINT, NULL, -1);
-    p.path = path;
+    p.path = r->path;
     s2s_call(r, &p);
     return MOE_OK;
 }
@@ -458,7 +464,7 @@ static moe_status setup_resume(s2s_run *r, const moe_st *ck, moe_s2s_train_confi
                                       "resume with the same data");
     int bsz = 0;
     if (!st) st = get_u64(ck, "seed", &tc->seed); /* the checkpoint's seed: data order, samples */
-    if (!st) st = get_int(ck, "batch", &bsz);
+    if (!st) st = get_int_in(ck, "batch", 1, 65536, &bsz);
     if (!st && bsz != tc->batch)
         st = moe_fail(MOE_ERR_CONFIG, "the checkpoint was trained with --batch %d; resume with the same batch", bsz);
     return st ? st : s2s_pos_from_ckpt(ck, &r->pos);
@@ -515,6 +521,9 @@ static moe_status s2s_setup(s2s_run *r, const moe_s2s_config *mc, const char *re
     if ((st = s2s_make_batches(&r->c.data, 0, tc->batch, 1, tc->seed, 0, &bt))) return st;
     r->steps_per_epoch = bt.nbatch;
     s2s_batches_free(&bt);
+    if (r->pos.batch_in_epoch > r->steps_per_epoch)
+        return moe_fail(MOE_ERR_FORMAT, "the checkpoint resumes at batch %d of an epoch of %lld batches: a damaged file",
+                        r->pos.batch_in_epoch, (long long)r->steps_per_epoch);
     return MOE_OK;
 }
 
@@ -571,10 +580,12 @@ moe_status moe_s2s_train(const moe_s2s_train_config *tc_in, const moe_s2s_config
     r.user = user;
     r.comm = tc.comm && moe_comm_size(tc.comm) > 1 ? tc.comm : NULL;
     r.core.rank = r.comm ? moe_comm_rank(r.comm) : 0;
+    snprintf(r.path, sizeof r.path, "%s/model.safetensors", tc.out_dir);
     if (r.comm && (st = check_ranks(&tc, r.comm, resume))) return st;
     st = s2s_setup(&r, mc, resume, &tc);
     if (!st) {
         run_begin(&r.core, r.comm, r.pos.step, tc.max_steps, tc.minutes, r.pos.elapsed);
+        run_watch_begin(&r.watch, moe_s2s_get_config(r.m).tgt_vocab);
         s2s_start_report(&r);
     }
     int bounded = 0;

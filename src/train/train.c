@@ -160,16 +160,25 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
     moe_status st = ckpt_check_format(f, "lm", LEGACY_FORMAT, "language-model", &version);
     if (st) return st;
     *c = moe_lm_config_default();
-    if ((st = get_int(f, "vocab", &c->vocab)) || (st = get_int(f, "d", &c->d)) || (st = get_int(f, "n", &c->n)) ||
-        (st = get_int(f, "k", &c->k)) || (st = get_int(f, "h", &c->h)) ||
+    if ((st = get_int_in(f, "vocab", 2, CKPT_MAX_VOCAB, &c->vocab)) || (st = get_int_in(f, "d", 1, CKPT_MAX_DIM, &c->d)) ||
+        (st = get_int_in(f, "n", 1, CKPT_MAX_EXPERTS, &c->n)) || (st = get_int_in(f, "k", 1, CKPT_MAX_EXPERTS, &c->k)) ||
+        (st = get_int_in(f, "h", 1, CKPT_MAX_DIM * 16, &c->h)) ||
         (st = get_float(f, "w_importance", &c->w_importance)) || (st = get_float(f, "w_load", &c->w_load)) ||
         (st = get_float(f, "noise_eps", &c->noise_eps)) || (st = get_float(f, "dropout", &c->dropout)))
         return st;
-    if (moe_st_meta(f, "groups") && ((st = get_int(f, "groups", &c->groups)) || (st = get_int(f, "k_groups", &c->k_groups))))
+    if (moe_st_meta(f, "groups") && ((st = get_int_in(f, "groups", 0, CKPT_MAX_EXPERTS, &c->groups)) ||
+                                     (st = get_int_in(f, "k_groups", 0, CKPT_MAX_EXPERTS, &c->k_groups))))
         return st; /* absent in checkpoints from before hierarchical layers: flat */
     const char *ffn = moe_st_meta(f, "ffn");
     if (!ffn) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks the setting 'ffn'");
-    return ffn_parse(ffn, &c->ffn);
+    if ((st = ffn_parse(ffn, &c->ffn))) return st;
+    /* the embedding, output layer and LSTMs, and the experts: the bulk of what the model allocates */
+    const double d = c->d, ffn_floats = c->ffn == MOE_FFN_MOE     ? 2.0 * c->n * d * c->h
+                                        : c->ffn == MOE_FFN_DENSE ? 2.0 * c->k * d * c->h
+                                                                  : 0.0;
+    char what[160];
+    snprintf(what, sizeof what, "vocab=%d d=%d n=%d k=%d h=%d", c->vocab, c->d, c->n, c->k, c->h);
+    return ckpt_check_holds(f, 2.0 * c->vocab * d + 16.0 * d * d + ffn_floats, what);
 }
 
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
@@ -181,9 +190,10 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
     if (!ts) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks its tokenizer");
     tok *tk = NULL;
     if ((st = tok_parse(&tk, ts))) return st;
-    if (tok_vocab_size(tk) != c.vocab) {
+    const int64_t tv = (int64_t)tok_vocab_size(tk);
+    if (tv != c.vocab) {
         tok_free(tk);
-        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %d ids but the model %d", (int)tok_vocab_size(tk), c.vocab);
+        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %lld ids but its model %d", (long long)tv, c.vocab);
     }
     moe_lm *lm = NULL;
     uint64_t seed = 0;
@@ -327,6 +337,7 @@ typedef struct {
     int n;           /* experts (0: no FFN) */
     /* the report interval: sums over its steps */
     double loss, aux, flops, cvi, cvl, mm, gn, comm_s, layer_comm0;
+    run_watch watch; /* divergence */
     int64_t steps, tokens, *expert_tokens; /* expert_tokens [n] */
     uint64_t bytes0;
     float lr;
@@ -381,7 +392,7 @@ static moe_status resume_state(lm_run *r, const moe_st *ck) {
     free(state);
     td_pos pos = td_iter_get_pos(r->it);
     uint64_t ntok = 0;
-    if (st || (st = get_u64(ck, "data.step", &pos.step)) || (st = get_i64(ck, "step", &r->rs.step)) ||
+    if (st || (st = get_u64(ck, "data.step", &pos.step)) || (st = get_i64_in(ck, "step", 0, CKPT_MAX_STEP, &r->rs.step)) ||
         (st = get_u64(ck, "tokens_seen", &r->rs.tokens_seen)) || (st = get_u64(ck, "data.ntokens", &ntok)))
         return st;
     if (ntok != pos.ntokens)
@@ -482,12 +493,11 @@ static moe_status lm_step(lm_run *r) {
         s.tokens = (int64_t)tot[1];
         s.flops = tot[2];
     }
+    if ((st = run_watch_step(&r->watch, s.loss, r->core.step + 1, tc->checkpoint))) return st;
     double gn2 = 0.0;
     if ((st = ptable_grad_norm2(pt, comm, OPT_ALL, &gn2))) return st;
     const double gn = sqrt(gn2);
-    if (!isfinite(gn))
-        return moe_fail(MOE_ERR_NONFINITE, "gradient norm is %g at step %" PRId64 ": lower --lr or raise --clip", gn,
-                        r->core.step + 1);
+    if (!isfinite(gn)) return run_watch_fail(&r->watch, "the gradient norm", gn, r->core.step + 1, tc->checkpoint);
     if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gn));
     r->core.step++;
     r->lr = (float)lr_at(tc, r->core.step);
@@ -507,8 +517,9 @@ static moe_status lm_step(lm_run *r) {
     return MOE_OK;
 }
 
-/* The report of the interval's means; starts the next interval. */
-static void lm_report(lm_run *r) {
+/* The report of the interval's means (divergence when their loss says so); starts the next
+ * interval. */
+static moe_status lm_report(lm_run *r) {
     const double dt = run_interval(&r->core), k = (double)r->steps;
     moe_lm_progress p;
     memset(&p, 0, sizeof p);
@@ -543,6 +554,7 @@ static void lm_report(lm_run *r) {
     r->steps = r->tokens = 0;
     memset(r->expert_tokens, 0, sizeof(int64_t) * (size_t)(r->n > 0 ? r->n : 1));
     run_restart_interval(&r->core);
+    return run_watch_mean(&r->watch, p.loss, r->core.step, r->tc->checkpoint, 1);
 }
 
 static moe_status lm_validate(lm_run *r) {
@@ -565,6 +577,10 @@ static moe_status lm_validate(lm_run *r) {
 }
 
 static moe_status lm_save(lm_run *r) {
+    /* the steps since the last report must not be diverging either */
+    moe_status sw = r->steps ? run_watch_mean(&r->watch, r->loss / (double)r->steps, r->core.step, r->tc->checkpoint, 0)
+                             : MOE_OK;
+    if (sw) return sw;
     r->rs.pos = td_iter_get_pos(r->it);
     r->rs.step = r->core.step;
     const double elapsed0 = r->rs.elapsed;
@@ -574,6 +590,7 @@ static moe_status lm_save(lm_run *r) {
     if (st)
         return moe_fail(st, "saving the checkpoint at step %lld failed (%s); the file from the last successful save is unchanged",
                         (long long)r->core.step, moe_last_error());
+    r->watch.last_save = r->core.step;
     moe_lm_progress p;
     memset(&p, 0, sizeof p);
     p.kind = MOE_LM_CHECKPOINT;
@@ -612,11 +629,12 @@ moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_config *mc, 
         return st;
     }
     run_begin(&r.core, comm, r.rs.step, tc->steps, tc->minutes, 0.0);
+    run_watch_begin(&r.watch, moe_lm_get_config(r.lm).vocab);
     lm_start_report(&r);
     while (!st && !r.core.stop && (tc->steps == 0 || r.core.step < tc->steps)) {
         if ((st = lm_step(&r))) break;
         const int last = run_bound_reached(&r.core);
-        if (run_due(&r.core, tc->log_every) || last) lm_report(&r);
+        if ((run_due(&r.core, tc->log_every) || last) && (st = lm_report(&r))) break;
         if ((run_due(&r.core, tc->eval_every) || last) && (st = lm_validate(&r))) break;
         if (tc->checkpoint && (run_due(&r.core, tc->ckpt_every) || last || r.core.stop) && (st = lm_save(&r))) break;
         if (last) break;
