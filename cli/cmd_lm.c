@@ -31,6 +31,9 @@ static const char *TRAIN_USAGE =
     "train:  --batch 32  --bptt 64  --lr 0.002  --warmup 200  --clip 1.0  --seed 1  --threads T\n"
     "        --log-every 20  --eval-every 200  --eval-batches 0 (0 = whole valid split)\n"
     "        --ckpt-every 500\n" CLI_COMM_TIMEOUT_HELP
+    "        --plan   print the memory plan (parameters, gradients, optimiser state, activations\n"
+    "        against what is available) and stop; exit 1 if it does not fit. A run whose plan\n"
+    "        does not fit is refused before it allocates, naming settings that would fit.\n"
     "        --optim adam|factored (factored: the paper's memory-saving Adam, beta1 = 0 and a\n"
     "        factored second moment; default adam, or the checkpoint's on --resume)\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
@@ -118,7 +121,7 @@ int cmd_train(int argc, char **argv) {
     const char *ffn_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
     const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *ctime_s = NULL;
-    int words = 0, lower = 0;
+    int words = 0, lower = 0, plan_only = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
         {"minutes", &minutes_s, NULL},  {"out", &out, NULL},             {"resume", &resume, NULL},
@@ -128,7 +131,7 @@ int cmd_train(int argc, char **argv) {
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
         {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
-        {"comm-timeout", &ctime_s, NULL}};
+        {"comm-timeout", &ctime_s, NULL}, {"plan", NULL, &plan_only}};
     moe_lm_config mc = moe_lm_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
@@ -187,6 +190,16 @@ int cmd_train(int argc, char **argv) {
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);
     snprintf(logp, sizeof logp, "%s/log.jsonl", out);
     tc.checkpoint = ckpt;
+    moe_mem_plan plan;
+    cli_check(moe_lm_train_plan(&tc, resume && !model_given ? NULL : &mc, resume, &plan), "planning the memory");
+    printf("memory plan: %.1f MB per process (parameters %.1f, gradients %.1f, optimiser %.1f, activations %.1f); "
+           "%.1f MB available\n", plan.total / 1e6, plan.params / 1e6, plan.grads / 1e6, plan.optim / 1e6,
+           plan.activations / 1e6, plan.available / 1e6);
+    if (plan_only) {
+        cli_set_comm(NULL);
+        moe_comm_free(comm);
+        return plan.available > 0 && plan.total > plan.available ? 1 : 0;
+    }
     train_ui ui = {0};
     ui.tty = cli_isatty_stdout();
     if (rank0) {

@@ -507,6 +507,27 @@ typedef struct {
 
 MOE_API moe_lm_train_config moe_lm_train_config_default(void);
 
+/* The memory of a training run, from its settings alone (nothing is allocated), in bytes, per
+ * process: parameters, their gradients, the optimiser's state, one step's activations and
+ * workspaces, and what this process may use (the cgroup's memory limit, else MemAvailable; 0
+ * when neither can be read). With `ranks` processes each holds its share of the experts and
+ * batch/ranks of the streams. An estimate from the buffers the code allocates; the process's own
+ * code and libraries (some tens of MB) are not in it. */
+typedef struct {
+    int64_t params, grads, optim, activations, total;
+    int64_t available;
+} moe_mem_plan;
+MOE_API moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int factored, int ranks, moe_mem_plan *out);
+/* The plan of moe_lm_train(tc, mc, resume, ...) without training or allocating the model: the
+ * vocabulary from the data (word tokens: read once) or the checkpoint, the optimiser as
+ * moe_lm_train chooses it. moe_lm_train refuses (MOE_ERR_NOMEM, naming what would fit) a run
+ * whose plan exceeds `available`. */
+MOE_API moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
+                                     moe_mem_plan *out);
+/* Bytes this process may still allocate: the cgroup limit less its usage, else MemAvailable
+ * (0: unknown). */
+MOE_API int64_t moe_mem_available(void);
+
 typedef enum { MOE_LM_TRAIN = 0, MOE_LM_VALID, MOE_LM_CHECKPOINT, MOE_LM_START } moe_lm_progress_kind;
 
 typedef struct {

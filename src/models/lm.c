@@ -127,6 +127,55 @@ static moe_status build_table(moe_lm *m) {
     return st;
 }
 
+moe_layer_config lm_ffn_config(const moe_lm_config *cfg) {
+    moe_layer_config lc = moe_layer_config_default();
+    lc.d = cfg->d;
+    if (cfg->ffn == MOE_FFN_MOE) {
+        lc.n = cfg->n;
+        lc.k = cfg->k;
+        lc.h = cfg->h;
+        lc.w_importance = cfg->w_importance;
+        lc.w_load = cfg->w_load;
+        lc.noise_eps = cfg->noise_eps;
+        lc.groups = cfg->groups;
+        lc.k_groups = cfg->k_groups;
+    } else { /* one always-on expert of hidden k*h: the dense FFN of equal active FLOPs */
+        lc.n = 1;
+        lc.k = 1;
+        lc.h = cfg->k * cfg->h;
+        lc.w_importance = lc.w_load = 0.0f;
+    }
+    return lc;
+}
+
+/* The dense tensors' shapes ([rows, cols]; cols 0: a vector), in NAMES' order. */
+static void dense_shapes(const moe_lm_config *cfg, int64_t shapes[NP][2]) {
+    const int64_t V = cfg->vocab, d = cfg->d;
+    const int64_t s[NP][2] = {{V, d}, {4 * d, d}, {4 * d, d}, {4 * d, 0}, {4 * d, 0}, {4 * d, d},
+                              {4 * d, d}, {4 * d, 0}, {4 * d, 0}, {d, V}, {V, 0}};
+    memcpy(shapes, s, sizeof s);
+}
+
+size_t lm_dense_floats(const moe_lm_config *cfg, size_t *factored) {
+    int64_t sh[NP][2];
+    dense_shapes(cfg, sh);
+    size_t all = 0, f = 0;
+    for (int p = 0; p < NP; p++) {
+        const size_t numel = (size_t)sh[p][0] * (size_t)(sh[p][1] ? sh[p][1] : 1);
+        all += MOE_ARENA_PAD(numel);
+        f += sh[p][1] ? (size_t)(sh[p][0] + sh[p][1]) : numel;
+    }
+    if (factored) *factored = f;
+    return all;
+}
+
+size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B) {
+    const size_t N = (size_t)T * B, d = (size_t)cfg->d, V = (size_t)cfg->vocab;
+    /* ws_reserve's buffers (the two token arrays as floats' worth), and the carried state */
+    return 2 * N + 10 * N * d + 2 * N * V + 2 * lstm_cache_floats(T, B, (int)d) + lstm_scratch_floats(T, B, (int)d) +
+           4 * (size_t)B * d;
+}
+
 static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
@@ -135,9 +184,9 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
     moe_lm *m = calloc(1, sizeof *m);
     if (!m) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the model");
     m->cfg = *cfg;
-    const int64_t V = cfg->vocab, d = cfg->d;
-    const int64_t shapes[NP][2] = {{V, d}, {4 * d, d}, {4 * d, d}, {4 * d, 0}, {4 * d, 0}, {4 * d, d},
-                                   {4 * d, d}, {4 * d, 0}, {4 * d, 0}, {d, V}, {V, 0}};
+    const int64_t d = cfg->d;
+    int64_t shapes[NP][2];
+    dense_shapes(cfg, shapes);
     size_t off = 0;
     for (int p = 0; p < NP; p++) {
         slot *s = &m->slots[p];
@@ -160,25 +209,9 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
         nn_init_uniform(m->params + m->slots[p].offset, m->slots[p].numel, scale, seed * 131 + (uint64_t)p);
     }
     if (cfg->ffn != MOE_FFN_NONE) {
-        moe_layer_config lc = moe_layer_config_default();
-        lc.d = cfg->d;
-        if (cfg->ffn == MOE_FFN_MOE) {
-            lc.n = cfg->n;
-            lc.k = cfg->k;
-            lc.h = cfg->h;
-            lc.w_importance = cfg->w_importance;
-            lc.w_load = cfg->w_load;
-            lc.noise_eps = cfg->noise_eps;
-            lc.groups = cfg->groups;
-            lc.k_groups = cfg->k_groups;
-        } else { /* one always-on expert of hidden k*h: the dense FFN of equal active FLOPs */
-            if (cfg->k < 1 || cfg->h < 1)
-                return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "dense FFN needs k >= 1 and h >= 1");
-            lc.n = 1;
-            lc.k = 1;
-            lc.h = cfg->k * cfg->h;
-            lc.w_importance = lc.w_load = 0.0f;
-        }
+        if (cfg->ffn == MOE_FFN_DENSE && (cfg->k < 1 || cfg->h < 1))
+            return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "dense FFN needs k >= 1 and h >= 1");
+        const moe_layer_config lc = lm_ffn_config(cfg);
         /* experts split over the ranks; the dense baseline's one expert is replicated */
         st = comm && moe_comm_size(comm) > 1 && cfg->ffn == MOE_FFN_MOE
                  ? moe_layer_create_sharded(&m->moe, &lc, seed ^ 0x6d6f65ULL, comm)

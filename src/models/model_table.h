@@ -17,6 +17,15 @@ const ptable *s2s_table(const moe_s2s *m);
 /* Groups: "clf" (the two dense layers) and "moe" (the hidden MoE layer). */
 const ptable *clf_table(const moe_clf *m);
 
+/* Without making a model (memory plans): the floats of the language model's dense arena
+ * (*factored, may be NULL: those of the factored optimiser's second moment), and of its
+ * workspace for a step of B streams of T tokens. */
+size_t lm_dense_floats(const moe_lm_config *cfg, size_t *factored);
+size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B);
+/* The settings of the language model's middle layer (ffn moe: the MoE; dense: one expert of
+ * hidden k*h) */
+moe_layer_config lm_ffn_config(const moe_lm_config *cfg);
+
 /* Group indices of the tables above */
 enum { LM_GROUP = 0, LM_MOE_GROUP = 1 };
 

@@ -3,6 +3,7 @@
 #include "base/internal.h"
 #include "moe/layer_impl.h"
 #include "moe/layer_ops.h"
+#include "moe/layer_table.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -50,8 +51,8 @@ moe_status moe_layer_config_check(const moe_layer_config *c) {
 }
 
 /* The parameter table of a layer holding nloc experts: shapes, presence, arena offsets. */
-static size_t layout_params(moe_layer *l, int nloc) {
-    const moe_layer_config *cfg = &l->cfg;
+/* The arena's layout for nloc experts here: the slots' shapes and offsets; returns its floats. */
+static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots) {
     const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc, a = cfg->groups, gn = a ? a : n;
     const int64_t b = a ? n / a : 0;
     const int64_t shapes[P_COUNT][3] = {{d, gn, 0}, {d, gn, 0}, {nl, d, h}, {nl, h, 0},
@@ -59,7 +60,7 @@ static size_t layout_params(moe_layer *l, int nloc) {
     const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2, 3, 3};
     size_t off = 0;
     for (int p = 0; p < P_COUNT; p++) {
-        param_slot *s = &l->slots[p];
+        param_slot *s = &slots[p];
         s->present = (p == P_B1 || p == P_B2) ? cfg->bias : (p == P_WG2 || p == P_WN2) ? cfg->groups > 0 : 1;
         if (!s->present) continue;
         s->ndim = ndims[p];
@@ -72,6 +73,23 @@ static size_t layout_params(moe_layer *l, int nloc) {
         off += MOE_ARENA_PAD(s->numel);
     }
     return off;
+}
+static size_t layout_params(moe_layer *l, int nloc) { return layout(&l->cfg, nloc, l->slots); }
+
+size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored) {
+    param_slot s[P_COUNT];
+    memset(s, 0, sizeof s);
+    const size_t all = layout(cfg, nloc, s);
+    size_t f = 0; /* the factored second moment: rows and columns of each matrix, vectors whole */
+    for (int p = 0; p < P_COUNT; p++) {
+        if (!s[p].present) continue;
+        const int bias = p == P_B1 || p == P_B2; /* [n, h]: n vectors (layer_table.c) */
+        if (bias || s[p].ndim < 2) f += s[p].numel;
+        else if (s[p].ndim == 2) f += (size_t)(s[p].shape[0] + s[p].shape[1]);
+        else f += (size_t)s[p].shape[0] * (size_t)(s[p].shape[1] + s[p].shape[2]);
+    }
+    if (factored) *factored = f;
+    return all;
 }
 
 /* gate weights stay zero (balanced load at the start, SPEC 1.3); experts uniform in

@@ -13,4 +13,8 @@ moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l);
  * what the gradient norm of a table holding the layer sums over. l may be NULL. */
 moe_comm *layer_comm(const moe_layer *l);
 
+/* The floats of a layer's arena with nloc of its experts here, without making one (memory
+ * plans); *factored (may be NULL) those of the factored optimiser's second moment. */
+size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored);
+
 #endif

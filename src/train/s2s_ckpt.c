@@ -163,7 +163,7 @@ moe_status s2s_optim_from_ckpt(const moe_st *ck, const ptable *pt, optset *opt) 
     static const char *const legacy[] = {"s2s", "moe0", "moe1", "baseline"};
     for (int i = 0; i < 4 && !st; i++) {
         const int g = ptable_group_index(pt, legacy[i]);
-        char key[16];
+        char key[24];
         snprintf(key, sizeof key, "optim%d", i);
         /* a checkpoint from before any REINFORCE epoch may lack the baseline's optimiser */
         if (g < 0 || (i == 3 && !moe_st_meta(ck, "optim3.step"))) continue;

@@ -358,18 +358,80 @@ static moe_status check_ranks(const moe_lm_train_config *tc, moe_comm *comm, con
     return st;
 }
 
-/* A new model and tokenizer from the data */
-static moe_status new_model(lm_run *r, const moe_lm_config *mc, moe_comm *comm) {
-    const moe_lm_train_config *tc = r->tc;
+static double gb(int64_t bytes) { return (double)bytes / 1e9; }
+
+/* A run whose memory plan does not fit what this process may use is refused before anything
+ * large is allocated, with what would fit. */
+static moe_status plan_fits(const moe_lm_config *c, const moe_lm_train_config *tc, int factored, int ranks) {
+    moe_mem_plan p, q;
+    moe_status st = moe_lm_plan(c, tc->batch, tc->bptt, factored, ranks, &p);
+    if (st || p.available <= 0 || p.total <= p.available) return st;
+    char hint[512] = "";
+    size_t n = 0;
+    if (!factored && !moe_lm_plan(c, tc->batch, tc->bptt, 1, ranks, &q))
+        n += (size_t)snprintf(hint + n, sizeof hint - n, "; --optim factored needs %.2f GB%s", gb(q.total),
+                              q.total <= p.available ? " (fits)" : "");
+    moe_lm_config s = *c; /* the most experts that fit, halving */
+    while (c->ffn == MOE_FFN_MOE && s.n > 1 && n < sizeof hint - 96) {
+        s.n /= 2;
+        if (s.groups && s.n % s.groups) break;
+        if (s.k > s.n || moe_lm_plan(&s, tc->batch, tc->bptt, factored, ranks, &q)) break;
+        if (q.total <= p.available) {
+            n += (size_t)snprintf(hint + n, sizeof hint - n, "; --experts %d needs %.2f GB", s.n, gb(q.total));
+            break;
+        }
+    }
+    return moe_fail(MOE_ERR_NOMEM, "this run needs %.2f GB (parameters %.2f, gradients %.2f, optimiser %.2f, "
+                    "activations %.2f) but %.2f GB is available: nothing was allocated%s",
+                    gb(p.total), gb(p.params), gb(p.grads), gb(p.optim), gb(p.activations), gb(p.available), hint);
+}
+
+/* The tokenizer of a new run */
+static moe_status new_tokenizer(const moe_lm_train_config *tc, td_file *f, tok **out) {
     tok_config tcfg = tok_config_default(tc->words ? TOK_WORDS : TOK_BYTES);
     tcfg.min_count = tc->min_count;
     tcfg.max_vocab = tc->max_vocab;
     tcfg.lowercase = tc->lowercase;
-    moe_status st = tc->words ? td_build_tokenizer(r->f, TD_TRAIN, &tcfg, &r->tk) : tok_create_bytes(&r->tk);
+    return tc->words ? td_build_tokenizer(f, TD_TRAIN, &tcfg, out) : tok_create_bytes(out);
+}
+
+/* A new model and tokenizer from the data */
+static moe_status new_model(lm_run *r, const moe_lm_config *mc, int factored, moe_comm *comm) {
+    const moe_lm_train_config *tc = r->tc;
+    moe_status st = new_tokenizer(tc, r->f, &r->tk);
     if (st) return st;
     moe_lm_config c = *mc;
     c.vocab = tok_vocab_size(r->tk);
+    if ((st = plan_fits(&c, tc, factored, comm ? moe_comm_size(comm) : 1))) return st;
     return comm ? moe_lm_create_sharded(&r->lm, &c, tc->seed, comm) : moe_lm_create(&r->lm, &c, tc->seed);
+}
+
+/* The checkpoint's model, if its plan fits */
+static moe_status resume_model(lm_run *r, const moe_st *ck, int factored, moe_comm *comm) {
+    moe_lm_config c;
+    moe_status st = cfg_from_ckpt(ck, &c);
+    if (!st) st = plan_fits(&c, r->tc, factored, comm ? moe_comm_size(comm) : 1);
+    return st ? st : model_from_ckpt(ck, &r->lm, &r->tk, comm);
+}
+
+moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
+                             moe_mem_plan *out) {
+    moe_status st = check_train_cfg(tc);
+    if (st) return st;
+    if (!out || (!resume && !mc)) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
+    moe_st *ck = NULL;
+    td_file *f = NULL;
+    tok *tk = NULL;
+    moe_lm_config c = mc ? *mc : moe_lm_config_default();
+    int factored = 0;
+    if (resume && !(st = moe_st_open(&ck, resume))) st = cfg_from_ckpt(ck, &c);
+    else if (!resume && !(st = td_open(&f, tc->data, 0)) && !(st = new_tokenizer(tc, f, &tk))) c.vocab = tok_vocab_size(tk);
+    if (!st) st = optim_choice(ck, tc, &factored);
+    if (!st) st = moe_lm_plan(&c, tc->batch, tc->bptt, factored, tc->comm ? moe_comm_size(tc->comm) : 1, out);
+    tok_free(tk);
+    td_free(f);
+    moe_st_free(ck);
+    return st;
 }
 
 /* Resume: optimiser moments and steps, random streams, carried state, data position. */
@@ -410,16 +472,14 @@ static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resum
     const int P = comm ? moe_comm_size(comm) : 1, me = comm ? moe_comm_rank(comm) : 0;
     moe_st *ck = NULL;
     moe_status st = td_open(&r->f, tc->data, 0);
-    if (!st && resume && !(st = moe_st_open(&ck, resume)) && !(st = check_resume(ck, tc, mc)))
-        st = model_from_ckpt(ck, &r->lm, &r->tk, comm);
-    else if (!st && !resume)
-        st = new_model(r, mc, comm);
+    if (!st && resume && !(st = moe_st_open(&ck, resume))) st = check_resume(ck, tc, mc);
+    int factored = 0;
+    if (!st) st = optim_choice(ck, tc, &factored);
+    if (!st) st = resume ? resume_model(r, ck, factored, comm) : new_model(r, mc, factored, comm);
     /* data parallel: rank me trains streams [b0, b0 + nb) of the batch */
     r->b0 = comm_first(tc->batch, P, me);
     r->nb = comm_first(tc->batch, P, me + 1) - r->b0;
     if (!st && comm) st = moe_lm_set_slice(r->lm, r->b0, tc->batch);
-    int factored = 0;
-    if (!st) st = optim_choice(ck, tc, &factored);
     const moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
     if (!st) r->rs.pt = lm_table(r->lm);
     if (!st) st = optset_create(&r->opt, r->rs.pt, &ac, OPT_ALL);
