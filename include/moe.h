@@ -103,7 +103,8 @@ typedef struct {
     const void *data;            /* little-endian, aligned for dtype; owned by the file handle */
 } moe_tensor;
 
-typedef struct moe_st moe_st; /* an opened safetensors file, read whole into memory */
+typedef struct moe_st moe_st; /* an opened safetensors file: read into memory, or (files of 64 KB
+                               * or more whose data is 8-aligned, as moe writes them) mapped read-only */
 
 /* Reads and validates `path`: header length against file size, JSON syntax, dtypes, shapes
  * against byte ranges, ranges inside the data area and not overlapping. */

@@ -33,12 +33,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* The reference implementation refuses headers above 100 MB; a bigger N means a corrupt or
  * foreign file, and trusting it would make us allocate whatever the file asks for. */
 #define ST_MAX_HEADER 100000000ull
+/* Files of at least this many bytes are mapped rather than read (when their data is aligned). */
+#define ST_MAP_MIN (64u << 10)
 /* Deep enough for any real header (which nests 3 levels), shallow enough for the C stack. */
 #define JSON_MAX_DEPTH 64
 #define NONE UINT32_MAX
@@ -419,7 +422,8 @@ typedef struct {
 } st_meta;
 
 struct moe_st {
-    unsigned char *buf; /* the whole file; data area moved to an 8-byte boundary */
+    unsigned char *buf; /* the whole file; data area at an 8-byte boundary (moved there when read) */
+    size_t mapped;      /* > 0: buf is the file mapped read-only, this many bytes (not a copy) */
     char *pool;         /* decoded header strings: tensor names, metadata */
     st_entry *tensors;  /* in file order */
     int count;
@@ -485,6 +489,20 @@ static moe_status st_load(moe_st *f, FILE *fp, const char *path, uint64_t *hdr_l
     if (dlen > SIZE_MAX - off)
         return moe_fail(MOE_ERR_NOMEM, "%s: %llu bytes do not fit in this address space", path,
                         (unsigned long long)size);
+    if (off == 8 + n && size >= ST_MAP_MIN) {
+        /* the data area is aligned in the file itself (moe's writer pads the header): map it, so
+         * a checkpoint of many GB is not copied into the heap (an atomic save replaces the file
+         * by rename, so the mapped one stays intact) */
+        void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fileno(fp), 0);
+        if (m != MAP_FAILED) {
+            f->buf = m;
+            f->mapped = (size_t)size;
+            *hdr_len = n;
+            *data_off = (size_t)off;
+            *data_len = (size_t)dlen;
+            return MOE_OK;
+        }
+    }
     f->buf = malloc((size_t)(off + dlen));
     if (!f->buf) return moe_fail(MOE_ERR_NOMEM, "%s: cannot allocate %llu bytes", path, (unsigned long long)(off + dlen));
     memcpy(f->buf, lenbuf, 8);
@@ -727,7 +745,8 @@ void moe_st_free(moe_st *f) {
     free(f->meta);
     free(f->meta_by_key);
     free(f->pool);
-    free(f->buf);
+    if (f->mapped) munmap(f->buf, f->mapped);
+    else free(f->buf);
     free(f);
 }
 

@@ -391,6 +391,45 @@ static void test_many(void) {
     remove(p);
 }
 
+/* Files of 64 KB and more are mapped, not read, when their data is aligned (as the writer makes
+ * it): the same contents either way, an unaligned one is still read, a cut one refused. */
+static void test_large(void) {
+    char p[256];
+    path_of(p, sizeof p, "large.safetensors");
+    enum { N = 40000 };
+    float *a = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) a[i] = (float)i * 0.5f - 7.0f;
+    const int64_t sh[1] = {N};
+    moe_st_writer *w = NULL;
+    int ok = moe_st_writer_create(&w) == MOE_OK && moe_st_writer_add(w, "a", MOE_F32, 1, sh, a) == MOE_OK &&
+             moe_st_writer_meta(w, "k", "v") == MOE_OK && moe_st_writer_write(w, p) == MOE_OK;
+    moe_st_writer_free(w);
+    CHECK(ok, "write a large file");
+    for (int round = 0; round < 2; round++) {
+        moe_st *f = NULL;
+        const float *x = NULL;
+        moe_tensor t;
+        CHECK(moe_st_open(&f, p) == MOE_OK && moe_st_get_f32(f, "a", &t, &x) == MOE_OK && t.numel == N &&
+                  memcmp(x, a, sizeof(float) * N) == 0 &&
+                  (round == 1 || (moe_st_meta(f, "k") && strcmp(moe_st_meta(f, "k"), "v") == 0)),
+              "round %d: the large file's tensor and metadata", round);
+        moe_st_free(f);
+        if (round == 0) { /* the same data behind an unpadded header: read, not mapped */
+            const char *hdr = "{\"a\":{\"dtype\":\"F32\",\"shape\":[40000],\"data_offsets\":[0,160000]}}";
+            CHECK((8 + strlen(hdr)) % 8 != 0, "the unpadded header is accidentally padded");
+            CHECK(write_raw(p, strlen(hdr), hdr, a, sizeof(float) * N) == 0, "write the unpadded large file");
+        }
+    }
+    char hdr[128] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[40000],\"data_offsets\":[0,160000]}}";
+    while ((8 + strlen(hdr)) % 8) strcat(hdr, " "); /* padded as the writer pads: the mapped path */
+    CHECK(write_raw(p, strlen(hdr), hdr, a, sizeof(float) * (N - 1)) == 0, "write a cut large file");
+    moe_st *f = NULL;
+    CHECK_FAIL(moe_st_open(&f, p), MOE_ERR_TRUNCATED, "a large file cut short");
+    CHECK(f == NULL, "no handle for the cut file");
+    free(a);
+    remove(p);
+}
+
 static void test_writer_args(void) {
     moe_st_writer *w = NULL;
     float x[4] = {0};
@@ -514,6 +553,7 @@ int main(int argc, char **argv) {
     test_malformed();
     test_zero_dims();
     test_many();
+    test_large();
     test_writer_args();
     test_atomic_write();
     remove_dir(g_dir);
