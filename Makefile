@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run classify test test-asan test-valgrind fuzz bench install clean
+.PHONY: all deps build run classify test test-asan test-valgrind fuzz corpus bench install clean
 
 all: build
 
@@ -18,6 +18,12 @@ build: deps
 # sample, plot.
 run: build
 	MOE=$(BUILD)/moe bash scripts/main.sh
+
+# The large English corpus (about 113 MB, from Debian's dictionaries and documentation) for the
+# big models: runs/english.txt, selected with `moe train --data english`.
+corpus:
+	@bash scripts/deps.sh --corpus
+	python3 scripts/corpus.py runs/english.txt
 
 # The Fashion-MNIST MoE classifier demo (about a minute).
 classify: build

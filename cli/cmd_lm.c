@@ -21,7 +21,9 @@ static const char *TRAIN_USAGE =
     "                 [--resume CKPT] [model and training options]\n"
     "\n"
     "Trains the paper's language model: embedding -> LSTM -> MoE -> LSTM -> softmax.\n"
-    "  --data FILE        UTF-8 text (default: Debian's fortunes, gathered into DIR/../fortunes.txt)\n"
+    "  --data FILE        UTF-8 text (default: Debian's fortunes, gathered into DIR/../fortunes.txt;\n"
+    "                     `english`: the 113 MB English corpus that `make corpus` gathers into\n"
+    "                     runs/english.txt, for the large models)\n"
     "  --words            word tokens (default: bytes); --min-count 2 --max-vocab 10000 --lowercase\n"
     "  --steps N          stop at step N (default 1000); --minutes M stops after M minutes\n"
     "  --out DIR          where model.safetensors and log.jsonl go (default runs/lm)\n"
@@ -185,6 +187,14 @@ int cmd_train(int argc, char **argv) {
         data = corpus;
         /* the other ranks wait until rank 0 has gathered it */
         if (comm) cli_check(moe_comm_check_same(comm, 1, "the corpus barrier"), "waiting for the corpus");
+    }
+    if (strcmp(data, "english") == 0) { /* the named large corpus */
+        snprintf(corpus, sizeof corpus, "%s/../english.txt", out);
+        struct stat sb;
+        if (stat(corpus, &sb) != 0)
+            cli_die("%s does not exist: gather the English corpus with `make corpus` (installs Debian's dict-gcide, "
+                    "dict-wn, dict-jargon, dict-foldoc, python3-doc and linux-doc; about 113 MB of text)", corpus);
+        data = corpus;
     }
     tc.data = data;
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);

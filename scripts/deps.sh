@@ -5,12 +5,14 @@
 #   scripts/deps.sh --torch  also python3-torch/numpy/nltk (to regenerate golden files, run bench/*.py)
 #   scripts/deps.sh --valgrind  also valgrind
 #   scripts/deps.sh --fuzz   also clang and its libFuzzer runtime (make fuzz)
+#   scripts/deps.sh --corpus also the texts of the large English corpus (make corpus)
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
 case "${1:-}" in
   --torch) pkgs+=(python3-torch python3-numpy python3-nltk) ;;
   --valgrind) pkgs+=(valgrind) ;;
   --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+  --corpus) pkgs+=(dict-gcide dict-wn dict-jargon dict-foldoc python3-doc linux-doc python3) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do
