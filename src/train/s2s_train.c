@@ -415,10 +415,16 @@ static moe_status s2s_save(s2s_run *r, int next) {
     return MOE_OK;
 }
 
+/* The start report (collective: the experts of every rank counted). */
 static void s2s_start_report(s2s_run *r) {
     const moe_s2s_config cfg = moe_s2s_get_config(r->m);
     moe_s2s_progress p = progress_at(r, MOE_S2S_START, s2s_objective_name(r->tc->objective), -1);
-    p.params_total = ptable_numel(r->pt);
+    double experts = 0.0; /* this rank's share of the expert tensors; the rest is on every rank */
+    for (int i = 0; i < r->pt->count; i++)
+        if (r->pt->t[i].expert) experts += (double)r->pt->t[i].numel;
+    const double here = experts;
+    if (sum_ranks(r, &experts, 1)) experts = here;
+    p.params_total = ptable_numel(r->pt) + (int64_t)(experts - here);
     p.src_vocab = cfg.src_vocab;
     p.tgt_vocab = cfg.tgt_vocab;
     p.train_pairs = r->c.ntrain;
