@@ -128,23 +128,11 @@ static moe_status build_table(moe_lm *m) {
 }
 
 moe_layer_config lm_ffn_config(const moe_lm_config *cfg) {
-    moe_layer_config lc = moe_layer_config_default();
-    lc.d = cfg->d;
-    if (cfg->ffn == MOE_FFN_MOE) {
-        lc.n = cfg->n;
-        lc.k = cfg->k;
-        lc.h = cfg->h;
-        lc.w_importance = cfg->w_importance;
-        lc.w_load = cfg->w_load;
-        lc.noise_eps = cfg->noise_eps;
-        lc.groups = cfg->groups;
-        lc.k_groups = cfg->k_groups;
-    } else { /* one always-on expert of hidden k*h: the dense FFN of equal active FLOPs */
-        lc.n = 1;
-        lc.k = 1;
-        lc.h = cfg->k * cfg->h;
-        lc.w_importance = lc.w_load = 0.0f;
-    }
+    if (cfg->ffn != MOE_FFN_MOE) /* one always-on expert of hidden k*h: the dense FFN of equal active FLOPs */
+        return layer_config_of(cfg->d, 1, 1, cfg->k * cfg->h, 0.0f, 0.0f, moe_layer_config_default().noise_eps);
+    moe_layer_config lc = layer_config_of(cfg->d, cfg->n, cfg->k, cfg->h, cfg->w_importance, cfg->w_load, cfg->noise_eps);
+    lc.groups = cfg->groups;
+    lc.k_groups = cfg->k_groups;
     return lc;
 }
 

@@ -194,14 +194,8 @@ static moe_status s2s_create(moe_s2s **out, const moe_s2s_config *cfg, uint64_t 
     }
     if (cfg->moe) {
         for (int side = 0; side < 2; side++) {
-            moe_layer_config lc = moe_layer_config_default();
-            lc.d = cfg->d;
-            lc.n = cfg->n;
-            lc.k = cfg->k;
-            lc.h = cfg->h;
-            lc.w_importance = cfg->w_importance;
-            lc.w_load = cfg->w_load;
-            lc.noise_eps = cfg->noise_eps;
+            const moe_layer_config lc =
+                layer_config_of(cfg->d, cfg->n, cfg->k, cfg->h, cfg->w_importance, cfg->w_load, cfg->noise_eps);
             const uint64_t ls = (seed ^ 0x6d6f65ULL) + 7919ULL * (uint64_t)side;
             st = comm ? moe_layer_create_sharded(&m->moe[side], &lc, ls, comm) : moe_layer_create(&m->moe[side], &lc, ls);
             if (st) {

@@ -76,6 +76,18 @@ static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots) {
 }
 static size_t layout_params(moe_layer *l, int nloc) { return layout(&l->cfg, nloc, l->slots); }
 
+moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps) {
+    moe_layer_config c = moe_layer_config_default();
+    c.d = d;
+    c.n = n;
+    c.k = k;
+    c.h = h;
+    c.w_importance = w_importance;
+    c.w_load = w_load;
+    c.noise_eps = noise_eps;
+    return c;
+}
+
 size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored) {
     param_slot s[P_COUNT];
     memset(s, 0, sizeof s);

@@ -17,4 +17,7 @@ moe_comm *layer_comm(const moe_layer *l);
  * plans); *factored (may be NULL) those of the factored optimiser's second moment. */
 size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored);
 
+/* A model's flat MoE settings as a layer's, the layer's defaults for the rest (bias, groups). */
+moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps);
+
 #endif
