@@ -122,7 +122,11 @@ moe_status s2s_split_bleu(moe_s2s *m, moe_comm *comm, const s2s_data *d, int spl
         return moe_fail(MOE_ERR_CONFIG, "beam search of a model split over ranks is not supported: use beam 1");
     s2s_batches bt;
     moe_status st = s2s_make_batches(d, split, B, 0, 0, 0, &bt);
-    if (st) return st;
+    if (comm) st = comm_ready(comm, st);
+    if (st) {
+        s2s_batches_free(&bt); /* (emptied already where it failed) */
+        return st;
+    }
     const moe_s2s_config cfg = moe_s2s_get_config(m);
     const int T = cfg.max_len;
     moe_bleu_stats acc;
@@ -131,12 +135,14 @@ moe_status s2s_split_bleu(moe_s2s *m, moe_comm *comm, const s2s_data *d, int spl
     int *len = malloc(sizeof(int) * (size_t)B);
     int n = 0;
     if (!out || !tmp || !len) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
+    if (comm) st = comm_ready(comm, st);
     for (int j = 0; j < bt.nbatch && !st && (limit <= 0 || n < limit); j++) {
         int nb = bt.start[j + 1] - bt.start[j];
         if (limit > 0 && n + nb > limit) nb = limit - n;
         s2s_batch b;
         memset(&b, 0, sizeof b);
         st = s2s_batch_make(&b, d, bt.idx + bt.start[j], nb, T, comm);
+        if (comm) st = comm_ready(comm, st); /* a rank that cannot decode stops them all here */
         if (!st) st = batch_bleu(m, comm, &b, beam, alpha, T, cfg.tgt_vocab, out, len, tmp, &acc);
         n += nb;
         s2s_batch_free(&b);

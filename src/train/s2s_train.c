@@ -558,6 +558,7 @@ static moe_status s2s_epoch(s2s_run *r, int *bounded) {
         s2s_batch b;
         memset(&b, 0, sizeof b);
         st = s2s_batch_make(&b, &r->c.data, bt.idx + bt.start[j], bt.start[j + 1] - bt.start[j], r->T, r->comm);
+        if (r->comm) st = comm_ready(r->comm, st); /* a rank without its batch stops every rank here */
         moe_s2s_zero_grad(r->m);
         if (!st) st = train_step(r, &b, s);
         s2s_batch_free(&b);
