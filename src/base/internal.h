@@ -11,6 +11,9 @@ moe_status moe_fail(moe_status s, const char *fmt, ...) __attribute__((format(pr
 /* Clears moe_last_error() (called by successful top-level operations that report errors). */
 void moe_clear_error(void);
 /* MOE_OK with moe_last_error() cleared: how a public call returns success. */
+/* Seconds on the monotonic clock (base/clock.c). */
+double moe_clock_s(void);
+
 static inline moe_status moe_ok(void) {
     moe_clear_error();
     return MOE_OK;

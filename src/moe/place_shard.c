@@ -39,12 +39,6 @@ typedef struct {
     uint64_t sent, received; /* bytes to and from other ranks, since creation */
 } shard;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static moe_status reserve_rows(shard *s, int R) {
     if (R <= s->capR) return MOE_OK;
     const size_t d = (size_t)s->d, h = (size_t)s->h, cap = (size_t)R + R / 4 + 16;
@@ -62,10 +56,10 @@ static moe_status reserve_rows(shard *s, int R) {
 
 static moe_status shard_batch(void *ctx, int64_t *first, int64_t *total, int B, int train) {
     shard *s = ctx;
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     const int mine[2] = {B, train};
     moe_status st = comm_allgather_int(s->comm, mine, 2, s->ball);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     if (st) return st;
     *first = *total = 0;
     for (int r = 0; r < s->P; r++) {
@@ -81,17 +75,17 @@ static moe_status shard_batch(void *ctx, int64_t *first, int64_t *total, int B, 
 
 static moe_status shard_sum_f64(void *ctx, double *v, int count) {
     shard *s = ctx;
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     moe_status st = comm_allreduce_sum_f64(s->comm, v, count);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     return st;
 }
 
 static moe_status shard_sum_f32(void *ctx, float *v, size_t count) {
     shard *s = ctx;
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     moe_status st = moe_comm_allreduce_sum(s->comm, v, count);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     return st;
 }
 
@@ -155,9 +149,9 @@ static void count_bytes(shard *s, const int *out, const int *in) {
 
 /* sorted local rows -> the experts' ranks -> expert order in `xe` (through s->recv) */
 static moe_status send_to_experts(shard *s, float *xe, const float *rows) {
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     moe_status st = comm_alltoallv_f32(s->comm, rows, s->sc, s->sd, s->recv, s->rc, s->rd);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     count_bytes(s, s->sc, s->rc);
     if (st) return st;
     permute_rows(xe, s->recv, s->perm, s->Rloc, s->d, 0);
@@ -167,9 +161,9 @@ static moe_status send_to_experts(shard *s, float *xe, const float *rows) {
 /* expert-order rows `ye` -> back to the ranks their tokens live on, into sorted local `rows` */
 static moe_status send_back(shard *s, float *rows, const float *ye) {
     permute_rows(s->recv, ye, s->perm, s->Rloc, s->d, 1);
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     moe_status st = comm_alltoallv_f32(s->comm, s->recv, s->rc, s->rd, rows, s->sc, s->sd);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     count_bytes(s, s->rc, s->sc);
     return st;
 }
@@ -179,9 +173,9 @@ static moe_status shard_forward(void *ctx, float *Ys, int *gcounts, const float 
     shard *s = ctx;
     const int n = s->n;
     for (int e = 0; e < n; e++) gcounts[e] = offsets[e + 1] - offsets[e];
-    double t0 = now_s();
+    double t0 = moe_clock_s();
     moe_status st = comm_allgather_int(s->comm, gcounts, n, s->allc);
-    s->comm_s += now_s() - t0;
+    s->comm_s += moe_clock_s() - t0;
     if (st) return st;
     if ((st = plan_exchange(s, offsets))) return st;
     if ((st = send_to_experts(s, s->xe, Xs))) return st;

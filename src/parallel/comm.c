@@ -30,11 +30,6 @@ struct moe_comm {
 enum { TAG_PING = 1, TAG_PONG = 2 };
 #define GRACE_S 5.0 /* at most this long for the answers to a ping */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int moe_have_mpi(void) { return 1; }
 
@@ -127,8 +122,8 @@ static moe_status name_silent(moe_comm *c, const char *what, double waited) {
         if (r != c->rank) MPI_Isend(&out[r], 1, MPI_INT, r, TAG_PING, c->ping, &q[r]);
     }
     int left = P - 1;
-    const double t0 = now_s(), grace = c->timeout < GRACE_S ? c->timeout : GRACE_S;
-    while (left > 0 && now_s() - t0 < grace) {
+    const double t0 = moe_clock_s(), grace = c->timeout < GRACE_S ? c->timeout : GRACE_S;
+    while (left > 0 && moe_clock_s() - t0 < grace) {
         answer_pings(c);
         int flag = 0, v = 0;
         MPI_Status s;
@@ -159,7 +154,7 @@ static moe_status name_silent(moe_comm *c, const char *what, double waited) {
 
 /* Waits for a started collective, answering pings, until it completes or the timeout passes. */
 static moe_status wait_for(moe_comm *c, MPI_Request *q, const char *what) {
-    const double t0 = now_s();
+    const double t0 = moe_clock_s();
     for (long spin = 0;; spin++) {
         int done = 0;
         const int rc = MPI_Test(q, &done, MPI_STATUS_IGNORE);
@@ -167,7 +162,7 @@ static moe_status wait_for(moe_comm *c, MPI_Request *q, const char *what) {
         if (done) return MOE_OK;
         if ((spin & 63) == 63) { /* now and then: the clock and the pings cost more than a test */
             answer_pings(c);
-            const double waited = now_s() - t0;
+            const double waited = moe_clock_s() - t0;
             if (c->timeout > 0 && waited > c->timeout) return name_silent(c, what, waited);
             sched_yield();
         }

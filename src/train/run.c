@@ -9,11 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-double run_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double run_now(void) { return moe_clock_s(); }
 
 void run_begin(run_core *r, moe_comm *comm, int64_t step, int64_t max_steps, double minutes, double elapsed0) {
     memset(r, 0, sizeof *r);

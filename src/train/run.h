@@ -8,8 +8,6 @@
 
 #include "moe.h"
 
-#include <math.h>
-
 #include <stdint.h>
 
 typedef struct {
