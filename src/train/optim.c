@@ -6,8 +6,12 @@
  *
  * The arena is cut into segments at the first step: the declared matrices, and runs of elements
  * that no matrix covers (biases, or everything when the variant is off), which keep a full second
- * moment. All sums run in a fixed order, so a step gives the same bits for any thread count. */
+ * moment. All sums run in a fixed order, so a step gives the same bits for any thread count.
+ *
+ * Fused updates (optim_fused.h) cut the runs further at the edges of the span and of its unit
+ * tensors, so that each unit tensor is one segment; the storage of v does not move. */
 #include "base/internal.h"
+#include "train/optim_fused.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,7 +22,15 @@ typedef struct {
     int64_t count, rows, cols; /* count matrices [rows, cols]; a vector run has rows = 0 */
     size_t len;                /* elements covered */
     size_t voff;               /* where its second moment starts in v */
+    int fused;                 /* inside the fused span: never stepped by moe_adam_step */
+    size_t unit;               /* floats of one unit (a fused tensor's segment), else 0 */
+    int32_t *missed;           /* [len / unit] steps of zero gradient not yet applied */
+    uint8_t *hit;              /* [len / unit] stepped in the current step */
 } segment;
+
+typedef struct {
+    size_t offset, len, unit;
+} unit_range;
 
 struct moe_adam {
     moe_adam_config cfg;
@@ -31,6 +43,11 @@ struct moe_adam {
     segment *seg;  /* the layout: declared matrices and the vector runs between them */
     int nseg;
     int64_t step;
+    size_t span0, span1;   /* the fused span (empty: none) */
+    unit_range *units;     /* its unit tensors, sorted at layout time */
+    int nunits;
+    int no_lazy;
+    float *zeros;          /* [largest unit] the zero gradient of an eager step */
 };
 
 moe_adam_config moe_adam_config_default(void) {
@@ -72,8 +89,14 @@ void moe_adam_free(moe_adam *a) {
     if (!a) return;
     moe_free_aligned(a->m);
     moe_free_aligned(a->v);
+    moe_free_aligned(a->zeros);
     free(a->decl);
+    for (int i = 0; a->seg && i < a->nseg; i++) {
+        free(a->seg[i].missed);
+        free(a->seg[i].hit);
+    }
     free(a->seg);
+    free(a->units);
     free(a);
 }
 
@@ -89,13 +112,68 @@ moe_status moe_adam_set_matrices(moe_adam *a, size_t offset, int64_t count, int6
     segment *d = realloc(a->decl, sizeof(segment) * (size_t)(a->ndecl + 1));
     if (!d) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     a->decl = d;
-    d[a->ndecl++] = (segment){offset, count, rows, cols, len, 0};
+    d[a->ndecl++] = (segment){.offset = offset, .count = count, .rows = rows, .cols = cols, .len = len};
     return moe_ok();
 }
 
 static int cmp_seg(const void *x, const void *y) {
     const segment *p = x, *q = y;
     return (p->offset > q->offset) - (p->offset < q->offset);
+}
+
+static int cmp_size(const void *x, const void *y) {
+    const size_t p = *(const size_t *)x, q = *(const size_t *)y;
+    return (p > q) - (p < q);
+}
+
+static int cmp_units(const void *x, const void *y) {
+    const unit_range *p = x, *q = y;
+    return (p->offset > q->offset) - (p->offset < q->offset);
+}
+
+/* Appends the vector run [pos, next) to s, cut at the points in cuts [ncut] (sorted). */
+static void add_run(segment *s, int *ns, size_t pos, size_t next, size_t *voff, const size_t *cuts, int ncut) {
+    while (pos < next) {
+        size_t end = next;
+        for (int c = 0; c < ncut; c++)
+            if (cuts[c] > pos) {
+                if (cuts[c] < end) end = cuts[c];
+                break;
+            }
+        s[(*ns)++] = (segment){.offset = pos, .count = 1, .len = end - pos, .voff = *voff};
+        *voff += end - pos;
+        pos = end;
+    }
+}
+
+/* Marks the segments of the fused span, gives each unit tensor its bookkeeping. */
+static moe_status mark_fused(moe_adam *a) {
+    size_t biggest = 0;
+    for (int i = 0; i < a->nseg; i++) {
+        segment *sg = &a->seg[i];
+        sg->fused = a->span1 > a->span0 && sg->offset >= a->span0 && sg->offset + sg->len <= a->span1;
+        if (!sg->fused) continue;
+        const unit_range *u = NULL;
+        for (int j = 0; j < a->nunits && !u; j++)
+            if (sg->offset < a->units[j].offset + a->units[j].len && a->units[j].offset < sg->offset + sg->len)
+                u = &a->units[j];
+        if (!u) {
+            if (sg->rows) return moe_fail(MOE_ERR_CONFIG, "matrix block at %zu lies in the fused span but is no unit tensor", sg->offset);
+            continue; /* padding: never stepped, as an eager step with zero gradients leaves it */
+        }
+        if (u->offset != sg->offset || u->len != sg->len || (sg->rows && u->unit != (size_t)(sg->rows * sg->cols)))
+            return moe_fail(MOE_ERR_CONFIG, "unit tensor [%zu, %zu) does not match the optimiser's layout", u->offset,
+                            u->offset + u->len);
+        sg->unit = u->unit;
+        const size_t nu = sg->len / sg->unit;
+        sg->missed = calloc(nu, sizeof(int32_t));
+        sg->hit = calloc(nu, 1);
+        if (!sg->missed || !sg->hit) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+        if (u->unit > biggest) biggest = u->unit;
+    }
+    if (biggest && !(a->zeros = moe_alloc_floats(biggest))) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+    if (biggest) memset(a->zeros, 0, sizeof(float) * biggest);
+    return MOE_OK;
 }
 
 /* Cuts the arena into segments and allocates v (once). */
@@ -107,16 +185,29 @@ static moe_status layout(moe_adam *a) {
         if (a->decl[i].offset < a->decl[i - 1].offset + a->decl[i - 1].len)
             return moe_fail(MOE_ERR_CONFIG, "declared matrix blocks at %zu and %zu overlap", a->decl[i - 1].offset,
                             a->decl[i].offset);
-    segment *s = malloc(sizeof(segment) * (size_t)(2 * nd + 1));
-    if (!s) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+    if (a->nunits) qsort(a->units, (size_t)a->nunits, sizeof(unit_range), cmp_units);
+    const int ncut = a->span1 > a->span0 ? 2 + 2 * a->nunits : 0;
+    size_t *cuts = malloc(sizeof(size_t) * (size_t)(ncut + 1));
+    segment *s = calloc((size_t)(2 * nd + 1 + ncut), sizeof(segment));
+    if (!s || !cuts) {
+        free(s);
+        free(cuts);
+        return moe_fail(MOE_ERR_NOMEM, "out of memory");
+    }
+    if (ncut) {
+        cuts[0] = a->span0;
+        cuts[1] = a->span1;
+        for (int j = 0; j < a->nunits; j++) {
+            cuts[2 + 2 * j] = a->units[j].offset;
+            cuts[3 + 2 * j] = a->units[j].offset + a->units[j].len;
+        }
+        qsort(cuts, (size_t)ncut, sizeof(size_t), cmp_size);
+    }
     int ns = 0;
     size_t pos = 0, voff = 0;
     for (int i = 0; i <= nd; i++) {
         size_t next = i < nd ? a->decl[i].offset : a->count;
-        if (next > pos) {
-            s[ns++] = (segment){pos, 1, 0, 0, next - pos, voff};
-            voff += next - pos;
-        }
+        if (next > pos) add_run(s, &ns, pos, next, &voff, cuts, ncut);
         if (i < nd) {
             segment g = a->decl[i];
             g.voff = voff;
@@ -125,14 +216,25 @@ static moe_status layout(moe_adam *a) {
             pos = g.offset + g.len;
         }
     }
-    a->v = moe_alloc_floats(voff);
-    if (!a->v) {
-        free(s);
-        return moe_fail(MOE_ERR_NOMEM, "cannot allocate the second moment (%zu floats)", voff);
-    }
-    memset(a->v, 0, sizeof(float) * voff);
+    free(cuts);
     a->seg = s;
     a->nseg = ns;
+    moe_status st = mark_fused(a);
+    if (!st && !(a->v = moe_alloc_floats(voff)))
+        st = moe_fail(MOE_ERR_NOMEM, "cannot allocate the second moment (%zu floats)", voff);
+    if (st) { /* leave the optimiser as before its layout */
+        for (int i = 0; i < ns; i++) {
+            free(s[i].missed);
+            free(s[i].hit);
+        }
+        free(s);
+        moe_free_aligned(a->zeros);
+        a->seg = NULL;
+        a->zeros = NULL;
+        a->nseg = 0;
+        return st;
+    }
+    memset(a->v, 0, sizeof(float) * voff);
     a->vcount = voff;
     return MOE_OK;
 }
@@ -142,21 +244,20 @@ static inline void apply(float *p, float mm, float vhat, float step_size, float 
     *p -= step_size * mm / (sqrtf(vhat) + eps) + lrwd * *p;
 }
 
-static void step_vector(moe_adam *a, const segment *sg, float *params, const float *grads, float step_size,
+/* n parameters p with gradients g, first moments m (NULL: beta1 = 0) and second moments v */
+static void step_vector(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n, float step_size,
                         float inv_c2, float lrwd) {
     const float b1 = a->cfg.beta1, b2 = a->cfg.beta2, eps = a->cfg.eps;
-    float *m = a->m, *v = a->v + sg->voff;
-    const size_t o = sg->offset, n = sg->len;
 #pragma omp parallel for schedule(static) if (n >= 8192)
     for (size_t i = 0; i < n; i++) {
-        float g = grads[o + i], mm = g;
-        if (m) mm = m[o + i] = b1 * m[o + i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-        apply(&params[o + i], mm, v[i] * inv_c2, step_size, eps, lrwd);
+        float mm = g[i];
+        if (m) mm = m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        apply(&p[i], mm, v[i] * inv_c2, step_size, eps, lrwd);
     }
 }
 
-static void step_matrix(moe_adam *a, const float *g, float *p, float *m, float *R, float *C, int64_t rows,
+static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, float *R, float *C, int64_t rows,
                         int64_t cols, float step_size, float inv_c2, float lrwd) {
     const float b1 = a->cfg.beta1, b2 = a->cfg.beta2, eps = a->cfg.eps;
     const int big = rows * cols >= 16384;
@@ -190,30 +291,143 @@ static void step_matrix(moe_adam *a, const float *g, float *p, float *m, float *
     }
 }
 
+/* The step sizes of step number t (bias corrections of both moments) */
+static void step_consts(const moe_adam *a, int64_t t, float lr, float *step_size, float *inv_c2, float *lrwd) {
+    const float c1 = 1.0f - powf(a->cfg.beta1, (float)t), c2 = 1.0f - powf(a->cfg.beta2, (float)t);
+    *step_size = lr / (c1 > 0.0f ? c1 : 1.0f);
+    *inv_c2 = 1.0f / c2;
+    *lrwd = lr * a->cfg.weight_decay;
+}
+
+/* Matrix q of a declared block, or the floats [q * unit, (q + 1) * unit) of a vector run, with
+ * its gradient g; params is the arena */
+static void step_piece(const moe_adam *a, const segment *sg, size_t q, size_t unit, float *params, const float *g,
+                       float step_size, float inv_c2, float lrwd) {
+    if (sg->rows) {
+        const size_t o = sg->offset + q * (size_t)(sg->rows * sg->cols);
+        float *R = a->v + sg->voff + q * (size_t)(sg->rows + sg->cols), *C = R + sg->rows;
+        step_matrix(a, g, params + o, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size, inv_c2, lrwd);
+    } else {
+        const size_t o = sg->offset + q * unit;
+        step_vector(a, params + o, g, a->m ? a->m + o : NULL, a->v + sg->voff + q * unit, unit, step_size, inv_c2,
+                    lrwd);
+    }
+}
+
+int adam_is_lazy(const moe_adam *a) { return a->cfg.beta1 == 0.0f && a->cfg.weight_decay == 0.0f && !a->no_lazy; }
+
+/* Unit q's steps of zero gradient not applied yet: v *= beta2 once per step, the bits of the
+ * eager step (beta2 v + (1 - beta2) 0; its parameters did not move) */
+static void catch_up(moe_adam *a, segment *sg, size_t q) {
+    const int32_t k = sg->missed[q];
+    if (!k) return;
+    const size_t len = sg->rows ? (size_t)(sg->rows + sg->cols) : sg->unit;
+    float *v = a->v + sg->voff + q * len;
+    const float b2 = a->cfg.beta2;
+    for (int32_t i = 0; i < k; i++)
+        for (size_t j = 0; j < len; j++) v[j] *= b2;
+    sg->missed[q] = 0;
+}
+
+static void flush(moe_adam *a) {
+    for (int i = 0; i < a->nseg; i++)
+        if (a->seg[i].unit)
+            for (size_t q = 0; q < a->seg[i].len / a->seg[i].unit; q++) catch_up(a, &a->seg[i], q);
+}
+
+/* The end of a step for a unit tensor: units not stepped get their zero-gradient step, now
+ * (eager) or later (lazy) */
+static void finish_units(moe_adam *a, segment *sg, float *params, float step_size, float inv_c2, float lrwd) {
+    const int lazy = adam_is_lazy(a);
+    for (size_t q = 0; q < sg->len / sg->unit; q++) {
+        if (sg->hit[q]) sg->hit[q] = 0;
+        else if (lazy) sg->missed[q]++;
+        else step_piece(a, sg, q, sg->unit, params, a->zeros, step_size, inv_c2, lrwd);
+    }
+}
+
 moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr) {
     if (!a || !params || !grads) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument to moe_adam_step");
-    if (!moe_all_finite(grads, a->count))
-        return moe_fail(MOE_ERR_NONFINITE, "gradient contains NaN or Inf; parameters left unchanged");
     moe_status st = layout(a);
     if (st) return st;
+    for (int s = 0; s < a->nseg; s++)
+        if (!a->seg[s].fused && !moe_all_finite(grads + a->seg[s].offset, a->seg[s].len))
+            return moe_fail(MOE_ERR_NONFINITE, "gradient contains NaN or Inf; parameters left unchanged");
     a->step++;
-    const float b1 = a->cfg.beta1, b2 = a->cfg.beta2;
-    const float c1 = 1.0f - powf(b1, (float)a->step), c2 = 1.0f - powf(b2, (float)a->step);
-    const float step_size = lr / (c1 > 0.0f ? c1 : 1.0f), inv_c2 = 1.0f / c2, lrwd = lr * a->cfg.weight_decay;
+    float step_size, inv_c2, lrwd;
+    step_consts(a, a->step, lr, &step_size, &inv_c2, &lrwd);
     for (int s = 0; s < a->nseg; s++) {
-        const segment *sg = &a->seg[s];
-        if (sg->rows == 0) {
-            step_vector(a, sg, params, grads, step_size, inv_c2, lrwd);
-            continue;
-        }
-        const size_t mat = (size_t)(sg->rows * sg->cols);
-        for (int64_t q = 0; q < sg->count; q++) {
-            const size_t o = sg->offset + (size_t)q * mat;
-            float *R = a->v + sg->voff + (size_t)q * (size_t)(sg->rows + sg->cols), *C = R + sg->rows;
-            step_matrix(a, grads + o, params + o, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size,
-                        inv_c2, lrwd);
+        segment *sg = &a->seg[s];
+        if (sg->fused) {
+            if (sg->unit) finish_units(a, sg, params, step_size, inv_c2, lrwd);
+        } else if (sg->rows == 0) {
+            step_vector(a, params + sg->offset, grads + sg->offset, a->m ? a->m + sg->offset : NULL, a->v + sg->voff,
+                        sg->len, step_size, inv_c2, lrwd);
+        } else {
+            for (int64_t q = 0; q < sg->count; q++)
+                step_piece(a, sg, (size_t)q, 0, params, grads + sg->offset + (size_t)q * (size_t)(sg->rows * sg->cols),
+                           step_size, inv_c2, lrwd);
         }
     }
+    return moe_ok();
+}
+
+/* ---- fused updates (optim_fused.h) ---- */
+
+moe_status adam_set_fused_span(moe_adam *a, size_t begin, size_t end) {
+    if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
+    if (a->seg) return moe_fail(MOE_ERR_STATE, "the fused span must be declared before the first step or state access");
+    if (begin > end || end > a->count) return moe_fail(MOE_ERR_SHAPE, "span [%zu, %zu) outside the %zu parameters", begin, end, a->count);
+    a->span0 = begin;
+    a->span1 = end;
+    return moe_ok();
+}
+
+moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit) {
+    if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
+    if (a->seg) return moe_fail(MOE_ERR_STATE, "unit tensors must be declared before the first step or state access");
+    if (count < 1 || unit < 1 || offset < a->span0 || (size_t)count * unit > a->span1 - offset)
+        return moe_fail(MOE_ERR_SHAPE, "unit tensor at %zu (%lld x %zu) is not inside the fused span", offset,
+                        (long long)count, unit);
+    unit_range *u = realloc(a->units, sizeof(unit_range) * (size_t)(a->nunits + 1));
+    if (!u) return moe_fail(MOE_ERR_NOMEM, "out of memory");
+    a->units = u;
+    u[a->nunits++] = (unit_range){offset, (size_t)count * unit, unit};
+    return moe_ok();
+}
+
+void adam_set_lazy(moe_adam *a, int lazy) {
+    if (a) a->no_lazy = !lazy;
+}
+
+/* the segment holding arena float `offset` (the segments are in arena order) */
+static segment *find_segment(const moe_adam *a, size_t offset) {
+    int lo = 0, hi = a->nseg - 1;
+    while (lo <= hi) {
+        const int mid = (lo + hi) / 2;
+        segment *sg = &a->seg[mid];
+        if (offset < sg->offset) hi = mid - 1;
+        else if (offset >= sg->offset + sg->len) lo = mid + 1;
+        else return sg;
+    }
+    return NULL;
+}
+
+moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr) {
+    if (!a || !params || !g) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument to adam_step_unit");
+    if (!a->seg) return moe_fail(MOE_ERR_STATE, "the optimiser's layout is not made yet (read its state first)");
+    segment *sg = find_segment(a, offset);
+    if (!sg || !sg->unit || (offset - sg->offset) % sg->unit)
+        return moe_fail(MOE_ERR_INVALID_ARG, "no unit of a fused tensor starts at %zu", offset);
+    const size_t q = (offset - sg->offset) / sg->unit;
+    if (sg->hit[q]) return moe_fail(MOE_ERR_STATE, "the unit at %zu was already stepped in this step", offset);
+    if (!moe_all_finite(g, sg->unit))
+        return moe_fail(MOE_ERR_NONFINITE, "an expert's gradient contains NaN or Inf; its parameters left unchanged");
+    catch_up(a, sg, q);
+    float step_size, inv_c2, lrwd;
+    step_consts(a, a->step + 1, lr, &step_size, &inv_c2, &lrwd);
+    step_piece(a, sg, q, sg->unit, params, g, step_size, inv_c2, lrwd);
+    sg->hit[q] = 1;
     return moe_ok();
 }
 
@@ -221,6 +435,7 @@ moe_status moe_adam_state(moe_adam *a, moe_adam_state_view *sv) {
     if (!a || !sv) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser or state view is NULL");
     moe_status st = layout(a);
     if (st) return st;
+    flush(a); /* the state as eager steps would have left it */
     sv->m = a->m;
     sv->m_count = a->m ? a->count : 0;
     sv->v = a->v;
@@ -233,6 +448,7 @@ moe_status moe_adam_range_state(moe_adam *a, size_t offset, size_t len, float **
     if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
     moe_status st = layout(a);
     if (st) return st;
+    flush(a);
     if (offset > a->count || len > a->count - offset || len == 0)
         return moe_fail(MOE_ERR_SHAPE, "range [%zu, %zu) is not inside the %zu parameters", offset, offset + len, a->count);
     for (int i = 0; i < a->nseg; i++) {
