@@ -18,6 +18,7 @@ int ptable_group(ptable *pt, const char *name, const char *prefix, float *params
     g->params = params;
     g->grads = grads;
     g->count = count;
+    g->gcount = count;
     g->sharded = sharded;
     return pt->ngroups++;
 }

@@ -37,6 +37,8 @@ typedef struct {
     float *params;  /* the group's first float in its arena */
     float *grads;
     size_t count;   /* floats, padding included */
+    size_t gcount;  /* floats of grads: count, or fewer when the last tensors have no
+                       gradients (a layer's experts under fused updates: their grad NULL) */
     int sharded;    /* its expert tensors are split over ranks */
 } pgroup;
 

@@ -4,10 +4,16 @@
  * Threads: experts are spread over the threads, largest first, each product single-threaded
  * (measured fastest here from n = 4 up); or, with MOE_PAR_BLAS, experts run in turn and each
  * product is split over the threads by moe_sgemm. */
+#include "base/internal.h"
 #include "moe/layer_ops.h"
+#include "moe/placement.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 int experts_pick_strategy(int strategy, int R, int n, int nthreads) {
     (void)R;
@@ -56,18 +62,57 @@ static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, fl
                        float *dA, const float *dYs, const float *Xs, const float *A,
                        const float *w1, const float *w2, const int *offsets, int d, int h) {
     int r0 = offsets[e], c = offsets[e + 1] - r0;
-    if (c == 0) return;
     const float *X = Xs + (size_t)r0 * d, *Ae = A + (size_t)r0 * h, *dY = dYs + (size_t)r0 * d;
     float *dAe = dA + (size_t)r0 * h, *dX = dXs + (size_t)r0 * d;
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
-    float *dW1 = dw1 + (size_t)e * d * h, *dW2 = dw2 + (size_t)e * h * d;
     /* forward: Y = A W2 + b2 */
-    dense_bwd(dAe, dW2, db2 ? db2 + (size_t)e * d : NULL, dY, Ae, W2, c, h, d);
+    dense_bwd(dAe, dw2, db2, dY, Ae, W2, c, h, d);
     /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
     for (size_t i = 0; i < (size_t)c * h; i++)
         if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
     /* forward: pre = X W1 + b1. dX may alias dY: every read of this expert's dY rows is above */
-    dense_bwd(dX, dW1, db1 ? db1 + (size_t)e * h : NULL, dAe, X, W1, c, d, h);
+    dense_bwd(dX, dw1, db1, dAe, X, W1, c, d, h);
+}
+
+size_t experts_scratch_floats(int d, int h, int nthreads) {
+    return (size_t)nthreads * MOE_ARENA_PAD(2 * (size_t)d * h + (size_t)d + (size_t)h);
+}
+
+moe_status experts_scratch_reserve(float **scratch, int *cap, int d, int h) {
+    const int t = moe_threads();
+    if (*scratch && t <= *cap) return MOE_OK;
+    float *s = moe_alloc_floats(experts_scratch_floats(d, h, t));
+    if (!s) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the fused updates' gradients for %d threads", t);
+    moe_free_aligned(*scratch);
+    *scratch = s;
+    *cap = t;
+    return MOE_OK;
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Expert e's backward: into the gradient tensors, or (fused) into this thread's scratch, which
+ * the updater applies at once; the weights are not read after their gradients are made */
+static moe_status expert_bwd_any(int e, float *dXs, const expert_weights *w, float *dA, const float *dYs,
+                                 const float *Xs, const float *A, const int *offsets, int d, int h, float *scratch) {
+    if (offsets[e + 1] == offsets[e]) return MOE_OK;
+    const size_t dh = (size_t)d * h;
+    if (!w->up) {
+        expert_bwd(e, dXs, w->g1 + e * dh, w->gb1 ? w->gb1 + (size_t)e * h : NULL, w->g2 + e * dh,
+                   w->gb2 ? w->gb2 + (size_t)e * d : NULL, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h);
+        return MOE_OK;
+    }
+    float *g1 = scratch + (size_t)thread_id() * MOE_ARENA_PAD(2 * dh + (size_t)d + (size_t)h), *g2 = g1 + dh;
+    float *gb1 = w->b1 ? g2 + dh : NULL, *gb2 = w->b2 ? g2 + dh + h : NULL;
+    memset(g1, 0, sizeof(float) * (2 * dh + (size_t)d + (size_t)h));
+    expert_bwd(e, dXs, g1, gb1, g2, gb2, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h);
+    return w->up->apply(w->up->ctx, e, g1, gb1, g2, gb2);
 }
 
 /* Experts ordered by descending row count, so the dynamic schedule balances the threads. */
@@ -104,18 +149,34 @@ void experts_forward(float *A, float *Ys, const float *Xs, const float *w1, cons
     free(ord);
 }
 
-void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2, float *dA,
-                      const float *dYs, const float *Xs, const float *A, const float *w1,
-                      const float *w2, const int *offsets, int n, int d, int h, int strategy) {
+moe_status experts_backward(float *dXs, const expert_weights *w, float *dA, const float *dYs, const float *Xs,
+                            const float *A, const int *offsets, int n, int d, int h, int strategy, float *scratch) {
     int *ord = NULL;
     if (strategy == EXPERTS_PAR_EXPERTS) ord = order_by_rows(offsets, n);
+    moe_status st = MOE_OK;
     if (!ord) {
-        for (int e = 0; e < n; e++)
-            expert_bwd(e, dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
-        return;
+        for (int e = 0; e < n && !st; e++) st = expert_bwd_any(e, dXs, w, dA, dYs, Xs, A, offsets, d, h, scratch);
+        return st;
     }
+    /* a worker's failure: its status and message (the message is per thread) */
+    char msg[256] = "";
+    int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < n; i++)
-        expert_bwd(ord[i], dXs, dw1, db1, dw2, db2, dA, dYs, Xs, A, w1, w2, offsets, d, h);
+    for (int i = 0; i < n; i++) {
+        int f;
+#pragma omp atomic read
+        f = failed;
+        if (f) continue;
+        const moe_status s1 = expert_bwd_any(ord[i], dXs, w, dA, dYs, Xs, A, offsets, d, h, scratch);
+        if (!s1) continue;
+#pragma omp critical
+        if (!st) {
+            snprintf(msg, sizeof msg, "%s", moe_last_error());
+            st = s1;
+        }
+#pragma omp atomic write
+        failed = 1;
+    }
     free(ord);
+    return st ? moe_fail(st, "%s", msg) : MOE_OK;
 }

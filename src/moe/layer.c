@@ -50,16 +50,20 @@ moe_status moe_layer_config_check(const moe_layer_config *c) {
     return moe_ok();
 }
 
-/* The parameter table of a layer holding nloc experts: shapes, presence, arena offsets. */
-/* The arena's layout for nloc experts here: the slots' shapes and offsets; returns its floats. */
-static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots) {
+/* The arena's layout for nloc experts here: the slots' shapes and offsets; returns its floats,
+ * and in *router those of the router's weights, which come first (under fused updates the
+ * gradient arena is only that prefix). */
+static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots, size_t *router_end) {
     const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc, a = cfg->groups, gn = a ? a : n;
     const int64_t b = a ? n / a : 0;
     const int64_t shapes[P_COUNT][3] = {{d, gn, 0}, {d, gn, 0}, {nl, d, h}, {nl, h, 0},
                                         {nl, h, d}, {nl, d, 0}, {a, d, b},  {a, d, b}};
     const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2, 3, 3};
+    static const int ORDER[P_COUNT] = {P_WG, P_WN, P_WG2, P_WN2, P_W1, P_B1, P_W2, P_B2};
     size_t off = 0;
-    for (int p = 0; p < P_COUNT; p++) {
+    for (int o = 0; o < P_COUNT; o++) {
+        const int p = ORDER[o];
+        if (p == P_W1 && router_end) *router_end = off;
         param_slot *s = &slots[p];
         s->present = (p == P_B1 || p == P_B2) ? cfg->bias : (p == P_WG2 || p == P_WN2) ? cfg->groups > 0 : 1;
         if (!s->present) continue;
@@ -74,7 +78,9 @@ static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots) {
     }
     return off;
 }
-static size_t layout_params(moe_layer *l, int nloc) { return layout(&l->cfg, nloc, l->slots); }
+static size_t layout_params(moe_layer *l, int nloc, size_t *router_end) {
+    return layout(&l->cfg, nloc, l->slots, router_end);
+}
 
 moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps) {
     moe_layer_config c = moe_layer_config_default();
@@ -88,10 +94,12 @@ moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance,
     return c;
 }
 
-size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored) {
+size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored, size_t *router_floats) {
     param_slot s[P_COUNT];
     memset(s, 0, sizeof s);
-    const size_t all = layout(cfg, nloc, s);
+    size_t r = 0;
+    const size_t all = layout(cfg, nloc, s, &r);
+    if (router_floats) *router_floats = r;
     size_t f = 0; /* the factored second moment: rows and columns of each matrix, vectors whole */
     for (int p = 0; p < P_COUNT; p++) {
         if (!s[p].present) continue;
@@ -131,8 +139,9 @@ static moe_status alloc_fixed(moe_layer *l) {
     return w->fixed ? MOE_OK : moe_fail(MOE_ERR_NOMEM, "cannot allocate the layer's statistics");
 }
 
-/* A layer over the placement `pl` (all experts here, or a rank's share); takes pl over. */
-static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, placement pl) {
+/* A layer over the placement `pl` (all experts here, or a rank's share); takes pl over. fused:
+ * no gradient tensors for the experts (fused updates, layer_set_updater). */
+static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, placement pl, int fused) {
     moe_layer *l = calloc(1, sizeof *l);
     if (!l) {
         pl.i->free(pl.ctx);
@@ -147,12 +156,19 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
         moe_layer_free(l);
         return st;
     }
-    l->arena_count = layout_params(l, pl.nloc);
-    if (!moe_alloc_arena(&l->params, &l->grads, l->arena_count)) { /* zeroed */
+    size_t rf = 0;
+    l->arena_count = layout_params(l, pl.nloc, &rf);
+    l->fused = fused;
+    l->grad_count = fused ? rf : l->arena_count;
+    l->params = moe_alloc_floats(l->arena_count);
+    l->grads = moe_alloc_floats(l->grad_count ? l->grad_count : 1);
+    if (!l->params || !l->grads) {
         const size_t count = l->arena_count;
         moe_layer_free(l);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", count);
     }
+    memset(l->params, 0, sizeof(float) * l->arena_count);
+    memset(l->grads, 0, sizeof(float) * l->grad_count);
     if ((st = alloc_fixed(l))) {
         moe_layer_free(l);
         return st;
@@ -162,17 +178,18 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
     return moe_ok();
 }
 
-moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
+static moe_status create_local(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, int fused) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = moe_layer_config_check(cfg);
     if (st) return st;
     placement pl;
     if ((st = placement_local_create(&pl, cfg))) return st;
-    return layer_create(out, cfg, seed, pl);
+    return layer_create(out, cfg, seed, pl, fused);
 }
 
-moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm) {
+static moe_status create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm,
+                                 int fused) {
     if (!out || !comm) return moe_fail(MOE_ERR_INVALID_ARG, "out and comm must not be NULL");
     *out = NULL;
     moe_status st = moe_layer_config_check(cfg);
@@ -185,7 +202,19 @@ moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg
         if ((st = moe_comm_check_same(comm, sig[i], what[i]))) return st;
     placement pl;
     if ((st = placement_shard_create(&pl, cfg, comm))) return st;
-    return layer_create(out, cfg, seed, pl);
+    return layer_create(out, cfg, seed, pl, fused);
+}
+
+moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
+    return create_local(out, cfg, seed, 0);
+}
+
+moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm) {
+    return create_sharded(out, cfg, seed, comm, 0);
+}
+
+moe_status layer_create_fused(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm) {
+    return comm ? create_sharded(out, cfg, seed, comm, 1) : create_local(out, cfg, seed, 1);
 }
 
 moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first) {
@@ -247,7 +276,7 @@ static void fill_param(moe_layer *l, int p, moe_param *out) {
     for (int i = 0; i < 3; i++) out->shape[i] = i < s->ndim ? s->shape[i] : 0;
     out->numel = s->numel;
     out->data = l->params + s->offset;
-    out->grad = l->grads + s->offset;
+    out->grad = pgrad(l, p);
     const int expert = p == P_W1 || p == P_B1 || p == P_W2 || p == P_B2;
     out->expert_first = expert ? l->pl.e0 : 0;
     out->experts = expert ? l->cfg.n : 0;
@@ -278,11 +307,18 @@ moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *out) 
 
 moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count) {
     if (!l) return moe_fail(MOE_ERR_INVALID_ARG, "layer is NULL");
-    return moe_arena_out(l->params, l->grads, l->arena_count, params, grads, count);
+    return moe_arena_out(l->params, l->fused ? NULL : l->grads, l->arena_count, params, grads, count);
 }
 
 void moe_layer_zero_grad(moe_layer *l) {
-    if (l) memset(l->grads, 0, sizeof(float) * l->arena_count);
+    if (l) memset(l->grads, 0, sizeof(float) * l->grad_count);
+}
+
+moe_status layer_set_updater(moe_layer *l, const expert_updater *up) {
+    if (!l || !up || !up->apply) return moe_fail(MOE_ERR_INVALID_ARG, "layer and updater must not be NULL");
+    if (!l->fused) return moe_fail(MOE_ERR_STATE, "the layer keeps its experts' gradients: it was not made for fused updates");
+    l->up = *up;
+    return moe_ok();
 }
 
 moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst, size_t count) {

@@ -44,6 +44,10 @@ struct moe_layer {
     param_slot slots[P_COUNT];
     float *params, *grads; /* arenas */
     size_t arena_count;
+    size_t grad_count;     /* floats of grads: arena_count, or under fused updates the router's
+                              prefix (the experts' slots come last and have no gradients) */
+    int fused;
+    expert_updater up;     /* fused updates: the experts' (layer_set_updater) */
     router rt;
     placement pl;
     int strategy; /* moe_parallel */
@@ -57,7 +61,7 @@ static inline float *pdata(const moe_layer *l, int p) {
     return l->slots[p].present ? l->params + l->slots[p].offset : NULL;
 }
 static inline float *pgrad(const moe_layer *l, int p) {
-    return l->slots[p].present ? l->grads + l->slots[p].offset : NULL;
+    return l->slots[p].present && l->slots[p].offset < l->grad_count ? l->grads + l->slots[p].offset : NULL;
 }
 
 /* floats of the router's weights: WG, WN and, hierarchical, WG2, WN2 */

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/gemm.h"
+#include "moe/placement.h"
 
 /* ---- gate.c ---- */
 
@@ -92,10 +93,16 @@ void experts_forward(float *A /* [R,h] */, float *Ys /* [R,d] */, const float *X
                      const float *w1 /* [n,d,h] */, const float *b1 /* [n,h] */,
                      const float *w2 /* [n,h,d] */, const float *b2 /* [n,d] */,
                      const int *offsets, int n, int d, int h, int strategy);
-/* Backward: dW1, dW2, db1, db2 += ; dXs [R,d] overwritten; dA [R,h] scratch.
- * dYs may be the same buffer as dXs (each expert reads its dYs rows before writing dXs). */
-void experts_backward(float *dXs, float *dw1, float *db1, float *dw2, float *db2, float *dA,
-                      const float *dYs, const float *Xs, const float *A, const float *w1,
-                      const float *w2, const int *offsets, int n, int d, int h, int strategy);
+/* Backward: w's gradients += (or, with w->up, each expert's gradients made in `scratch`
+ * [experts_scratch_floats] and handed to w->up->apply; its first failure is returned);
+ * dXs [R,d] overwritten; dA [R,h] scratch. dYs may be the same buffer as dXs (each expert reads
+ * its dYs rows before writing dXs). */
+moe_status experts_backward(float *dXs, const expert_weights *w, float *dA, const float *dYs, const float *Xs,
+                            const float *A, const int *offsets, int n, int d, int h, int strategy, float *scratch);
+/* floats of experts_backward's scratch under fused updates: one expert's gradients per thread */
+size_t experts_scratch_floats(int d, int h, int nthreads);
+/* *scratch holds experts_scratch_floats for the threads now (grown when they are more than
+ * *cap); a placement's, freed with moe_free_aligned */
+moe_status experts_scratch_reserve(float **scratch, int *cap, int d, int h);
 
 #endif

@@ -6,15 +6,16 @@
 #include <string.h>
 
 moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l) {
-    float *params, *grads;
+    float *params;
     size_t count;
-    moe_status st = moe_layer_arena(l, &params, &grads, &count);
+    moe_status st = moe_layer_arena(l, &params, NULL, &count);
     if (st) return st;
     int e0, ne;
     moe_layer_shard(l, &e0, &ne);
     const int n = moe_layer_get_config(l).n;
-    const int g = ptable_group(pt, name, NULL, params, grads, count, ne < n);
+    const int g = ptable_group(pt, name, NULL, params, l->grads, count, ne < n);
     if (g < 0) return MOE_ERR_CONFIG;
+    pt->g[g].gcount = l->grad_count; /* fused: the router's prefix only */
     for (int i = 0; i < moe_layer_num_params(l) && !st; i++) {
         moe_param p;
         if ((st = moe_layer_param(l, i, &p))) break;
@@ -25,5 +26,7 @@ moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l) {
     }
     return st;
 }
+
+int layer_is_fused(const moe_layer *l) { return l && l->fused; }
 
 moe_comm *layer_comm(const moe_layer *l) { return l ? l->pl.comm : NULL; }

@@ -4,6 +4,7 @@
 
 #include "base/ptable.h"
 #include "moe.h"
+#include "moe/placement.h"
 
 /* The layer's arena as group `name` (tensors "<name>.gate.w_gate", ...): the expert tensors
  * (experts.*) marked with the experts this process holds, every weight matrix (or stack of
@@ -14,8 +15,17 @@ moe_status layer_ptable(ptable *pt, const char *name, moe_layer *l);
 moe_comm *layer_comm(const moe_layer *l);
 
 /* The floats of a layer's arena with nloc of its experts here, without making one (memory
- * plans); *factored (may be NULL) those of the factored optimiser's second moment. */
-size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored);
+ * plans); *factored (may be NULL) those of the factored optimiser's second moment, *router (may
+ * be NULL) those of the router's weights (the gradients a layer of fused updates keeps). */
+size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored, size_t *router);
+
+/* A layer (comm NULL: all experts here; else split over comm's ranks) for fused updates: its
+ * experts have no gradient tensors (their moe_param.grad and the arena's grads are NULL); each
+ * backward hands every expert's gradients to the updater set by layer_set_updater. */
+moe_status layer_create_fused(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm);
+moe_status layer_set_updater(moe_layer *l, const expert_updater *up);
+/* 1 for a layer of fused updates */
+int layer_is_fused(const moe_layer *l);
 
 /* A model's flat MoE settings as a layer's, the layer's defaults for the rest (bias, groups). */
 moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps);

@@ -71,7 +71,8 @@ static router_weights router_of(const moe_layer *l, float *g) {
 
 static expert_weights experts_of(const moe_layer *l) {
     return (expert_weights){pdata(l, P_W1), pdata(l, P_B1), pdata(l, P_W2), pdata(l, P_B2),
-                            pgrad(l, P_W1), pgrad(l, P_B1), pgrad(l, P_W2), pgrad(l, P_B2)};
+                            pgrad(l, P_W1), pgrad(l, P_B1), pgrad(l, P_W2), pgrad(l, P_B2),
+                            l->fused ? &l->up : NULL};
 }
 
 /* Importance and Load of the whole batch from the router's sums, and the balancing losses */
@@ -168,6 +169,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     if (!l || !dy) return moe_fail(MOE_ERR_INVALID_ARG, "layer and dy must not be NULL");
     layer_ws *w = &l->ws;
     if (!w->valid) return moe_fail(MOE_ERR_STATE, "backward called without a successful forward");
+    if (l->fused && !l->up.apply) return moe_fail(MOE_ERR_STATE, "a layer of fused updates needs its updater first");
     const int d = l->cfg.d, kk = l->rt.kk, B = w->B, R = B * kk;
     if (!moe_all_finite(dy, (size_t)B * d))
         return moe_fail(MOE_ERR_NONFINITE, "grad_output dy [%d,%d] contains NaN or Inf", B, d);

@@ -12,6 +12,8 @@ typedef struct {
     int capR;
     float *A, *dA; /* [R,h] the hidden activations and their gradient */
     void *block;
+    float *scratch; /* fused updates: one expert's gradients per thread */
+    int scratch_threads;
     const float *Xs; /* borrowed from forward until backward */
     const int *offsets;
 } local;
@@ -51,9 +53,8 @@ static moe_status local_forward(void *ctx, float *Ys, int *gcounts, const float 
 static moe_status local_backward(void *ctx, float *dXs, const float *dYs, const expert_weights *w, int strategy) {
     local *p = ctx;
     const int strat = experts_pick_strategy(strategy, p->offsets[p->n], p->n, moe_threads());
-    experts_backward(dXs, w->g1, w->gb1, w->g2, w->gb2, p->dA, dYs, p->Xs, p->A, w->w1, w->w2, p->offsets, p->n,
-                     p->d, p->h, strat);
-    return MOE_OK;
+    moe_status st = w->up ? experts_scratch_reserve(&p->scratch, &p->scratch_threads, p->d, p->h) : MOE_OK;
+    return st ? st : experts_backward(dXs, w, p->dA, dYs, p->Xs, p->A, p->offsets, p->n, p->d, p->h, strat, p->scratch);
 }
 
 static void local_stats(const void *ctx, double *seconds, uint64_t *sent, uint64_t *received) {
@@ -65,6 +66,7 @@ static void local_free(void *ctx) {
     local *p = ctx;
     if (!p) return;
     moe_free_aligned(p->block);
+    moe_free_aligned(p->scratch);
     free(p);
 }
 

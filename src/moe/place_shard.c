@@ -36,6 +36,8 @@ typedef struct {
     void *rows;              /* the block of the row buffers */
     int Rloc, capR;          /* rows held by the local experts; buffer capacity */
     double comm_s;           /* seconds in collectives, since creation */
+    float *scratch;          /* fused updates: one expert's gradients per thread */
+    int scratch_threads;
     uint64_t sent, received; /* bytes to and from other ranks, since creation */
 } shard;
 
@@ -195,8 +197,9 @@ static moe_status shard_backward(void *ctx, float *dXs, const float *dYs, const 
     moe_status st = send_to_experts(s, s->ye, dYs);
     if (st) return st;
     const int strat = experts_pick_strategy(strategy, s->Rloc, s->nloc, moe_threads());
-    experts_backward(s->ye, w->g1, w->gb1, w->g2, w->gb2, s->da, s->ye, s->xe, s->a, w->w1, w->w2, s->loff, s->nloc,
-                     s->d, s->h, strat);
+    if (w->up && (st = experts_scratch_reserve(&s->scratch, &s->scratch_threads, s->d, s->h))) return st;
+    if ((st = experts_backward(s->ye, w, s->da, s->ye, s->xe, s->a, s->loff, s->nloc, s->d, s->h, strat, s->scratch)))
+        return st;
     return send_back(s, dXs, s->ye);
 }
 
@@ -212,6 +215,7 @@ static void shard_free(void *ctx) {
     if (!s) return;
     moe_free_aligned(s->rows);
     moe_free_aligned(s->fixed);
+    moe_free_aligned(s->scratch);
     free(s);
 }
 

@@ -6,7 +6,8 @@
  *   sum_f64 / sum_f32   -> statistics and replicated gradients summed over the processes
  *   forward(Xs, offsets) -> Ys: rows sorted by expert (offsets [n+1] over all n experts) in,
  *                           the experts' outputs in the same order out
- *   backward(dYs)       -> dXs, expert weight gradients +=
+ *   backward(dYs)       -> dXs, expert weight gradients += (or each expert's gradients applied
+ *                          at once: fused updates)
  *
  * The local placement's collectives do nothing, so the pipeline is the same for both. */
 #ifndef MOE_PLACEMENT_H
@@ -17,10 +18,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The held experts' weights [nloc, ...] and their gradients (+=); biases may be NULL. */
+/* Fused updates: backward hands each held expert's gradients (this backward's, for expert e of
+ * the nloc here) to apply() as soon as they are made, instead of adding them to gradient
+ * tensors; apply may scale them in place and updates the weights. Called once per expert that
+ * had rows, from any thread; gb1, gb2 are NULL without biases. */
+typedef struct {
+    moe_status (*apply)(void *ctx, int e, float *gw1, float *gb1, float *gw2, float *gb2);
+    void *ctx;
+} expert_updater;
+
+/* The held experts' weights [nloc, ...] and their gradients (+=; NULL under fused updates, with
+ * `up` set instead); biases may be NULL. */
 typedef struct {
     const float *w1, *b1, *w2, *b2; /* [nloc,d,h], [nloc,h], [nloc,h,d], [nloc,d] */
     float *g1, *gb1, *g2, *gb2;
+    const expert_updater *up;
 } expert_weights;
 
 typedef struct {

@@ -38,7 +38,7 @@ moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int factore
     if (mc->ffn != MOE_FFN_NONE) {
         const moe_layer_config lc = lm_ffn_config(mc);
         const int P = mc->ffn == MOE_FFN_MOE ? ranks : 1, nloc = (lc.n + P - 1) / P;
-        const double lp = (double)layer_param_floats(&lc, nloc, &layer_f);
+        const double lp = (double)layer_param_floats(&lc, nloc, &layer_f, NULL);
         params += lp;
         optim_f += factored ? (double)layer_f : 2.0 * lp;
         act += layer_ws_floats(&lc, (double)B * bptt, P);
