@@ -38,6 +38,10 @@ static const char *TRAIN_USAGE =
     "        does not fit is refused before it allocates, naming settings that would fit.\n"
     "        --optim adam|factored (factored: the paper's memory-saving Adam, beta1 = 0 and a\n"
     "        factored second moment; default adam, or the checkpoint's on --resume)\n"
+    "        --fused  fused expert updates: each expert is stepped as soon as backward has its\n"
+    "        gradient, so the experts keep no gradients (half the memory of the experts with\n"
+    "        --optim factored). --clip then clips each expert by its own gradient norm and the\n"
+    "        rest of the model by the rest's; without clipping the result is the same.\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
 
 
@@ -123,7 +127,7 @@ int cmd_train(int argc, char **argv) {
     const char *ffn_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
     const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *ctime_s = NULL;
-    int words = 0, lower = 0, plan_only = 0;
+    int words = 0, lower = 0, plan_only = 0, fused = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
         {"minutes", &minutes_s, NULL},  {"out", &out, NULL},             {"resume", &resume, NULL},
@@ -133,7 +137,7 @@ int cmd_train(int argc, char **argv) {
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
         {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
-        {"comm-timeout", &ctime_s, NULL}, {"plan", NULL, &plan_only}};
+        {"comm-timeout", &ctime_s, NULL}, {"plan", NULL, &plan_only}, {"fused", NULL, &fused}};
     moe_lm_config mc = moe_lm_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
@@ -164,6 +168,7 @@ int cmd_train(int argc, char **argv) {
     if (optim_s && strcmp(optim_s, "adam") != 0 && strcmp(optim_s, "factored") != 0)
         cli_die("--optim must be adam or factored, got '%s'", optim_s);
     tc.optim = optim_s;
+    tc.fused = fused;
     if (log_s) tc.log_every = cli_int("log-every", log_s, 1, 1 << 30);
     if (eval_s) tc.eval_every = cli_int("eval-every", eval_s, 0, 1 << 30);
     if (evb_s) tc.eval_batches = cli_int("eval-batches", evb_s, 0, 1 << 30);
@@ -232,8 +237,9 @@ int cmd_train(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("memory: peak RSS %.1f MB; parameters + gradients %.1f MB (%lld parameters); optimiser state %.1f MB\n",
-           ru.ru_maxrss / 1024.0, 8.0 * ui.params_total / 1e6, (long long)ui.params_total, 4.0 * ui.optim_floats / 1e6);
+    printf("memory: peak RSS %.1f MB (planned %.1f); parameters %.1f MB (%lld); gradients %.1f MB; optimiser state "
+           "%.1f MB\n", ru.ru_maxrss / 1024.0, plan.total / 1e6, 4.0 * ui.params_total / 1e6, (long long)ui.params_total,
+           plan.grads / 1e6, 4.0 * ui.optim_floats / 1e6);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
     cli_set_comm(NULL);
     moe_comm_free(comm);

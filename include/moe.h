@@ -26,12 +26,15 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 10
+#define MOE_VERSION_MINOR 11
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
  * moe_train_config, moe_train_progress, moe_train_callback, MOE_PROGRESS_* and moe_ckpt_*), named
  * like the translation model's moe_s2s_*. The library is at 0.x: no aliases are kept. */
+/* 0.11: moe_lm_train_config.fused (fused expert updates); moe_lm_plan's `factored` argument
+ * became `flags` (MOE_PLAN_FACTORED = 1, as before, | MOE_PLAN_FUSED). A layer's arena holds the
+ * router's weights first, then the experts' (tensor names and files unchanged). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -504,6 +507,14 @@ typedef struct {
     moe_comm *comm;            /* NULL: one process; else data parallel over its ranks, the
                                   MoE's experts split over them; rank 0 calls back and writes
                                   (used during moe_lm_train only) */
+    int fused;                 /* 1: fused expert updates: each expert is stepped as soon as
+                                  backward has made its gradient, and no gradient of the
+                                  experts is kept (their memory: none instead of as much as
+                                  the weights). Clipping then clips each expert's gradient by
+                                  its own norm and the rest of the model by the rest's norm;
+                                  without clipping the steps are the same bits as with 0.
+                                  With the factored optimiser, an expert that got no token
+                                  costs nothing in that step. 0: off */
 } moe_lm_train_config;
 
 MOE_API moe_lm_train_config moe_lm_train_config_default(void);
@@ -518,7 +529,10 @@ typedef struct {
     int64_t params, grads, optim, activations, total;
     int64_t available;
 } moe_mem_plan;
-MOE_API moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int factored, int ranks, moe_mem_plan *out);
+/* flags: MOE_PLAN_FACTORED (the factored optimiser), MOE_PLAN_FUSED (fused expert updates: no
+ * expert gradients, moe_lm_train_config.fused) */
+enum { MOE_PLAN_FACTORED = 1, MOE_PLAN_FUSED = 2 };
+MOE_API moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, int ranks, moe_mem_plan *out);
 /* The plan of moe_lm_train(tc, mc, resume, ...) without training or allocating the model: the
  * vocabulary from the data (word tokens: read once) or the checkpoint, the optimiser as
  * moe_lm_train chooses it. moe_lm_train refuses (MOE_ERR_NOMEM, naming what would fit) a run

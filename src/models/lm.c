@@ -164,7 +164,7 @@ size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B) {
            4 * (size_t)B * d;
 }
 
-static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
+static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int fused) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = check_cfg(cfg);
@@ -200,10 +200,16 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
         if (cfg->ffn == MOE_FFN_DENSE && (cfg->k < 1 || cfg->h < 1))
             return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "dense FFN needs k >= 1 and h >= 1");
         const moe_layer_config lc = lm_ffn_config(cfg);
-        /* experts split over the ranks; the dense baseline's one expert is replicated */
-        st = comm && moe_comm_size(comm) > 1 && cfg->ffn == MOE_FFN_MOE
-                 ? moe_layer_create_sharded(&m->moe, &lc, seed ^ 0x6d6f65ULL, comm)
-                 : moe_layer_create(&m->moe, &lc, seed ^ 0x6d6f65ULL);
+        /* experts split over the ranks; the dense baseline's one expert is replicated (so its
+         * gradients are summed over the ranks before any update: no fused updates there) */
+        const int split = comm && moe_comm_size(comm) > 1 && cfg->ffn == MOE_FFN_MOE;
+        if (fused && comm && moe_comm_size(comm) > 1 && !split)
+            return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "fused updates need the experts split over the ranks "
+                                                            "(the dense FFN is replicated): leave them off");
+        const uint64_t ls = seed ^ 0x6d6f65ULL;
+        st = fused ? layer_create_fused(&m->moe, &lc, ls, split ? comm : NULL)
+             : split ? moe_layer_create_sharded(&m->moe, &lc, ls, comm)
+                     : moe_layer_create(&m->moe, &lc, ls);
         if (st) {
             moe_lm_free(m);
             return st;
@@ -218,15 +224,21 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
     return MOE_OK;
 }
 
+moe_status lm_create_opts(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int fused) {
+    moe_status st = lm_create(out, cfg, seed, comm, fused);
+    if (!st) moe_clear_error();
+    return st;
+}
+
 moe_status moe_lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed) {
-    moe_status st = lm_create(out, cfg, seed, NULL);
+    moe_status st = lm_create(out, cfg, seed, NULL, 0);
     if (!st) moe_clear_error();
     return st;
 }
 
 moe_status moe_lm_create_sharded(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm) {
     if (!comm) return moe_fail(MOE_ERR_INVALID_ARG, "comm is NULL");
-    moe_status st = lm_create(out, cfg, seed, comm);
+    moe_status st = lm_create(out, cfg, seed, comm, 0);
     if (!st) moe_clear_error();
     return st;
 }

@@ -396,6 +396,11 @@ moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit
     return moe_ok();
 }
 
+moe_status adam_prepare(moe_adam *a) {
+    if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
+    return layout(a);
+}
+
 void adam_set_lazy(moe_adam *a, int lazy) {
     if (a) a->no_lazy = !lazy;
 }

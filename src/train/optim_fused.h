@@ -25,6 +25,8 @@ moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit
  * [unit] (params: the arena). Thread-safe for distinct units. MOE_ERR_NONFINITE (nothing changed)
  * for a NaN or Inf in g, MOE_ERR_STATE for a unit stepped twice in one step. */
 moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr);
+/* Makes the optimiser's layout (once; not thread-safe): before the first adam_step_unit */
+moe_status adam_prepare(moe_adam *a);
 /* 0: step units that were not touched at once (eager) even where lazy is exact; for tests */
 void adam_set_lazy(moe_adam *a, int lazy);
 /* 1 when untouched units are left for later (beta1 = 0, no weight decay, lazy not turned off) */

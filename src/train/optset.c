@@ -59,10 +59,10 @@ moe_status ptable_grad_norm2(const ptable *pt, moe_comm *comm, uint32_t mask, do
     /* a group held whole is one sum over its arena (padding is zero); a sharded one is summed
      * per tensor, its experts' part over the ranks */
     for (int g = 0; g < pt->ngroups; g++)
-        if ((mask >> g & 1) && !pt->g[g].sharded) shared += sum_squares(pt->g[g].grads, pt->g[g].count);
+        if ((mask >> g & 1) && !pt->g[g].sharded) shared += sum_squares(pt->g[g].grads, pt->g[g].gcount);
     for (int i = 0; i < pt->count; i++) {
         const ptensor *t = &pt->t[i];
-        if (!(mask >> t->group & 1) || !pt->g[t->group].sharded) continue;
+        if (!(mask >> t->group & 1) || !pt->g[t->group].sharded || !t->grad) continue;
         const double s = sum_squares(t->grad, t->numel);
         if (t->expert && t->ne < t->n) mine += s;
         else shared += s;
@@ -77,7 +77,7 @@ void ptable_scale_grads(const ptable *pt, uint32_t mask, float a) {
     for (int g = 0; g < pt->ngroups; g++) {
         if (!(mask >> g & 1)) continue;
         float *grad = pt->g[g].grads;
-        const size_t n = pt->g[g].count;
+        const size_t n = pt->g[g].gcount;
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) grad[i] *= a;
     }

@@ -27,7 +27,8 @@ int64_t optset_floats(const optset *o);
 
 /* The squared norm of the gradients of the groups in `mask`, over all ranks of comm (NULL: one
  * process): a sharded group's expert tensors are each on one rank and summed; the rest are the
- * same on every rank and counted once. Collective when comm has several ranks. */
+ * same on every rank and counted once; tensors without gradients (fused updates) are left out.
+ * Collective when comm has several ranks. */
 moe_status ptable_grad_norm2(const ptable *pt, moe_comm *comm, uint32_t mask, double *out);
 /* grads of the groups in `mask` *= a */
 void ptable_scale_grads(const ptable *pt, uint32_t mask, float a);

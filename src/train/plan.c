@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "base/internal.h"
 #include "models/model_table.h"
+#include "moe/layer_ops.h"
 #include "moe/layer_table.h"
 #include "parallel/comm.h"
 
@@ -27,24 +28,30 @@ static double layer_ws_floats(const moe_layer_config *c, double B, int ranks) {
     return f;
 }
 
-moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int factored, int ranks, moe_mem_plan *out) {
+moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, int ranks, moe_mem_plan *out) {
     if (!mc || !out) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     if (batch < 1 || bptt < 1 || ranks < 1) return moe_fail(MOE_ERR_CONFIG, "batch, bptt and ranks must be >= 1");
+    if (flags & ~(MOE_PLAN_FACTORED | MOE_PLAN_FUSED)) return moe_fail(MOE_ERR_CONFIG, "unknown plan flags %d", flags);
     memset(out, 0, sizeof *out);
-    size_t dense_f = 0, layer_f = 0;
+    const int factored = flags & MOE_PLAN_FACTORED, fused = (flags & MOE_PLAN_FUSED) && mc->ffn != MOE_FFN_NONE;
+    size_t dense_f = 0, layer_f = 0, router_f = 0;
     double params = (double)lm_dense_floats(mc, &dense_f), optim_f = factored ? (double)dense_f : 2.0 * params;
+    double grads = params;
     const int B = (batch + ranks - 1) / ranks; /* the most streams a rank runs */
     double act = (double)lm_ws_floats(mc, bptt, B);
     if (mc->ffn != MOE_FFN_NONE) {
         const moe_layer_config lc = lm_ffn_config(mc);
         const int P = mc->ffn == MOE_FFN_MOE ? ranks : 1, nloc = (lc.n + P - 1) / P;
-        const double lp = (double)layer_param_floats(&lc, nloc, &layer_f, NULL);
+        const double lp = (double)layer_param_floats(&lc, nloc, &layer_f, &router_f);
         params += lp;
+        grads += fused ? (double)router_f : lp;
         optim_f += factored ? (double)layer_f : 2.0 * lp;
         act += layer_ws_floats(&lc, (double)B * bptt, P);
+        if (fused) /* each thread's expert gradients; the updater's norms */
+            act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads()) + 2.0 * nloc;
     }
     out->params = (int64_t)(4.0 * params);
-    out->grads = out->params;
+    out->grads = (int64_t)(4.0 * grads);
     out->optim = (int64_t)(4.0 * optim_f);
     out->activations = (int64_t)(4.0 * act);
     out->total = out->params + out->grads + out->optim + out->activations;

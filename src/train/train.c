@@ -18,7 +18,9 @@
 #include "data/textdata.h"
 #include "data/tokenizer.h"
 #include "models/model_table.h"
+#include "moe/layer_table.h"
 #include "train/ckpt_table.h"
+#include "train/fused.h"
 #include "train/optset.h"
 #include "train/run.h"
 
@@ -85,6 +87,7 @@ static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
         meta_f(m, "lr", tc->lr);
         meta_i64(m, "warmup", tc->warmup);
         meta_f(m, "clip", tc->clip);
+        meta_i64(m, "fused", tc->fused);
         meta_u64(m, "seed", tc->seed);
         meta_i64(m, "ranks", P);
     }
@@ -182,7 +185,7 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
 }
 
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
-static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out, moe_comm *comm) {
+static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out, moe_comm *comm, int fuse) {
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(f, &c);
     if (st) return st;
@@ -198,7 +201,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
     moe_lm *lm = NULL;
     uint64_t seed = 0;
     get_u64(f, "rng.seed", &seed);
-    if ((st = comm ? moe_lm_create_sharded(&lm, &c, seed, comm) : moe_lm_create(&lm, &c, seed))) {
+    if ((st = lm_create_opts(&lm, &c, seed, comm, fuse))) {
         tok_free(tk);
         return st;
     }
@@ -270,6 +273,7 @@ static moe_status check_train_cfg(const moe_lm_train_config *tc) {
     if (tc->steps == 0 && tc->minutes == 0.0) return moe_fail(MOE_ERR_CONFIG, "give a bound: steps > 0 or minutes > 0");
     if (!(tc->lr > 0.0f) || !isfinite(tc->lr)) return moe_fail(MOE_ERR_CONFIG, "learning rate %g must be > 0", tc->lr);
     if (tc->warmup < 0 || tc->clip < 0.0f) return moe_fail(MOE_ERR_CONFIG, "warmup and clip must be >= 0");
+    if (tc->fused != 0 && tc->fused != 1) return moe_fail(MOE_ERR_CONFIG, "fused must be 0 or 1, got %d", tc->fused);
     if (tc->log_every < 1 || tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_batches < 0)
         return moe_fail(MOE_ERR_CONFIG, "log_every must be >= 1; eval_every, ckpt_every, eval_batches >= 0");
     return MOE_OK;
@@ -331,6 +335,7 @@ typedef struct {
     moe_lm *lm;
     moe_layer *ml; /* the model's FFN layer, or NULL */
     optset opt;
+    fused *fu;     /* fused expert updates, or NULL */
     int b0, nb;      /* this rank's streams of the batch */
     int32_t *tokbuf; /* [B, T+1] */
     int *counts;     /* [n] */
@@ -347,11 +352,11 @@ typedef struct {
 static moe_status check_ranks(const moe_lm_train_config *tc, moe_comm *comm, const char *resume) {
     const int P = moe_comm_size(comm);
     const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
-                            (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every};
+                            (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every, tc->fused};
     const char *what[] = {"--batch", "--bptt", "--steps", "--seed", "--words", "--resume", "--minutes",
-                          "--ckpt-every", "--eval-every"};
+                          "--ckpt-every", "--eval-every", "--fused"};
     moe_status st = MOE_OK;
-    for (int i = 0; i < 9 && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
+    for (int i = 0; i < 10 && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
     if (!st && tc->batch < P)
         st = moe_fail(MOE_ERR_CONFIG, "batch %d is smaller than the %d ranks: each rank needs at least one stream "
                       "(raise --batch or use fewer ranks)", tc->batch, P);
@@ -364,18 +369,28 @@ static double gb(int64_t bytes) { return (double)bytes / 1e9; }
  * large is allocated, with what would fit. */
 static moe_status plan_fits(const moe_lm_config *c, const moe_lm_train_config *tc, int factored, int ranks) {
     moe_mem_plan p, q;
-    moe_status st = moe_lm_plan(c, tc->batch, tc->bptt, factored, ranks, &p);
+    const int flags = (factored ? MOE_PLAN_FACTORED : 0) | (tc->fused ? MOE_PLAN_FUSED : 0);
+    moe_status st = moe_lm_plan(c, tc->batch, tc->bptt, flags, ranks, &p);
     if (st || p.available <= 0 || p.total <= p.available) return st;
     char hint[512] = "";
     size_t n = 0;
-    if (!factored && !moe_lm_plan(c, tc->batch, tc->bptt, 1, ranks, &q))
-        n += (size_t)snprintf(hint + n, sizeof hint - n, "; --optim factored needs %.2f GB%s", gb(q.total),
-                              q.total <= p.available ? " (fits)" : "");
+    /* the memory-saving settings not yet on, alone and together */
+    static const struct {
+        int flags;
+        const char *what;
+    } SAVE[] = {{MOE_PLAN_FACTORED, "--optim factored"}, {MOE_PLAN_FUSED, "--fused"},
+                {MOE_PLAN_FACTORED | MOE_PLAN_FUSED, "--optim factored --fused"}};
+    for (int i = 0; i < 3; i++) {
+        if ((SAVE[i].flags & flags) || (c->ffn == MOE_FFN_NONE && (SAVE[i].flags & MOE_PLAN_FUSED))) continue;
+        if (!moe_lm_plan(c, tc->batch, tc->bptt, flags | SAVE[i].flags, ranks, &q))
+            n += (size_t)snprintf(hint + n, sizeof hint - n, "; %s needs %.2f GB%s", SAVE[i].what, gb(q.total),
+                                  q.total <= p.available ? " (fits)" : "");
+    }
     moe_lm_config s = *c; /* the most experts that fit, halving */
     while (c->ffn == MOE_FFN_MOE && s.n > 1 && n < sizeof hint - 96) {
         s.n /= 2;
         if (s.groups && s.n % s.groups) break;
-        if (s.k > s.n || moe_lm_plan(&s, tc->batch, tc->bptt, factored, ranks, &q)) break;
+        if (s.k > s.n || moe_lm_plan(&s, tc->batch, tc->bptt, flags, ranks, &q)) break;
         if (q.total <= p.available) {
             n += (size_t)snprintf(hint + n, sizeof hint - n, "; --experts %d needs %.2f GB", s.n, gb(q.total));
             break;
@@ -403,7 +418,7 @@ static moe_status new_model(lm_run *r, const moe_lm_config *mc, int factored, mo
     moe_lm_config c = *mc;
     c.vocab = tok_vocab_size(r->tk);
     if ((st = plan_fits(&c, tc, factored, comm ? moe_comm_size(comm) : 1))) return st;
-    return comm ? moe_lm_create_sharded(&r->lm, &c, tc->seed, comm) : moe_lm_create(&r->lm, &c, tc->seed);
+    return lm_create_opts(&r->lm, &c, tc->seed, comm, tc->fused && c.ffn != MOE_FFN_NONE);
 }
 
 /* The checkpoint's model, if its plan fits */
@@ -411,7 +426,7 @@ static moe_status resume_model(lm_run *r, const moe_st *ck, int factored, moe_co
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(ck, &c);
     if (!st) st = plan_fits(&c, r->tc, factored, comm ? moe_comm_size(comm) : 1);
-    return st ? st : model_from_ckpt(ck, &r->lm, &r->tk, comm);
+    return st ? st : model_from_ckpt(ck, &r->lm, &r->tk, comm, r->tc->fused && c.ffn != MOE_FFN_NONE);
 }
 
 moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
@@ -427,7 +442,8 @@ moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config 
     if (resume && !(st = moe_st_open(&ck, resume))) st = cfg_from_ckpt(ck, &c);
     else if (!resume && !(st = td_open(&f, tc->data, 0)) && !(st = new_tokenizer(tc, f, &tk))) c.vocab = tok_vocab_size(tk);
     if (!st) st = optim_choice(ck, tc, &factored);
-    if (!st) st = moe_lm_plan(&c, tc->batch, tc->bptt, factored, tc->comm ? moe_comm_size(tc->comm) : 1, out);
+    const int flags = (factored ? MOE_PLAN_FACTORED : 0) | (tc->fused ? MOE_PLAN_FUSED : 0);
+    if (!st) st = moe_lm_plan(&c, tc->batch, tc->bptt, flags, tc->comm ? moe_comm_size(tc->comm) : 1, out);
     tok_free(tk);
     td_free(f);
     moe_st_free(ck);
@@ -483,6 +499,8 @@ static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resum
     const moe_adam_config ac = factored ? moe_adam_config_factored() : moe_adam_config_default();
     if (!st) r->rs.pt = lm_table(r->lm);
     if (!st) st = optset_create(&r->opt, r->rs.pt, &ac, OPT_ALL);
+    if (!st && layer_is_fused(moe_lm_moe(r->lm)))
+        st = fused_create(&r->fu, moe_lm_moe(r->lm), r->rs.pt, &r->opt, tc->clip);
     if (!st) st = td_iter_create(&r->it, r->f, r->tk, TD_TRAIN, tc->batch, tc->bptt);
     if (!st && ck) st = resume_state(r, ck);
     moe_st_free(ck);
@@ -503,6 +521,7 @@ static moe_status lm_setup(lm_run *r, const moe_lm_config *mc, const char *resum
 
 static void lm_free(lm_run *r) {
     td_iter_free(r->it);
+    fused_free(r->fu);
     optset_free(&r->opt);
     moe_lm_free(r->lm);
     tok_free(r->tk);
@@ -521,7 +540,7 @@ static int lm_call(lm_run *r, moe_lm_progress *p) {
 }
 
 /* the MoE layer's collective time and bytes so far */
-static void layer_comm(const lm_run *r, double *s, uint64_t *bytes) {
+static void layer_comm_time(const lm_run *r, double *s, uint64_t *bytes) {
     uint64_t a = 0, b = 0;
     *s = 0.0;
     if (r->ml) moe_layer_comm_stats(r->ml, s, &a, &b);
@@ -537,6 +556,7 @@ static moe_status lm_step(lm_run *r) {
     moe_status st = td_iter_next(r->it, r->tokbuf);
     if (st) return st;
     moe_lm_zero_grad(r->lm);
+    if (r->fu && (st = fused_begin(r->fu, (float)lr_at(tc, r->core.step + 1)))) return st;
     moe_lm_stats s;
     if ((st = moe_lm_step(r->lm, r->tokbuf + (size_t)r->b0 * (tc->bptt + 1), r->nb, tc->bptt, 1, &s))) return st;
     if (comm) {
@@ -545,7 +565,7 @@ static moe_status lm_step(lm_run *r) {
          * dense baseline's one expert is replicated like the LSTMs */
         const double t0 = run_now();
         for (int g = 0; g < pt->ngroups && !st; g++)
-            if (!pt->g[g].sharded) st = moe_comm_allreduce_sum(comm, pt->g[g].grads, pt->g[g].count);
+            if (!pt->g[g].sharded) st = moe_comm_allreduce_sum(comm, pt->g[g].grads, pt->g[g].gcount);
         double tot[3] = {s.loss * (double)s.tokens, (double)s.tokens, s.flops};
         if (st || (st = comm_allreduce_sum_f64(comm, tot, 3))) return st;
         r->comm_s += run_now() - t0;
@@ -554,11 +574,13 @@ static moe_status lm_step(lm_run *r) {
         s.flops = tot[2];
     }
     if ((st = run_watch_step(&r->watch, s.loss, r->core.step + 1, tc->checkpoint))) return st;
-    double gn2 = 0.0;
+    double gn2 = 0.0, ex2 = r->fu ? fused_norm2(r->fu) : 0.0;
     if ((st = ptable_grad_norm2(pt, comm, OPT_ALL, &gn2))) return st;
-    const double gn = sqrt(gn2);
+    if (r->fu && comm && moe_comm_size(comm) > 1 && (st = comm_allreduce_sum_f64(comm, &ex2, 1))) return st;
+    /* fused: the experts were clipped each by its own norm; the rest by the norm of the rest */
+    const double gn = sqrt(gn2 + ex2), gclip = r->fu ? sqrt(gn2) : gn;
     if (!isfinite(gn)) return run_watch_fail(&r->watch, "the gradient norm", gn, r->core.step + 1, tc->checkpoint);
-    if (tc->clip > 0.0f && gn > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gn));
+    if (tc->clip > 0.0f && gclip > tc->clip) ptable_scale_grads(pt, OPT_ALL, (float)(tc->clip / gclip));
     r->core.step++;
     r->lr = (float)lr_at(tc, r->core.step);
     if ((st = optset_step(&r->opt, pt, r->lr, OPT_ALL))) return st;
@@ -602,7 +624,7 @@ static moe_status lm_report(lm_run *r) {
     if (r->core.comm) {
         double lc;
         uint64_t bytes;
-        layer_comm(r, &lc, &bytes);
+        layer_comm_time(r, &lc, &bytes);
         p.comm_fraction = dt > 0 ? (r->comm_s + lc - r->layer_comm0) / dt : 0.0;
         p.exchange_bytes = (double)(bytes - r->bytes0) / k;
         r->layer_comm0 = lc;
@@ -632,7 +654,7 @@ static moe_status lm_validate(lm_run *r) {
     p.elapsed_s = r->rs.elapsed + run_elapsed(&r->core);
     lm_call(r, &p);
     run_restart_interval(&r->core); /* evaluation time is not training throughput */
-    layer_comm(r, &r->layer_comm0, &r->bytes0); /* nor is its exchange */
+    layer_comm_time(r, &r->layer_comm0, &r->bytes0); /* nor is its exchange */
     return MOE_OK;
 }
 
@@ -668,7 +690,7 @@ static void lm_start_report(lm_run *r) {
     moe_lm_param_counts(r->lm, &p.params_total, &p.params_active);
     p.optim_floats = optset_floats(&r->opt);
     lm_call(r, &p);
-    layer_comm(r, &r->layer_comm0, &r->bytes0);
+    layer_comm_time(r, &r->layer_comm0, &r->bytes0);
 }
 
 moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
@@ -718,7 +740,7 @@ moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
     moe_lm_ckpt *c = calloc(1, sizeof *c);
     if (!c) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     moe_status st = moe_st_open(&c->f, path);
-    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL);
+    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL, 0);
     if (st) {
         moe_lm_ckpt_free(c);
         return st;

@@ -18,6 +18,14 @@ expect 1 "this run needs [0-9.]+ GB .* available: nothing was allocated.*--exper
   -- "$moe" train "${run[@]}" --d 1024 --h 4096 --experts 8192 --k 2 --steps 5 --out "$tmp/big"
 (( $(date +%s) - t0 < 10 )) && ok || bad "refusing the plan took $(( $(date +%s) - t0 )) s"
 expect 1 "memory plan" -- "$moe" train "${run[@]}" --d 1024 --h 4096 --experts 8192 --k 2 --plan --out "$tmp/big"
+# the memory-saving settings are named with what each needs
+expect 1 "--optim factored needs [0-9.]+ GB.*--fused needs [0-9.]+ GB.*--optim factored --fused needs" \
+  -- "$moe" train "${run[@]}" --d 1024 --h 4096 --experts 8192 --k 2 --steps 5 --out "$tmp/big"
+# fused updates plan no expert gradients
+g0=$("$moe" train "${run[@]}" --d 256 --experts 256 --h 512 --k 2 --plan --out "$tmp/p" | sed -n 's/.*gradients \([0-9.]*\),.*/\1/p')
+g1=$("$moe" train "${run[@]}" --d 256 --experts 256 --h 512 --k 2 --fused --plan --out "$tmp/p" | sed -n 's/.*gradients \([0-9.]*\),.*/\1/p')
+python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) < 0.1 * float(sys.argv[1]) else 1)" "$g0" "$g1" && ok \
+  || bad "--fused plans gradients of $g1 MB against $g0 MB without"
 if [[ -n "${ASAN_OPTIONS:-}" ]]; then echo "cli_plan: ASan build: the RSS comparison is skipped"; finish cli_plan; exit; fi
 # plan vs peak RSS (MB)
 within() { # CONFIG...: one run, its plan against its peak RSS
@@ -32,6 +40,8 @@ within() { # CONFIG...: one run, its plan against its peak RSS
 }
 within --d 256 --experts 256 --h 512 --k 2
 within --d 256 --experts 256 --h 512 --k 2 --optim factored
+within --d 256 --experts 256 --h 512 --k 2 --optim factored --fused
+within --d 128 --experts 64 --groups 8 --k-groups 2 --k 2 --h 512 --fused
 within --d 128 --experts 64 --groups 8 --k-groups 2 --k 2 --h 512
 within --d 256 --ffn dense --k 2 --h 2048
 finish cli_plan

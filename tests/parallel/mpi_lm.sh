@@ -39,6 +39,13 @@ same "$tmp/h/model.safetensors" "$tmp/one/model.safetensors" "2 ranks then 1 pro
 run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f1" > /dev/null 2>&1 || bad "factored, 1 process"
 run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --out "$tmp/f2" > "$tmp/f2.log" 2>&1 || bad "factored, 2 ranks: $(tail -2 "$tmp/f2.log")"
 same "$tmp/f2/model.safetensors" "$tmp/f1/model.safetensors" "factored optimiser, 5 experts on 2 ranks"
+# fused expert updates on 2 ranks (each rank steps its own experts), without clipping: the
+# unfused 1-process run; and with the dense FFN (replicated) they are refused
+run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --clip 0 --fused --out "$tmp/fu2" > "$tmp/fu2.log" 2>&1 || bad "fused, 2 ranks: $(tail -2 "$tmp/fu2.log")"
+run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --clip 0 --out "$tmp/fu1" > /dev/null 2>&1 || bad "clip 0, 1 process"
+same "$tmp/fu2/model.safetensors" "$tmp/fu1/model.safetensors" "fused updates on 2 ranks vs unfused in 1 process"
+run 2 "${common[@]}" --ffn dense --d 16 --k 2 --h 16 --steps 2 --fused --out "$tmp/fd" > "$tmp/fd.log" 2>&1 && bad "fused dense FFN on 2 ranks ran" || ok
+grep -qi "fused updates need the experts split" "$tmp/fd.log" && ok || bad "fused dense FFN on 2 ranks: $(tail -2 "$tmp/fd.log")"
 # a hierarchical MoE (2 groups of 4 experts, 1 group x 2 experts a token; 4 ranks split the
 # groups) with Adam and with the factored optimiser
 hier=(--d 16 --experts 8 --groups 2 --k-groups 1 --k 2 --h 16)
