@@ -30,6 +30,10 @@ static inline moe_status moe_arena_out(float *p, float *g, size_t n, float **par
 /* Aligned allocation (64 bytes) of `count` floats; NULL on failure or count overflow.
  * moe_free_aligned(NULL) is harmless. */
 float *moe_alloc_floats(size_t count);
+/* buffers from this size up are given in (transparent) huge pages when the kernel allows */
+#define MOE_HUGE_BYTES ((size_t)64 << 20)
+/* p [count] = 0, split over the threads when large */
+void moe_zero_floats(float *p, size_t count);
 void moe_free_aligned(void *p);
 
 /* A workspace of many buffers in one allocation: each entry names where its pointer goes and

@@ -1,6 +1,7 @@
 /* layer.c - the moe_layer handle: configuration check, creation over a router and a placement,
  * the parameter table and arena. Forward and backward are pipeline.c's. */
 #include "base/internal.h"
+#include "base/rng.h"
 #include "moe/layer_impl.h"
 #include "moe/layer_ops.h"
 #include "moe/layer_table.h"
@@ -120,10 +121,11 @@ static void init_experts(moe_layer *l, uint64_t seed) {
     float *w1 = pdata(l, P_W1), *w2 = pdata(l, P_W2);
     const float a1 = 1.0f / sqrtf((float)d), a2 = 1.0f / sqrtf((float)h);
     const size_t nw = l->slots[P_W1].numel, g0 = (size_t)l->pl.e0 * (size_t)(d * h);
+    const uint64_t k1 = rng_key(seed ^ 0x5731ULL), k2 = rng_key(seed ^ 0x5732ULL);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < nw; i++) {
-        w1[i] = a1 * (2.0f * moe_rng_uniform(seed ^ 0x5731ULL, g0 + i) - 1.0f);
-        w2[i] = a2 * (2.0f * moe_rng_uniform(seed ^ 0x5732ULL, g0 + i) - 1.0f);
+        w1[i] = a1 * (2.0f * rng_uniform_key(k1, g0 + i) - 1.0f);
+        w2[i] = a2 * (2.0f * rng_uniform_key(k2, g0 + i) - 1.0f);
     }
 }
 
@@ -167,8 +169,8 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
         moe_layer_free(l);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", count);
     }
-    memset(l->params, 0, sizeof(float) * l->arena_count);
-    memset(l->grads, 0, sizeof(float) * l->grad_count);
+    moe_zero_floats(l->params, l->arena_count);
+    moe_zero_floats(l->grads, l->grad_count);
     if ((st = alloc_fixed(l))) {
         moe_layer_free(l);
         return st;
