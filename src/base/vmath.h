@@ -8,6 +8,7 @@
 #define MOE_VMATH_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef union {
@@ -145,6 +146,17 @@ static inline float tanh_f(float x) {
     float small = fmaf(p * a2, a, a);
     float r = sel(a < 0.55f, small, big);
     return copysignf(r, x);
+}
+
+/* sum of x[i]^2 in double, in 8 interleaved partial sums (a fixed order, so the same bits on
+ * any thread count, and one that vectorises, unlike a single running sum) */
+static inline double vsumsq_f64(const float *x, size_t n) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0.0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) a[j] += (double)x[i + j] * x[i + j];
+    for (; i < n; i++) t += (double)x[i] * x[i];
+    return (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) + t;
 }
 
 #endif

@@ -3,6 +3,7 @@
  * layer group's optimiser (optim_fused.h). */
 #include "train/fused.h"
 #include "base/internal.h"
+#include "base/vmath.h"
 #include "moe/layer_table.h"
 #include "train/optim_fused.h"
 
@@ -28,7 +29,7 @@ static moe_status apply(void *ctx, int e, float *gw1, float *gb1, float *gw2, fl
     float *g[F_COUNT] = {gw1, gb1, gw2, gb2};
     double s = 0.0;
     for (int i = 0; i < F_COUNT; i++)
-        for (size_t j = 0; f->unit[i] && g[i] && j < f->unit[i]; j++) s += (double)g[i][j] * g[i][j];
+        if (f->unit[i] && g[i]) s += vsumsq_f64(g[i], f->unit[i]);
     f->norm2[e] = s;
     if (!isfinite(s)) /* before any of its tensors moves */
         return moe_fail(MOE_ERR_NONFINITE, "expert %d's gradient contains NaN or Inf; it was left unchanged", e);

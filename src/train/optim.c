@@ -11,6 +11,7 @@
  * Fused updates (optim_fused.h) cut the runs further at the edges of the span and of its unit
  * tensors, so that each unit tensor is one segment; the storage of v does not move. */
 #include "base/internal.h"
+#include "base/vmath.h"
 #include "train/optim_fused.h"
 
 #include <math.h>
@@ -264,8 +265,7 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
     /* row means; column means with each column block summed in row order by one thread */
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t i = 0; i < rows; i++) {
-        double s = 0.0;
-        for (int64_t j = 0; j < cols; j++) s += (double)g[i * cols + j] * g[i * cols + j];
+        const double s = vsumsq_f64(g + i * cols, (size_t)cols);
         R[i] = b2 * R[i] + (1.0f - b2) * (float)(s / (double)cols);
     }
 #pragma omp parallel for schedule(static) if (big)
@@ -282,11 +282,16 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t i = 0; i < rows; i++) {
         const float ri = R[i] * inv_mean * inv_c2;
+        float *pi = p + i * cols;
+        const float *gi = g + i * cols;
+        if (!m) { /* beta1 = 0: the loop without the first moment vectorises */
+            for (int64_t j = 0; j < cols; j++) apply(&pi[j], gi[j], ri * C[j], step_size, eps, lrwd);
+            continue;
+        }
+        float *mi = m + i * cols;
         for (int64_t j = 0; j < cols; j++) {
-            const int64_t e = i * cols + j;
-            float mm = g[e];
-            if (m) mm = m[e] = b1 * m[e] + (1.0f - b1) * g[e];
-            apply(&p[e], mm, ri * C[j], step_size, eps, lrwd);
+            mi[j] = b1 * mi[j] + (1.0f - b1) * gi[j];
+            apply(&pi[j], mi[j], ri * C[j], step_size, eps, lrwd);
         }
     }
 }

@@ -60,7 +60,7 @@ static void clip_like_fused(twin *t, float clip) {
             if (!w[i].grad) continue;
             const size_t u = w[i].numel / (size_t)c.n;
             for (size_t j = 0; j < u; j++) s += (double)w[i].grad[e * u + j] * w[i].grad[e * u + j];
-        }
+        } /* (summed in another order than the updater's: the comparison allows for it) */
         if (!(sqrt(s) > clip)) continue;
         const float a = (float)(clip / sqrt(s));
         for (int i = 0; i < 4; i++) {
