@@ -7,7 +7,7 @@
 #   scripts/deps.sh --fuzz   also clang and its libFuzzer runtime (make fuzz)
 #   scripts/deps.sh --corpus also the texts of the large English corpus (make corpus)
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libopenblas-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
+pkgs=(gcc make cmake pkg-config libopenblas-dev libxsmm-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
 case "${1:-}" in
   --torch) pkgs+=(python3-torch python3-numpy python3-nltk) ;;
   --valgrind) pkgs+=(valgrind) ;;

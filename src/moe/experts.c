@@ -3,7 +3,9 @@
  *
  * Threads: experts are spread over the threads, largest first, each product single-threaded
  * (measured fastest here from n = 4 up); or, with MOE_PAR_BLAS, experts run in turn and each
- * product is split over the threads by moe_sgemm. */
+ * product is split over the threads by moe_sgemm. An expert with few rows (the regime of
+ * thousands of experts) runs its products on libxsmm's small-matrix kernels where the build has
+ * them (base/gemm.h). */
 #include "base/internal.h"
 #include "moe/layer_ops.h"
 #include "moe/placement.h"
@@ -31,18 +33,22 @@ static void dense_fwd(float *Y, const float *X, const float *W, const float *b, 
         for (int r = 0; r < c; r++) memcpy(Y + (size_t)r * m, b, sizeof(float) * m);
         beta = 1.0f;
     }
-    moe_sgemm(0,  0, c, m, kd, 1.0f, X, kd, W, m, beta, Y, m);
+    if (c <= MOE_GEMM_FEW_ROWS) moe_sgemm_few_nn(c, m, kd, X, kd, W, m, beta, Y, m);
+    else moe_sgemm(0, 0, c, m, kd, 1.0f, X, kd, W, m, beta, Y, m);
 }
 
 /* The backward of dense_fwd. forward: Y = X W + b;  so dW += X^T dY, db += colsum(dY) (when b
  * has a gradient), dX = dY W^T (overwritten, not accumulated: the rows belong to this expert). */
 static void dense_bwd(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W, int c,
-                      int kd, int m) {
-    moe_sgemm(1,  0, kd, m, c, 1.0f, X, kd, dY, m, 1.0f, dW, m);
+                      int kd, int m, float *work) {
+    const int few = c <= MOE_GEMM_FEW_ROWS;
+    if (few) moe_sgemm_few_tn(kd, m, c, X, kd, dY, m, 1.0f, dW, m);
+    else moe_sgemm(1, 0, kd, m, c, 1.0f, X, kd, dY, m, 1.0f, dW, m);
     if (db)
         for (int r = 0; r < c; r++)
             for (int j = 0; j < m; j++) db[j] += dY[(size_t)r * m + j];
-    moe_sgemm(0,  1, c, kd, m, 1.0f, dY, m, W, m, 0.0f, dX, kd);
+    if (few) moe_sgemm_few_nt(c, kd, m, dY, m, W, m, 0.0f, dX, kd, work);
+    else moe_sgemm(0, 1, c, kd, m, 1.0f, dY, m, W, m, 0.0f, dX, kd);
 }
 
 static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float *w1,
@@ -60,32 +66,39 @@ static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float 
 
 static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, float *db2,
                        float *dA, const float *dYs, const float *Xs, const float *A,
-                       const float *w1, const float *w2, const int *offsets, int d, int h) {
+                       const float *w1, const float *w2, const int *offsets, int d, int h, float *work) {
     int r0 = offsets[e], c = offsets[e + 1] - r0;
     const float *X = Xs + (size_t)r0 * d, *Ae = A + (size_t)r0 * h, *dY = dYs + (size_t)r0 * d;
     float *dAe = dA + (size_t)r0 * h, *dX = dXs + (size_t)r0 * d;
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
     /* forward: Y = A W2 + b2 */
-    dense_bwd(dAe, dw2, db2, dY, Ae, W2, c, h, d);
+    dense_bwd(dAe, dw2, db2, dY, Ae, W2, c, h, d, work);
     /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
     for (size_t i = 0; i < (size_t)c * h; i++)
         if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
     /* forward: pre = X W1 + b1. dX may alias dY: every read of this expert's dY rows is above */
-    dense_bwd(dX, dw1, db1, dAe, X, W1, c, d, h);
+    dense_bwd(dX, dw1, db1, dAe, X, W1, c, d, h, work);
 }
 
-size_t experts_scratch_floats(int d, int h, int nthreads) {
-    return (size_t)nthreads * MOE_ARENA_PAD(2 * (size_t)d * h + (size_t)d + (size_t)h);
+/* One thread's scratch: the few-row input-gradient products' transposed copies, and under
+ * fused updates one expert's gradients (w1, w2, b1, b2) */
+static size_t per_thread(int d, int h, int fused) {
+    const size_t few = moe_sgemm_few_nt_work(MOE_GEMM_FEW_ROWS, d, h);
+    return MOE_ARENA_PAD(few) + (fused ? MOE_ARENA_PAD(2 * (size_t)d * h + (size_t)d + (size_t)h) : 0);
 }
 
-moe_status experts_scratch_reserve(float **scratch, int *cap, int d, int h) {
-    const int t = moe_threads();
-    if (*scratch && t <= *cap) return MOE_OK;
-    float *s = moe_alloc_floats(experts_scratch_floats(d, h, t));
-    if (!s) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the fused updates' gradients for %d threads", t);
+size_t experts_scratch_floats(int d, int h, int nthreads, int fused) {
+    return (size_t)nthreads * per_thread(d, h, fused);
+}
+
+moe_status experts_scratch_reserve(float **scratch, size_t *cap, int d, int h, int fused) {
+    const size_t need = experts_scratch_floats(d, h, moe_threads(), fused);
+    if (*scratch && need <= *cap) return MOE_OK;
+    float *s = moe_alloc_floats(need);
+    if (!s) return moe_fail(MOE_ERR_NOMEM, "cannot allocate the experts' backward scratch (%zu floats)", need);
     moe_free_aligned(*scratch);
     *scratch = s;
-    *cap = t;
+    *cap = need;
     return MOE_OK;
 }
 
@@ -103,15 +116,17 @@ static moe_status expert_bwd_any(int e, float *dXs, const expert_weights *w, flo
                                  const float *Xs, const float *A, const int *offsets, int d, int h, float *scratch) {
     if (offsets[e + 1] == offsets[e]) return MOE_OK;
     const size_t dh = (size_t)d * h;
+    float *mine = scratch + (size_t)thread_id() * per_thread(d, h, w->up != NULL);
+    float *work = mine, *g1 = mine + MOE_ARENA_PAD(moe_sgemm_few_nt_work(MOE_GEMM_FEW_ROWS, d, h));
     if (!w->up) {
         expert_bwd(e, dXs, w->g1 + e * dh, w->gb1 ? w->gb1 + (size_t)e * h : NULL, w->g2 + e * dh,
-                   w->gb2 ? w->gb2 + (size_t)e * d : NULL, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h);
+                   w->gb2 ? w->gb2 + (size_t)e * d : NULL, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, work);
         return MOE_OK;
     }
-    float *g1 = scratch + (size_t)thread_id() * MOE_ARENA_PAD(2 * dh + (size_t)d + (size_t)h), *g2 = g1 + dh;
+    float *g2 = g1 + dh;
     float *gb1 = w->b1 ? g2 + dh : NULL, *gb2 = w->b2 ? g2 + dh + h : NULL;
     memset(g1, 0, sizeof(float) * (2 * dh + (size_t)d + (size_t)h));
-    expert_bwd(e, dXs, g1, gb1, g2, gb2, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h);
+    expert_bwd(e, dXs, g1, gb1, g2, gb2, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, work);
     return w->up->apply(w->up->ctx, e, g1, gb1, g2, gb2);
 }
 

@@ -93,16 +93,18 @@ void experts_forward(float *A /* [R,h] */, float *Ys /* [R,d] */, const float *X
                      const float *w1 /* [n,d,h] */, const float *b1 /* [n,h] */,
                      const float *w2 /* [n,h,d] */, const float *b2 /* [n,d] */,
                      const int *offsets, int n, int d, int h, int strategy);
-/* Backward: w's gradients += (or, with w->up, each expert's gradients made in `scratch`
- * [experts_scratch_floats] and handed to w->up->apply; its first failure is returned);
+/* Backward: w's gradients += (or, with w->up, each expert's gradients made in `scratch` and
+ * handed to w->up->apply; its first failure is returned); scratch [experts_scratch_floats]
+ * also holds each thread's transposed copies for the few-row products;
  * dXs [R,d] overwritten; dA [R,h] scratch. dYs may be the same buffer as dXs (each expert reads
  * its dYs rows before writing dXs). */
 moe_status experts_backward(float *dXs, const expert_weights *w, float *dA, const float *dYs, const float *Xs,
                             const float *A, const int *offsets, int n, int d, int h, int strategy, float *scratch);
-/* floats of experts_backward's scratch under fused updates: one expert's gradients per thread */
-size_t experts_scratch_floats(int d, int h, int nthreads);
-/* *scratch holds experts_scratch_floats for the threads now (grown when they are more than
- * *cap); a placement's, freed with moe_free_aligned */
-moe_status experts_scratch_reserve(float **scratch, int *cap, int d, int h);
+/* floats of experts_backward's scratch for nthreads threads (fused: with one expert's gradients
+ * per thread) */
+size_t experts_scratch_floats(int d, int h, int nthreads, int fused);
+/* *scratch holds experts_scratch_floats for the threads now (grown when that is more than *cap
+ * floats); a placement's, freed with moe_free_aligned */
+moe_status experts_scratch_reserve(float **scratch, size_t *cap, int d, int h, int fused);
 
 #endif

@@ -12,8 +12,8 @@ typedef struct {
     int capR;
     float *A, *dA; /* [R,h] the hidden activations and their gradient */
     void *block;
-    float *scratch; /* fused updates: one expert's gradients per thread */
-    int scratch_threads;
+    float *scratch; /* experts_backward's */
+    size_t scratch_cap;
     const float *Xs; /* borrowed from forward until backward */
     const int *offsets;
 } local;
@@ -53,7 +53,7 @@ static moe_status local_forward(void *ctx, float *Ys, int *gcounts, const float 
 static moe_status local_backward(void *ctx, float *dXs, const float *dYs, const expert_weights *w, int strategy) {
     local *p = ctx;
     const int strat = experts_pick_strategy(strategy, p->offsets[p->n], p->n, moe_threads());
-    moe_status st = w->up ? experts_scratch_reserve(&p->scratch, &p->scratch_threads, p->d, p->h) : MOE_OK;
+    moe_status st = experts_scratch_reserve(&p->scratch, &p->scratch_cap, p->d, p->h, w->up != NULL);
     return st ? st : experts_backward(dXs, w, p->dA, dYs, p->Xs, p->A, p->offsets, p->n, p->d, p->h, strat, p->scratch);
 }
 

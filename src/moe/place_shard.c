@@ -36,8 +36,8 @@ typedef struct {
     void *rows;              /* the block of the row buffers */
     int Rloc, capR;          /* rows held by the local experts; buffer capacity */
     double comm_s;           /* seconds in collectives, since creation */
-    float *scratch;          /* fused updates: one expert's gradients per thread */
-    int scratch_threads;
+    float *scratch;          /* experts_backward's */
+    size_t scratch_cap;
     uint64_t sent, received; /* bytes to and from other ranks, since creation */
 } shard;
 
@@ -197,7 +197,7 @@ static moe_status shard_backward(void *ctx, float *dXs, const float *dYs, const 
     moe_status st = send_to_experts(s, s->ye, dYs);
     if (st) return st;
     const int strat = experts_pick_strategy(strategy, s->Rloc, s->nloc, moe_threads());
-    if (w->up && (st = experts_scratch_reserve(&s->scratch, &s->scratch_threads, s->d, s->h))) return st;
+    if ((st = experts_scratch_reserve(&s->scratch, &s->scratch_cap, s->d, s->h, w->up != NULL))) return st;
     if ((st = experts_backward(s->ye, w, s->da, s->ye, s->xe, s->a, s->loff, s->nloc, s->d, s->h, strat, s->scratch)))
         return st;
     return send_back(s, dXs, s->ye);

@@ -47,8 +47,9 @@ moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, 
         grads += fused ? (double)router_f : lp;
         optim_f += factored ? (double)layer_f : 2.0 * lp;
         act += layer_ws_floats(&lc, (double)B * bptt, P);
-        if (fused) /* each thread's expert gradients; the updater's norms */
-            act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads()) + 2.0 * nloc;
+        /* the experts' backward scratch (with fused updates each thread's expert gradients);
+         * the updater's norms */
+        act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads(), fused) + (fused ? 2.0 * nloc : 0.0);
     }
     out->params = (int64_t)(4.0 * params);
     out->grads = (int64_t)(4.0 * grads);
