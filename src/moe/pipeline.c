@@ -32,25 +32,31 @@ static moe_status reserve(moe_layer *l, int B) {
     return moe_ok();
 }
 
-/* eps [B,nw] for tokens [first, first + B) of the batch: given, or drawn by global position */
-static moe_status draw_noise(moe_layer *l, const float *noise, int B, int64_t first, int64_t total) {
+/* The noise of tokens [first, first + B) of the batch: given, or seeded by global position
+ * (moe_layer_set_noise_layout: blocks of nz_rows tokens at t * nz_stride + nz_first). A router
+ * that draws only what it uses (lazy_noise) gets the source; the others get all of it in eps. */
+static moe_status noise_of(moe_layer *l, noise_src *ns, const float *noise, int B, int64_t first, int64_t total) {
     const size_t nw = (size_t)l->rt.nw;
-    float *eps = l->ws.eps;
-    if (noise) {
-        memcpy(eps, noise, sizeof(float) * (size_t)B * nw);
-        return moe_ok();
-    }
-    if (l->nz_rows == 0) {
-        moe_rng_normal_fill(eps, (size_t)B * nw, l->seed, l->counter + (uint64_t)first * nw);
-    } else { /* blocks of nz_rows tokens at t * nz_stride + nz_first of the whole batch */
-        if (B % l->nz_rows)
-            return moe_fail(MOE_ERR_SHAPE, "B=%d is not a multiple of the noise layout's %d rows", B, l->nz_rows);
-        for (int t = 0; t < B / l->nz_rows; t++)
-            moe_rng_normal_fill(eps + (size_t)t * l->nz_rows * nw, (size_t)l->nz_rows * nw, l->seed,
-                                l->counter + ((uint64_t)t * l->nz_stride + (uint64_t)l->nz_first) * nw);
-    }
-    l->counter += (uint64_t)total * nw;
+    if (!noise && l->nz_rows && B % l->nz_rows)
+        return moe_fail(MOE_ERR_SHAPE, "B=%d is not a multiple of the noise layout's %d rows", B, l->nz_rows);
+    *ns = (noise_src){.given = noise, .seed = l->seed, .base = l->counter, .first = l->nz_rows ? l->nz_first : first,
+                      .rows = l->nz_rows, .stride = l->nz_stride, .nw = (int)nw};
+    if (!noise) l->counter += (uint64_t)total * nw;
+    if (l->rt.lazy_noise) return moe_ok(); /* it copies what it uses before forward returns */
+    float *eps = l->ws.eps; /* kept until backward: a caller's noise need not be */
+#pragma omp parallel for schedule(static) if (B >= 64)
+    for (int t = 0; t < B; t++) noise_fill(ns, t, 0, (int)nw, eps + (size_t)t * nw);
+    ns->given = eps;
     return moe_ok();
+}
+
+void noise_fill(const noise_src *s, int t, int col, int len, float *out) {
+    if (s->given) {
+        memcpy(out, s->given + (size_t)t * s->nw + col, sizeof(float) * (size_t)len);
+        return;
+    }
+    const int64_t row = s->rows ? (int64_t)(t / s->rows) * s->stride + s->first + t % s->rows : s->first + t;
+    moe_rng_normal_fill(out, (size_t)len, s->seed, s->base + (uint64_t)row * (uint64_t)s->nw + (uint64_t)col);
 }
 
 /* The router's weights; its gradients into the layer's arena, or into `g` (laid out as
@@ -129,9 +135,10 @@ moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int B, moe_
     if ((st = reserve(l, B > 0 ? B : 1))) return st; /* buffers exist even for no tokens */
     int64_t first, total;
     if ((st = l->pl.i->batch(l->pl.ctx, &first, &total, B, train))) return st;
-    if (train && (st = draw_noise(l, noise, B, first, total))) return st;
+    noise_src ns = {0};
+    if (train && (st = noise_of(l, &ns, noise, B, first, total))) return st;
     const router_weights rw = router_of(l, NULL);
-    l->rt.i->forward(l->rt.ctx, w->expert, w->gate, w->sums, x, w->eps, &rw, B, train);
+    l->rt.i->forward(l->rt.ctx, w->expert, w->gate, w->sums, x, &ns, &rw, B, train);
     double li, ll;
     if ((st = balance(l, &li, &ll))) return st;
 

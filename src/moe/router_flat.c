@@ -36,14 +36,14 @@ static moe_status flat_reserve(void *ctx, int B) {
     return MOE_OK;
 }
 
-static void flat_forward(void *ctx, int *expert, float *gate, double *sums, const float *x, const float *eps,
+static void flat_forward(void *ctx, int *expert, float *gate, double *sums, const float *x, const noise_src *noise,
                          const router_weights *w, int B, int train) {
     flat *f = ctx;
     const int n = f->n, k = f->k, K1 = f->K1;
     f->B = B;
     f->train = train;
     f->smooth = train && k < n;
-    f->g.eps = eps;
+    f->g.eps = train ? noise->given : NULL; /* every logit has its draw: all of them given */
     gate_bufs g = f->g; /* without P the gate skips the load estimator */
     if (!f->smooth) g.P = NULL;
     gate_forward(&g, x, w->wg, w->wn, train, f->noise_eps, B, f->d, n, k);

@@ -59,11 +59,12 @@ static moe_status hier_reserve(void *ctx, int B) {
 }
 
 /* the primary gate, then the tokens sorted by group: rows goff[i] .. goff[i+1] of Xg are X^(i) */
-static void primary_forward(hier *w, double *cnt_sum, double *load_p_sum, const float *x, const float *eps,
+static void primary_forward(hier *w, double *cnt_sum, double *load_p_sum, const float *x, const noise_src *noise,
                             const router_weights *rw, int B, int train) {
-    const int a = w->a, b = w->b, kp = w->kp, nw = a + w->n;
+    const int a = w->a, b = w->b, kp = w->kp;
     if (train)
-        for (int t = 0; t < B; t++) memcpy(w->eps_p + (size_t)t * a, eps + (size_t)t * nw, sizeof(float) * (size_t)a);
+#pragma omp parallel for schedule(static) if (B >= 256)
+        for (int t = 0; t < B; t++) noise_fill(noise, t, 0, a, w->eps_p + (size_t)t * a);
     w->gp.eps = w->eps_p;
     gate_bufs g = w->gp; /* without P the gate skips the load estimator */
     if (!w->sm_p) g.P = NULL;
@@ -72,14 +73,15 @@ static void primary_forward(hier *w, double *cnt_sum, double *load_p_sum, const 
     dispatch_build(w->gcnt, w->goff, w->gtok, w->gpos, w->gp.topi, B, a, kp, w->K1p);
     dispatch_gather(w->Xg, x, w->gtok, B * kp, w->d);
     for (int i = 0; i < a; i++) cnt_sum[i] = w->gcnt[i];
-    if (train) /* row r = (token t, group i) takes columns a + i*b .. of t's draws */
-        for (int i = 0; i < a; i++)
-            for (int r = w->goff[i]; r < w->goff[i + 1]; r++)
-                memcpy(w->eps_s + (size_t)r * b, eps + (size_t)w->gtok[r] * nw + a + (size_t)i * b,
-                       sizeof(float) * (size_t)b);
+    if (train) /* row r = (token t, group i) takes columns a + i*b .. of t's draws: only those */
+        for (int i = 0; i < a; i++) {
+            const int r0 = w->goff[i], r1 = w->goff[i + 1];
+#pragma omp parallel for schedule(static) if (r1 - r0 >= 256)
+            for (int r = r0; r < r1; r++) noise_fill(noise, w->gtok[r], a + i * b, b, w->eps_s + (size_t)r * b);
+        }
 }
 
-static void hier_forward(void *ctx, int *expert, float *gate, double *sums, const float *x, const float *eps,
+static void hier_forward(void *ctx, int *expert, float *gate, double *sums, const float *x, const noise_src *noise,
                          const router_weights *rw, int B, int train) {
     hier *w = ctx;
     const int n = w->n, a = w->a, b = w->b, kp = w->kp, ks = w->ks, K1p = w->K1p, K1s = w->K1s, kk = kp * ks, d = w->d;
@@ -88,7 +90,7 @@ static void hier_forward(void *ctx, int *expert, float *gate, double *sums, cons
     w->train = train;
     w->sm_p = train && kp < a;
     w->sm_s = train && ks < b;
-    primary_forward(w, cnt, load_p, x, eps, rw, B, train);
+    primary_forward(w, cnt, load_p, x, noise, rw, B, train);
     w->gs.eps = w->eps_s;
     /* each group's gate on its own tokens */
     for (int i = 0; i < a; i++) {
@@ -206,6 +208,6 @@ moe_status router_hier_create(router *r, const moe_layer_config *c) {
     w->K1p = w->kp < w->a ? w->kp + 1 : w->a;
     w->K1s = w->ks < w->b ? w->ks + 1 : w->b;
     w->noise_eps = c->noise_eps;
-    *r = (router){.i = &HIER, .ctx = w, .kk = w->kp * w->ks, .nw = w->a + c->n, .nsum = 2 * (c->n + w->a)};
+    *r = (router){.i = &HIER, .ctx = w, .kk = w->kp * w->ks, .nw = w->a + c->n, .lazy_noise = 1, .nsum = 2 * (c->n + w->a)};
     return MOE_OK;
 }
