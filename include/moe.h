@@ -579,7 +579,10 @@ MOE_API moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_conf
 typedef struct moe_lm_ckpt moe_lm_ckpt;
 MOE_API moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path);
 MOE_API void moe_lm_ckpt_free(moe_lm_ckpt *c);
-/* The model, owned by the checkpoint handle (not to be freed; valid until moe_lm_ckpt_free). */
+/* The model, owned by the checkpoint handle (not to be freed; valid until moe_lm_ckpt_free).
+ * It is for inference: its MoE layer keeps no expert gradients, so that a model of billions of
+ * parameters loads in the memory of its weights; a training step on it (moe_lm_step with train)
+ * fails with MOE_ERR_STATE. To train on, resume the checkpoint with moe_lm_train. */
 MOE_API moe_lm *moe_lm_ckpt_model(moe_lm_ckpt *c);
 /* Settings and progress stored in the checkpoint ("step", "data", "tokenizer.kind", ...);
  * the strings are owned by the checkpoint handle. */

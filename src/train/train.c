@@ -740,7 +740,9 @@ moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
     moe_lm_ckpt *c = calloc(1, sizeof *c);
     if (!c) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     moe_status st = moe_st_open(&c->f, path);
-    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL, 0);
+    /* for inference: the experts keep no gradients (a model of billions of parameters loads in
+     * the memory of its weights) */
+    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL, 1);
     if (st) {
         moe_lm_ckpt_free(c);
         return st;

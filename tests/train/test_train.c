@@ -167,6 +167,15 @@ int main(void) {
         free(text);
         const char *step = moe_lm_ckpt_meta(c, "step");
         CHECK(step && strcmp(step, "40") == 0, "step recorded");
+        /* the model is for inference: no expert gradients, and a training step says so */
+        moe_param pw;
+        moe_layer *ml = moe_lm_moe(moe_lm_ckpt_model(c));
+        CHECK(ml && moe_layer_find_param(ml, "experts.w1", &pw) == MOE_OK && pw.grad == NULL, "no expert gradients");
+        int32_t tk[2 * 5] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+        moe_lm_stats ls;
+        CHECK(moe_lm_step(moe_lm_ckpt_model(c), tk, 2, 4, 1, &ls) == MOE_ERR_STATE, "a training step is refused: %s",
+              moe_last_error());
+        CHECK(moe_lm_step(moe_lm_ckpt_model(c), tk, 2, 4, 0, &ls) == MOE_OK, "an evaluation step runs");
         moe_lm_ckpt_free(c);
     }
 
