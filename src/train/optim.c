@@ -17,6 +17,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef struct {
     size_t offset;             /* first element in the arena */
@@ -240,6 +243,14 @@ static moe_status layout(moe_adam *a) {
     return MOE_OK;
 }
 
+static int in_parallel(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 /* One parameter's update from its first-moment estimate mm and bias-corrected vhat. */
 static inline void apply(float *p, float mm, float vhat, float step_size, float eps, float lrwd) {
     *p -= step_size * mm / (sqrtf(vhat) + eps) + lrwd * *p;
@@ -261,7 +272,9 @@ static void step_vector(const moe_adam *a, float *p, const float *g, float *m, f
 static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, float *R, float *C, int64_t rows,
                         int64_t cols, float step_size, float inv_c2, float lrwd) {
     const float b1 = a->cfg.beta1, b2 = a->cfg.beta2, eps = a->cfg.eps;
-    const int big = rows * cols >= 16384;
+    /* split over the threads when large, unless already on one of them (fused updates run inside
+     * the experts' parallel loop, where a nested region would only add its overhead) */
+    const int big = rows * cols >= 16384 && !in_parallel();
     /* row means; column means with each column block summed in row order by one thread */
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t i = 0; i < rows; i++) {
