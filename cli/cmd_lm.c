@@ -23,7 +23,8 @@ static const char *TRAIN_USAGE =
     "Trains the paper's language model: embedding -> LSTM -> MoE -> LSTM -> softmax.\n"
     "  --data FILE        UTF-8 text (default: Debian's fortunes, gathered into DIR/../fortunes.txt;\n"
     "                     `english`: the 113 MB English corpus that `make corpus` gathers into\n"
-    "                     runs/english.txt, for the large models)\n"
+    "                     runs/english.txt, for the large models; found there from the\n"
+    "                     current folder or next to --out's folder)\n"
     "  --words            word tokens (default: bytes); --min-count 2 --max-vocab 10000 --lowercase\n"
     "  --steps N          stop at step N (default 1000); --minutes M stops after M minutes\n"
     "  --out DIR          where model.safetensors and log.jsonl go (default runs/lm)\n"
@@ -193,12 +194,15 @@ int cmd_train(int argc, char **argv) {
         /* the other ranks wait until rank 0 has gathered it */
         if (comm) cli_check(moe_comm_check_same(comm, 1, "the corpus barrier"), "waiting for the corpus");
     }
-    if (strcmp(data, "english") == 0) { /* the named large corpus */
-        snprintf(corpus, sizeof corpus, "%s/../english.txt", out);
+    if (strcmp(data, "english") == 0) { /* the named large corpus: where `make corpus` puts it, or
+                                            next to the output folder (runs/NAME -> runs/english.txt) */
         struct stat sb;
+        snprintf(corpus, sizeof corpus, "runs/english.txt");
+        if (stat(corpus, &sb) != 0) snprintf(corpus, sizeof corpus, "%s/../english.txt", out);
         if (stat(corpus, &sb) != 0)
-            cli_die("%s does not exist: gather the English corpus with `make corpus` (installs Debian's dict-gcide, "
-                    "dict-wn, dict-jargon, dict-foldoc, python3-doc and linux-doc; about 113 MB of text)", corpus);
+            cli_die("neither runs/english.txt nor %s exists: gather the English corpus with `make corpus` (installs "
+                    "Debian's dict-gcide, dict-wn, dict-jargon, dict-foldoc, python3-doc and linux-doc; about 113 MB "
+                    "of text)", corpus);
         data = corpus;
     }
     tc.data = data;

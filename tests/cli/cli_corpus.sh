@@ -27,7 +27,10 @@ order=$(grep -o -E '^(gcide|wn|jargon|foldoc) entry 1:|^Python: the (library|tut
 rm "$r/usr/share/dictd/foldoc.dict.dz"
 expect 1 "missing foldoc: install them with" -- gather "$tmp/x.txt" --root "$r"
 [[ ! -e "$tmp/x.txt" ]] && ok || bad "a failed gathering left a file"
-# moe train --data english: runs/english.txt beside the run's folder
-expect 1 "english.txt does not exist: gather the English corpus with .make corpus." -- "$moe" train --data english --steps 2 --out "$tmp/none/lm"
+# moe train --data english: runs/english.txt from the current folder, or beside the run's folder
+moe=$(realpath "$moe") # the cases below run from other folders
+expect 1 "neither runs/english.txt nor .* exists: gather the English corpus with .make corpus." -- \
+  bash -c 'mkdir -p "$1" && cd "$1" && exec "$2" train --data english --steps 2 --out "$1/lm"' _ "$tmp/none" "$moe"
 expect 0 "done: checkpoint" -- "$moe" train --data english --steps 2 --batch 2 --bptt 16 --d 16 --experts 4 --k 2 --h 16 --eval-every 0 --out "$tmp/runs/lm"
+expect 0 "done: checkpoint" -- bash -c 'cd "$1" && exec "$2" train --data english --steps 2 --batch 2 --bptt 16 --d 16 --experts 4 --k 2 --h 16 --eval-every 0 --out "$1/elsewhere/lm"' _ "$tmp" "$moe"
 finish cli_corpus
