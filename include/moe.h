@@ -237,7 +237,10 @@ MOE_API int moe_layer_num_params(const moe_layer *l);
 MOE_API moe_status moe_layer_param(moe_layer *l, int i, moe_param *p);
 MOE_API moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *p);
 /* Whole arenas (for an optimiser): *params and *grads (each may be NULL) get the layer's own
- * buffers of *count floats each, valid until moe_layer_free. */
+ * buffers of *count floats each, valid until moe_layer_free. The arena holds the router's
+ * weights first, then the experts'. A layer that keeps no expert gradients (the MoE of a model
+ * loaded for inference by moe_lm_ckpt_load, or trained with fused updates) gives *grads NULL,
+ * and its expert tensors' moe_param.grad is NULL. */
 MOE_API moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count);
 MOE_API void moe_layer_zero_grad(moe_layer *l);
 /* Copies `count` floats (dst/src [count]) out of/into the named parameter; MOE_ERR_SHAPE if
