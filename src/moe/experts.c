@@ -37,13 +37,14 @@ static void dense_fwd(float *Y, const float *X, const float *W, const float *b, 
     else moe_sgemm(0, 0, c, m, kd, 1.0f, X, kd, W, m, beta, Y, m);
 }
 
-/* The backward of dense_fwd. forward: Y = X W + b;  so dW += X^T dY, db += colsum(dY) (when b
- * has a gradient), dX = dY W^T (overwritten, not accumulated: the rows belong to this expert). */
+/* The backward of dense_fwd. forward: Y = X W + b;  so dW = beta dW + X^T dY (beta 1: added to
+ * the gradient tensor; 0: written into a fused update's scratch), db += colsum(dY) (when b has a
+ * gradient), dX = dY W^T (overwritten, not accumulated: the rows belong to this expert). */
 static void dense_bwd(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W, int c,
-                      int kd, int m, float *work) {
+                      int kd, int m, float beta, float *work) {
     const int few = c <= MOE_GEMM_FEW_ROWS;
-    if (few) moe_sgemm_few_tn(kd, m, c, X, kd, dY, m, 1.0f, dW, m);
-    else moe_sgemm(1, 0, kd, m, c, 1.0f, X, kd, dY, m, 1.0f, dW, m);
+    if (few) moe_sgemm_few_tn(kd, m, c, X, kd, dY, m, beta, dW, m);
+    else moe_sgemm(1, 0, kd, m, c, 1.0f, X, kd, dY, m, beta, dW, m);
     if (db)
         for (int r = 0; r < c; r++)
             for (int j = 0; j < m; j++) db[j] += dY[(size_t)r * m + j];
@@ -66,18 +67,19 @@ static void expert_fwd(int e, float *A, float *Ys, const float *Xs, const float 
 
 static void expert_bwd(int e, float *dXs, float *dw1, float *db1, float *dw2, float *db2,
                        float *dA, const float *dYs, const float *Xs, const float *A,
-                       const float *w1, const float *w2, const int *offsets, int d, int h, float *work) {
+                       const float *w1, const float *w2, const int *offsets, int d, int h, float beta,
+                       float *work) {
     int r0 = offsets[e], c = offsets[e + 1] - r0;
     const float *X = Xs + (size_t)r0 * d, *Ae = A + (size_t)r0 * h, *dY = dYs + (size_t)r0 * d;
     float *dAe = dA + (size_t)r0 * h, *dX = dXs + (size_t)r0 * d;
     const float *W1 = w1 + (size_t)e * d * h, *W2 = w2 + (size_t)e * h * d;
     /* forward: Y = A W2 + b2 */
-    dense_bwd(dAe, dw2, db2, dY, Ae, W2, c, h, d, work);
+    dense_bwd(dAe, dw2, db2, dY, Ae, W2, c, h, d, beta, work);
     /* forward: A = relu(pre);  so dpre = dA * (A > 0) */
     for (size_t i = 0; i < (size_t)c * h; i++)
         if (!(Ae[i] > 0.0f)) dAe[i] = 0.0f;
     /* forward: pre = X W1 + b1. dX may alias dY: every read of this expert's dY rows is above */
-    dense_bwd(dX, dw1, db1, dAe, X, W1, c, d, h, work);
+    dense_bwd(dX, dw1, db1, dAe, X, W1, c, d, h, beta, work);
 }
 
 /* One thread's scratch: the few-row input-gradient products' transposed copies, and under
@@ -120,13 +122,14 @@ static moe_status expert_bwd_any(int e, float *dXs, const expert_weights *w, flo
     float *work = mine, *g1 = mine + MOE_ARENA_PAD(moe_sgemm_few_nt_work(MOE_GEMM_FEW_ROWS, d, h));
     if (!w->up) {
         expert_bwd(e, dXs, w->g1 + e * dh, w->gb1 ? w->gb1 + (size_t)e * h : NULL, w->g2 + e * dh,
-                   w->gb2 ? w->gb2 + (size_t)e * d : NULL, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, work);
+                   w->gb2 ? w->gb2 + (size_t)e * d : NULL, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, 1.0f, work);
         return MOE_OK;
     }
     float *g2 = g1 + dh;
     float *gb1 = w->b1 ? g2 + dh : NULL, *gb2 = w->b2 ? g2 + dh + h : NULL;
-    memset(g1, 0, sizeof(float) * (2 * dh + (size_t)d + (size_t)h));
-    expert_bwd(e, dXs, g1, gb1, g2, gb2, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, work);
+    /* the weight gradients are written (beta 0), only the biases are summed into */
+    memset(g2 + dh, 0, sizeof(float) * ((size_t)d + (size_t)h));
+    expert_bwd(e, dXs, g1, gb1, g2, gb2, dA, dYs, Xs, A, w->w1, w->w2, offsets, d, h, 0.0f, work);
     return w->up->apply(w->up->ctx, e, g1, gb1, g2, gb2);
 }
 
