@@ -43,6 +43,8 @@ static const char *TRAIN_USAGE =
     "        gradient, so the experts keep no gradients (half the memory of the experts with\n"
     "        --optim factored). --clip then clips each expert by its own gradient norm and the\n"
     "        rest of the model by the rest's; without clipping the result is the same.\n"
+    "        --bf16   (with --fused) the experts' weight matrices in bfloat16: half their memory;\n"
+    "        float32 products, updates rounded stochastically (seeded: --resume stays exact)\n"
     "Ctrl-C writes a checkpoint and stops; --resume continues from it.\n";
 
 
@@ -128,7 +130,7 @@ int cmd_train(int argc, char **argv) {
     const char *ffn_s = NULL, *drop_s = NULL, *batch_s = NULL, *bptt_s = NULL, *lr_s = NULL, *warm_s = NULL;
     const char *clip_s = NULL, *seed_s = NULL, *threads_s = NULL, *log_s = NULL, *eval_s = NULL;
     const char *evb_s = NULL, *ck_s = NULL, *minc_s = NULL, *maxv_s = NULL, *optim_s = NULL, *ctime_s = NULL;
-    int words = 0, lower = 0, plan_only = 0, fused = 0;
+    int words = 0, lower = 0, plan_only = 0, fused = 0, bf16 = 0;
     cli_opt opts[] = {
         {"data", &data, NULL},          {"words", NULL, &words},         {"steps", &steps_s, NULL},
         {"minutes", &minutes_s, NULL},  {"out", &out, NULL},             {"resume", &resume, NULL},
@@ -138,7 +140,8 @@ int cmd_train(int argc, char **argv) {
         {"threads", &threads_s, NULL},  {"log-every", &log_s, NULL},     {"eval-every", &eval_s, NULL},
         {"eval-batches", &evb_s, NULL}, {"ckpt-every", &ck_s, NULL},     {"min-count", &minc_s, NULL},
         {"max-vocab", &maxv_s, NULL},   {"lowercase", NULL, &lower},     {"optim", &optim_s, NULL},
-        {"comm-timeout", &ctime_s, NULL}, {"plan", NULL, &plan_only}, {"fused", NULL, &fused}};
+        {"comm-timeout", &ctime_s, NULL}, {"plan", NULL, &plan_only}, {"fused", NULL, &fused},
+        {"bf16", NULL, &bf16}};
     moe_lm_config mc = moe_lm_config_default();
     cli_moe mo;
     cli_moe_init(&mo, CLI_MOE_FLAT | CLI_MOE_GROUPS, cli_moe_of_lm(&mc));
@@ -170,6 +173,7 @@ int cmd_train(int argc, char **argv) {
         cli_die("--optim must be adam or factored, got '%s'", optim_s);
     tc.optim = optim_s;
     tc.fused = fused;
+    tc.bf16 = bf16;
     if (log_s) tc.log_every = cli_int("log-every", log_s, 1, 1 << 30);
     if (eval_s) tc.eval_every = cli_int("eval-every", eval_s, 0, 1 << 30);
     if (evb_s) tc.eval_batches = cli_int("eval-batches", evb_s, 0, 1 << 30);

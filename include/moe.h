@@ -26,7 +26,7 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 11
+#define MOE_VERSION_MINOR 12
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
@@ -35,6 +35,8 @@
 /* 0.11: moe_lm_train_config.fused (fused expert updates); moe_lm_plan's `factored` argument
  * became `flags` (MOE_PLAN_FACTORED = 1, as before, | MOE_PLAN_FUSED). A layer's arena holds the
  * router's weights first, then the experts' (tensor names and files unchanged). */
+/* 0.12: bfloat16 expert weights: moe_lm_train_config.bf16, MOE_PLAN_BF16, moe_param.data_bf16
+ * (moe_param grew by a pointer at its end). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -225,12 +227,17 @@ typedef struct {
     int ndim;
     int64_t shape[3];
     size_t numel;
-    float *data; /* owned by the layer (or model) it came from, like name */
+    float *data; /* owned by the layer (or model) it came from, like name; NULL when the
+                    tensor is stored in bfloat16 (data_bf16) */
     float *grad; /* owned by the layer (or model); same layout as data */
     /* An expert tensor's dim 0 indexes experts: this process holds experts
      * [expert_first, expert_first + shape[0]) of `experts` (all of them unless the layer is
      * split over ranks). experts = 0: not an expert tensor. */
     int expert_first, experts;
+    /* The experts' w1 and w2 of a model trained with bfloat16 expert weights
+     * (moe_lm_train_config.bf16): their values as bfloat16 (the upper 16 bits of a float32),
+     * data and grad NULL. NULL for every float32 tensor. */
+    uint16_t *data_bf16;
 } moe_param;
 
 MOE_API int moe_layer_num_params(const moe_layer *l);
@@ -518,6 +525,13 @@ typedef struct {
                                   without clipping the steps are the same bits as with 0.
                                   With the factored optimiser, an expert that got no token
                                   costs nothing in that step. 0: off */
+    int bf16;                  /* 1 (needs fused = 1): the experts' weight matrices w1, w2 are
+                                  stored in bfloat16, half their float32 memory; products and
+                                  accumulation stay float32 (each matrix is widened as it is
+                                  used) and every update is rounded back stochastically, with
+                                  bits drawn from the seed and the step, so a resumed run stays
+                                  exact. Checkpoints store them as BF16; resume with the same
+                                  setting. 0: float32 */
 } moe_lm_train_config;
 
 MOE_API moe_lm_train_config moe_lm_train_config_default(void);
@@ -533,8 +547,9 @@ typedef struct {
     int64_t available;
 } moe_mem_plan;
 /* flags: MOE_PLAN_FACTORED (the factored optimiser), MOE_PLAN_FUSED (fused expert updates: no
- * expert gradients, moe_lm_train_config.fused) */
-enum { MOE_PLAN_FACTORED = 1, MOE_PLAN_FUSED = 2 };
+ * expert gradients, moe_lm_train_config.fused), MOE_PLAN_BF16 (with MOE_PLAN_FUSED: bfloat16
+ * expert weights, moe_lm_train_config.bf16) */
+enum { MOE_PLAN_FACTORED = 1, MOE_PLAN_FUSED = 2, MOE_PLAN_BF16 = 4 };
 MOE_API moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, int ranks, moe_mem_plan *out);
 /* The plan of moe_lm_train(tc, mc, resume, ...) without training or allocating the model: the
  * vocabulary from the data (word tokens: read once) or the checkpoint, the optimiser as

@@ -23,8 +23,11 @@ int ptable_group(ptable *pt, const char *name, const char *prefix, float *params
     return pt->ngroups++;
 }
 
-moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, float *data, float *grad,
-                      int matrix, int e0, int ne, int n) {
+/* A new entry of group g named "<prefix>.<name>" with its shape and expert range, not yet
+ * counted (*out; the caller sets its storage and then counts it) */
+static moe_status push(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, int matrix, int e0,
+                       int ne, int n, ptensor **out) {
+    *out = NULL;
     if (g < 0 || g >= pt->ngroups) return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' of no group", name);
     const pgroup *gr = &pt->g[g];
     if (pt->count == pt->cap) {
@@ -44,17 +47,40 @@ moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64
         t->shape[i] = shape[i];
         t->numel *= (size_t)shape[i];
     }
-    if (data < gr->params || data + t->numel > gr->params + gr->count)
-        return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' lies outside its group", t->name);
-    t->data = data;
-    t->grad = grad;
     t->group = g;
-    t->offset = (size_t)(data - gr->params);
     t->matrix = matrix;
     t->expert = ne > 0;
     t->e0 = e0;
     t->ne = ne;
     t->n = n;
+    *out = t;
+    return MOE_OK;
+}
+
+moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, float *data, float *grad,
+                      int matrix, int e0, int ne, int n) {
+    ptensor *t = NULL;
+    moe_status st = push(pt, g, name, ndim, shape, matrix, e0, ne, n, &t);
+    if (st) return st;
+    const pgroup *gr = &pt->g[g];
+    if (data < gr->params || data + t->numel > gr->params + gr->count)
+        return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' lies outside its group", t->name);
+    t->data = data;
+    t->grad = grad;
+    t->offset = (size_t)(data - gr->params);
+    pt->count++;
+    return MOE_OK;
+}
+
+moe_status ptable_add_bf16(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, uint16_t *data,
+                           size_t offset, int matrix, int e0, int ne, int n) {
+    ptensor *t = NULL;
+    moe_status st = push(pt, g, name, ndim, shape, matrix, e0, ne, n, &t);
+    if (st) return st;
+    if (!data || offset > pt->g[g].count || t->numel > pt->g[g].count - offset)
+        return moe_fail(MOE_ERR_INVALID_ARG, "tensor '%s' lies outside its group", t->name);
+    t->bf16 = data;
+    t->offset = offset;
     pt->count++;
     return MOE_OK;
 }
@@ -92,6 +118,7 @@ moe_status ptable_param(const ptable *pt, int i, moe_param *p) {
     for (int j = 0; j < 3; j++) p->shape[j] = j < t->ndim ? t->shape[j] : 0;
     p->numel = t->numel;
     p->data = t->data;
+    p->data_bf16 = t->bf16;
     p->grad = t->grad;
     p->expert_first = t->expert ? t->e0 : 0;
     p->experts = t->expert ? t->n : 0;

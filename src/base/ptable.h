@@ -23,6 +23,8 @@ typedef struct {
     int64_t shape[3]; /* this process's shape: an expert tensor's dim 0 is ne */
     size_t numel;
     float *data, *grad;
+    uint16_t *bf16; /* bfloat16 storage instead of data (data and grad NULL): experts' weights
+                       under LAYER_BF16; offset is then only the optimiser's coordinate */
     int group;     /* index into the table's groups */
     size_t offset; /* floats from the group's start */
     int expert;    /* 1: dim 0 indexes experts [e0, e0 + ne) of n */
@@ -36,7 +38,8 @@ typedef struct {
     char prefix[24]; /* its tensors' names start "<prefix>." (usually the name) */
     float *params;  /* the group's first float in its arena */
     float *grads;
-    size_t count;   /* floats, padding included */
+    size_t count;   /* floats, padding included: the optimiser's coordinates [0, count); its
+                       bfloat16 tensors (ptensor.bf16) lie past the end of params */
     size_t gcount;  /* floats of grads: count, or fewer when the last tensors have no
                        gradients (a layer's experts under fused updates: their grad NULL) */
     int sharded;    /* its expert tensors are split over ranks */
@@ -57,6 +60,9 @@ int ptable_group(ptable *pt, const char *name, const char *prefix, float *params
  * the group's range. e0/ne/n describe an expert tensor (ne = 0: not one). */
 moe_status ptable_add(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, float *data, float *grad,
                       int matrix, int e0, int ne, int n);
+/* A tensor of group g stored in bfloat16 at data, at coordinate `offset` of the group */
+moe_status ptable_add_bf16(ptable *pt, int g, const char *name, int ndim, const int64_t *shape, uint16_t *data,
+                           size_t offset, int matrix, int e0, int ne, int n);
 const ptensor *ptable_find(const ptable *pt, const char *name);
 /* The index of the group called name, or -1 */
 int ptable_group_index(const ptable *pt, const char *name);

@@ -164,7 +164,8 @@ size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B) {
            4 * (size_t)B * d;
 }
 
-static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int fused) {
+static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int flags) {
+    const int fused = (flags & LAYER_FUSED) != 0;
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = check_cfg(cfg);
@@ -207,7 +208,7 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
             return moe_lm_free(m), moe_fail(MOE_ERR_CONFIG, "fused updates need the experts split over the ranks "
                                                             "(the dense FFN is replicated): leave them off");
         const uint64_t ls = seed ^ 0x6d6f65ULL;
-        st = fused ? layer_create_fused(&m->moe, &lc, ls, split ? comm : NULL)
+        st = flags ? layer_create_opts(&m->moe, &lc, ls, split ? comm : NULL, flags)
              : split ? moe_layer_create_sharded(&m->moe, &lc, ls, comm)
                      : moe_layer_create(&m->moe, &lc, ls);
         if (st) {
@@ -224,8 +225,8 @@ static moe_status lm_create(moe_lm **out, const moe_lm_config *cfg, uint64_t see
     return MOE_OK;
 }
 
-moe_status lm_create_opts(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int fused) {
-    moe_status st = lm_create(out, cfg, seed, comm, fused);
+moe_status lm_create_opts(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int flags) {
+    moe_status st = lm_create(out, cfg, seed, comm, flags);
     if (!st) moe_clear_error();
     return st;
 }

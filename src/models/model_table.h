@@ -26,9 +26,10 @@ size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B);
  * hidden k*h) */
 moe_layer_config lm_ffn_config(const moe_lm_config *cfg);
 
-/* moe_lm_create (comm NULL) or moe_lm_create_sharded, with fused = 1 making the MoE layer one
- * of fused updates (moe/layer_table.h: no expert gradients; the trainer sets its updater) */
-moe_status lm_create_opts(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int fused);
+/* moe_lm_create (comm NULL) or moe_lm_create_sharded, with the FFN layer made with `flags`
+ * (moe/layer_table.h): LAYER_FUSED for fused updates (no expert gradients; the trainer sets its
+ * updater), LAYER_BF16 with it for bfloat16 expert weights; 0 for a plain layer */
+moe_status lm_create_opts(moe_lm **out, const moe_lm_config *cfg, uint64_t seed, moe_comm *comm, int flags);
 
 /* Group indices of the tables above */
 enum { LM_GROUP = 0, LM_MOE_GROUP = 1 };

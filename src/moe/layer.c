@@ -1,5 +1,6 @@
 /* layer.c - the moe_layer handle: configuration check, creation over a router and a placement,
  * the parameter table and arena. Forward and backward are pipeline.c's. */
+#include "base/bf16.h"
 #include "base/internal.h"
 #include "base/rng.h"
 #include "moe/layer_impl.h"
@@ -53,18 +54,22 @@ moe_status moe_layer_config_check(const moe_layer_config *c) {
 
 /* The arena's layout for nloc experts here: the slots' shapes and offsets; returns its floats,
  * and in *router those of the router's weights, which come first (under fused updates the
- * gradient arena is only that prefix). */
-static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots, size_t *router_end) {
+ * gradient arena is only that prefix). half: W1 and W2 are bfloat16 and come last, after the
+ * biases, at offsets past *floats (the float arena's size); their elements are counted in *halfs. */
+static size_t layout(const moe_layer_config *cfg, int nloc, int half, param_slot *slots, size_t *router_end,
+                     size_t *floats, size_t *halfs) {
     const int64_t d = cfg->d, h = cfg->h, n = cfg->n, nl = nloc, a = cfg->groups, gn = a ? a : n;
     const int64_t b = a ? n / a : 0;
     const int64_t shapes[P_COUNT][3] = {{d, gn, 0}, {d, gn, 0}, {nl, d, h}, {nl, h, 0},
                                         {nl, h, d}, {nl, d, 0}, {a, d, b},  {a, d, b}};
     const int ndims[P_COUNT] = {2, 2, 3, 2, 3, 2, 3, 3};
-    static const int ORDER[P_COUNT] = {P_WG, P_WN, P_WG2, P_WN2, P_W1, P_B1, P_W2, P_B2};
-    size_t off = 0;
+    static const int ORDER[2][P_COUNT] = {{P_WG, P_WN, P_WG2, P_WN2, P_W1, P_B1, P_W2, P_B2},
+                                          {P_WG, P_WN, P_WG2, P_WN2, P_B1, P_B2, P_W1, P_W2}};
+    size_t off = 0, hoff = 0;
+    if (floats) *floats = 0;
     for (int o = 0; o < P_COUNT; o++) {
-        const int p = ORDER[o];
-        if (p == P_W1 && router_end) *router_end = off;
+        const int p = ORDER[half][o];
+        if (o == 4 && router_end) *router_end = off;
         param_slot *s = &slots[p];
         s->present = (p == P_B1 || p == P_B2) ? cfg->bias : (p == P_WG2 || p == P_WN2) ? cfg->groups > 0 : 1;
         if (!s->present) continue;
@@ -74,13 +79,18 @@ static size_t layout(const moe_layer_config *cfg, int nloc, param_slot *slots, s
             s->shape[i] = shapes[p][i];
             s->numel *= (size_t)shapes[p][i];
         }
+        s->half = half && (p == P_W1 || p == P_W2);
+        if (s->half && floats && !*floats) *floats = off;
         s->offset = off;
         off += MOE_ARENA_PAD(s->numel);
+        if (s->half) {
+            s->hoff = hoff;
+            hoff += MOE_ARENA_PAD(s->numel);
+        }
     }
+    if (floats && !half) *floats = off;
+    if (halfs) *halfs = hoff;
     return off;
-}
-static size_t layout_params(moe_layer *l, int nloc, size_t *router_end) {
-    return layout(&l->cfg, nloc, l->slots, router_end);
 }
 
 moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps) {
@@ -99,7 +109,7 @@ size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factore
     param_slot s[P_COUNT];
     memset(s, 0, sizeof s);
     size_t r = 0;
-    const size_t all = layout(cfg, nloc, s, &r);
+    const size_t all = layout(cfg, nloc, 0, s, &r, NULL, NULL);
     if (router_floats) *router_floats = r;
     size_t f = 0; /* the factored second moment: rows and columns of each matrix, vectors whole */
     for (int p = 0; p < P_COUNT; p++) {
@@ -119,13 +129,21 @@ size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factore
 static void init_experts(moe_layer *l, uint64_t seed) {
     const int64_t d = l->cfg.d, h = l->cfg.h;
     float *w1 = pdata(l, P_W1), *w2 = pdata(l, P_W2);
+    uint16_t *h1 = phalf(l, P_W1), *h2 = phalf(l, P_W2); /* bfloat16: the same values, rounded */
     const float a1 = 1.0f / sqrtf((float)d), a2 = 1.0f / sqrtf((float)h);
     const size_t nw = l->slots[P_W1].numel, g0 = (size_t)l->pl.e0 * (size_t)(d * h);
     const uint64_t k1 = rng_key(seed ^ 0x5731ULL), k2 = rng_key(seed ^ 0x5732ULL);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < nw; i++) {
-        w1[i] = a1 * (2.0f * rng_uniform_key(k1, g0 + i) - 1.0f);
-        w2[i] = a2 * (2.0f * rng_uniform_key(k2, g0 + i) - 1.0f);
+        const float v1 = a1 * (2.0f * rng_uniform_key(k1, g0 + i) - 1.0f);
+        const float v2 = a2 * (2.0f * rng_uniform_key(k2, g0 + i) - 1.0f);
+        if (h1) {
+            h1[i] = f32_to_bf16(v1);
+            h2[i] = f32_to_bf16(v2);
+        } else {
+            w1[i] = v1;
+            w2[i] = v2;
+        }
     }
 }
 
@@ -141,9 +159,11 @@ static moe_status alloc_fixed(moe_layer *l) {
     return w->fixed ? MOE_OK : moe_fail(MOE_ERR_NOMEM, "cannot allocate the layer's statistics");
 }
 
-/* A layer over the placement `pl` (all experts here, or a rank's share); takes pl over. fused:
- * no gradient tensors for the experts (fused updates, layer_set_updater). */
-static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, placement pl, int fused) {
+/* A layer over the placement `pl` (all experts here, or a rank's share); takes pl over. flags:
+ * LAYER_FUSED, no gradient tensors for the experts (fused updates, layer_set_updater);
+ * LAYER_BF16, the experts' W1 and W2 in bfloat16 (fused updates only). */
+static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, placement pl, int flags) {
+    const int fused = (flags & LAYER_FUSED) != 0, half = (flags & LAYER_BF16) != 0;
     moe_layer *l = calloc(1, sizeof *l);
     if (!l) {
         pl.i->free(pl.ctx);
@@ -159,17 +179,19 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
         return st;
     }
     size_t rf = 0;
-    l->arena_count = layout_params(l, pl.nloc, &rf);
+    l->arena_count = layout(&l->cfg, pl.nloc, half, l->slots, &rf, &l->float_count, &l->half_count);
     l->fused = fused;
     l->grad_count = fused ? rf : l->arena_count;
-    l->params = moe_alloc_floats(l->arena_count);
+    l->params = moe_alloc_floats(l->float_count ? l->float_count : 1);
     l->grads = moe_alloc_floats(l->grad_count ? l->grad_count : 1);
-    if (!l->params || !l->grads) {
+    if (half) l->half = (uint16_t *)moe_alloc_floats((l->half_count + 1) / 2);
+    if (!l->params || !l->grads || (half && !l->half)) {
         const size_t count = l->arena_count;
         moe_layer_free(l);
         return moe_fail(MOE_ERR_NOMEM, "cannot allocate %zu parameters", count);
     }
-    moe_zero_floats(l->params, l->arena_count);
+    moe_zero_floats(l->params, l->float_count);
+    if (half) moe_zero_floats((float *)l->half, (l->half_count + 1) / 2);
     moe_zero_floats(l->grads, l->grad_count);
     if ((st = alloc_fixed(l))) {
         moe_layer_free(l);
@@ -180,18 +202,18 @@ static moe_status layer_create(moe_layer **out, const moe_layer_config *cfg, uin
     return moe_ok();
 }
 
-static moe_status create_local(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, int fused) {
+static moe_status create_local(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, int flags) {
     if (!out) return moe_fail(MOE_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     moe_status st = moe_layer_config_check(cfg);
     if (st) return st;
     placement pl;
     if ((st = placement_local_create(&pl, cfg))) return st;
-    return layer_create(out, cfg, seed, pl, fused);
+    return layer_create(out, cfg, seed, pl, flags);
 }
 
 static moe_status create_sharded(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm,
-                                 int fused) {
+                                 int flags) {
     if (!out || !comm) return moe_fail(MOE_ERR_INVALID_ARG, "out and comm must not be NULL");
     *out = NULL;
     moe_status st = moe_layer_config_check(cfg);
@@ -204,7 +226,7 @@ static moe_status create_sharded(moe_layer **out, const moe_layer_config *cfg, u
         if ((st = moe_comm_check_same(comm, sig[i], what[i]))) return st;
     placement pl;
     if ((st = placement_shard_create(&pl, cfg, comm))) return st;
-    return layer_create(out, cfg, seed, pl, fused);
+    return layer_create(out, cfg, seed, pl, flags);
 }
 
 moe_status moe_layer_create(moe_layer **out, const moe_layer_config *cfg, uint64_t seed) {
@@ -215,8 +237,12 @@ moe_status moe_layer_create_sharded(moe_layer **out, const moe_layer_config *cfg
     return create_sharded(out, cfg, seed, comm, 0);
 }
 
-moe_status layer_create_fused(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm) {
-    return comm ? create_sharded(out, cfg, seed, comm, 1) : create_local(out, cfg, seed, 1);
+moe_status layer_create_opts(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm, int flags) {
+    if ((flags & LAYER_BF16) && !(flags & LAYER_FUSED)) {
+        if (out) *out = NULL;
+        return moe_fail(MOE_ERR_CONFIG, "bfloat16 expert weights are updated by fused updates only: turn those on too");
+    }
+    return comm ? create_sharded(out, cfg, seed, comm, flags) : create_local(out, cfg, seed, flags);
 }
 
 moe_status moe_layer_set_noise_layout(moe_layer *l, int rows, int stride, int first) {
@@ -242,6 +268,7 @@ void moe_layer_free(moe_layer *l) {
     moe_free_aligned(l->ws.fixed);
     moe_free_aligned(l->params);
     moe_free_aligned(l->grads);
+    moe_free_aligned(l->half);
     free(l);
 }
 
@@ -277,7 +304,8 @@ static void fill_param(moe_layer *l, int p, moe_param *out) {
     out->ndim = s->ndim;
     for (int i = 0; i < 3; i++) out->shape[i] = i < s->ndim ? s->shape[i] : 0;
     out->numel = s->numel;
-    out->data = l->params + s->offset;
+    out->data = pdata(l, p);
+    out->data_bf16 = phalf(l, p);
     out->grad = pgrad(l, p);
     const int expert = p == P_W1 || p == P_B1 || p == P_W2 || p == P_B2;
     out->expert_first = expert ? l->pl.e0 : 0;
@@ -309,7 +337,7 @@ moe_status moe_layer_find_param(moe_layer *l, const char *name, moe_param *out) 
 
 moe_status moe_layer_arena(moe_layer *l, float **params, float **grads, size_t *count) {
     if (!l) return moe_fail(MOE_ERR_INVALID_ARG, "layer is NULL");
-    return moe_arena_out(l->params, l->fused ? NULL : l->grads, l->arena_count, params, grads, count);
+    return moe_arena_out(l->params, l->fused ? NULL : l->grads, l->float_count, params, grads, count);
 }
 
 void moe_layer_zero_grad(moe_layer *l) {
@@ -329,7 +357,8 @@ moe_status moe_layer_get_param(const moe_layer *l, const char *name, float *dst,
     if (p < 0) return moe_fail(MOE_ERR_MISSING, "the layer has no parameter '%s'", name ? name : "(null)");
     if (count != l->slots[p].numel)
         return moe_fail(MOE_ERR_SHAPE, "'%s' has %zu values, not %zu", name, l->slots[p].numel, count);
-    memcpy(dst, l->params + l->slots[p].offset, sizeof(float) * count);
+    if (l->slots[p].half) bf16_widen(dst, phalf(l, p), count);
+    else memcpy(dst, l->params + l->slots[p].offset, sizeof(float) * count);
     return moe_ok();
 }
 
@@ -341,7 +370,10 @@ moe_status moe_layer_set_param(moe_layer *l, const char *name, const float *src,
         return moe_fail(MOE_ERR_SHAPE, "'%s' has %zu values, not %zu", name, l->slots[p].numel, count);
     if (!moe_all_finite(src, count))
         return moe_fail(MOE_ERR_NONFINITE, "values for '%s' contain NaN or Inf", name);
-    memcpy(l->params + l->slots[p].offset, src, sizeof(float) * count);
+    uint16_t *hp = phalf(l, p);
+    if (hp) /* bfloat16 storage: to nearest */
+        for (size_t i = 0; i < count; i++) hp[i] = f32_to_bf16(src[i]);
+    else memcpy(l->params + l->slots[p].offset, src, sizeof(float) * count);
     l->ws.valid = 0; /* a cached forward no longer matches the weights */
     return moe_ok();
 }

@@ -17,6 +17,10 @@ typedef struct {
     int ndim;
     int64_t shape[3];
     size_t numel, offset; /* offset in floats into the arenas, 16-float aligned */
+    int half;             /* 1: stored as bfloat16 in the layer's `half` buffer at hoff, not in
+                             the float arena; offset is then its place in the optimiser's
+                             coordinates (past the float arena) */
+    size_t hoff;
 } param_slot;
 
 /* The pipeline's buffers. Per batch (capB tokens, R = B*kk rows after dispatch): */
@@ -43,7 +47,11 @@ struct moe_layer {
     moe_layer_config cfg;
     param_slot slots[P_COUNT];
     float *params, *grads; /* arenas */
-    size_t arena_count;
+    size_t arena_count;    /* the parameters' coordinates (floats), bfloat16 tensors included */
+    size_t float_count;    /* floats of params: arena_count, or less when W1 and W2 are
+                              bfloat16 (they come last and live in `half`) */
+    uint16_t *half;        /* the experts' W1 and W2 in bfloat16 (LAYER_BF16), or NULL */
+    size_t half_count;
     size_t grad_count;     /* floats of grads: arena_count, or under fused updates the router's
                               prefix (the experts' slots come last and have no gradients) */
     int fused;
@@ -58,7 +66,10 @@ struct moe_layer {
 };
 
 static inline float *pdata(const moe_layer *l, int p) {
-    return l->slots[p].present ? l->params + l->slots[p].offset : NULL;
+    return l->slots[p].present && !l->slots[p].half ? l->params + l->slots[p].offset : NULL;
+}
+static inline uint16_t *phalf(const moe_layer *l, int p) {
+    return l->slots[p].present && l->slots[p].half ? l->half + l->slots[p].hoff : NULL;
 }
 static inline float *pgrad(const moe_layer *l, int p) {
     return l->slots[p].present && l->slots[p].offset < l->grad_count ? l->grads + l->slots[p].offset : NULL;

@@ -88,23 +88,22 @@ int experts_pick_strategy(int strategy, int R, int n, int nthreads);
 
 /* For each expert e (rows offsets[e]..offsets[e+1] of Xs):
  *   A_e = relu(Xs_e W1_e + b1_e)  [c,h];  Ys_e = A_e W2_e + b2_e  [c,d]
- * b1/b2 may be NULL (no biases). */
+ * w's biases may be NULL (no biases); its W1, W2 float32 or bfloat16 (w->h1, w->h2). scratch
+ * [experts_scratch_floats] is each thread's (experts_scratch_reserve). */
 void experts_forward(float *A /* [R,h] */, float *Ys /* [R,d] */, const float *Xs /* [R,d] */,
-                     const float *w1 /* [n,d,h] */, const float *b1 /* [n,h] */,
-                     const float *w2 /* [n,h,d] */, const float *b2 /* [n,d] */,
-                     const int *offsets, int n, int d, int h, int strategy);
+                     const expert_weights *w, const int *offsets, int n, int d, int h, int strategy, float *scratch);
 /* Backward: w's gradients += (or, with w->up, each expert's gradients made in `scratch` and
- * handed to w->up->apply; its first failure is returned); scratch [experts_scratch_floats]
- * also holds each thread's transposed copies for the few-row products;
+ * handed to w->up->apply; its first failure is returned); scratch also holds each thread's
+ * transposed copies for the few-row products;
  * dXs [R,d] overwritten; dA [R,h] scratch. dYs may be the same buffer as dXs (each expert reads
  * its dYs rows before writing dXs). */
 moe_status experts_backward(float *dXs, const expert_weights *w, float *dA, const float *dYs, const float *Xs,
                             const float *A, const int *offsets, int n, int d, int h, int strategy, float *scratch);
-/* floats of experts_backward's scratch for nthreads threads (fused: with one expert's gradients
- * per thread) */
-size_t experts_scratch_floats(int d, int h, int nthreads, int fused);
-/* *scratch holds experts_scratch_floats for the threads now (grown when that is more than *cap
- * floats); a placement's, freed with moe_free_aligned */
-moe_status experts_scratch_reserve(float **scratch, size_t *cap, int d, int h, int fused);
+/* floats of the experts' scratch for nthreads threads (fused: with one expert's gradients per
+ * thread; half: bfloat16 weights, with one matrix widened per thread) */
+size_t experts_scratch_floats(int d, int h, int nthreads, int fused, int half);
+/* *scratch holds experts_scratch_floats for the threads now and w's kind (grown when that is
+ * more than *cap floats); a placement's, freed with moe_free_aligned */
+moe_status experts_scratch_reserve(float **scratch, size_t *cap, int d, int h, const expert_weights *w);
 
 #endif

@@ -19,13 +19,20 @@ moe_comm *layer_comm(const moe_layer *l);
  * be NULL) those of the router's weights (the gradients a layer of fused updates keeps). */
 size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored, size_t *router);
 
-/* A layer (comm NULL: all experts here; else split over comm's ranks) for fused updates: its
- * experts have no gradient tensors (their moe_param.grad and the arena's grads are NULL); each
- * backward hands every expert's gradients to the updater set by layer_set_updater. */
-moe_status layer_create_fused(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm);
+/* A layer (comm NULL: all experts here; else split over comm's ranks) with flags:
+ * LAYER_FUSED, for fused updates: its experts have no gradient tensors (their moe_param.grad and
+ * the arena's grads are NULL); each backward hands every expert's gradients to the updater set
+ * by layer_set_updater.
+ * LAYER_BF16 (with LAYER_FUSED): the experts' W1 and W2 stored in bfloat16 (moe_param.data NULL,
+ * data_bf16 set; outside the float arena), widened to float32 for the products; the updater
+ * writes them back rounded stochastically. */
+enum { LAYER_FUSED = 1, LAYER_BF16 = 2 };
+moe_status layer_create_opts(moe_layer **out, const moe_layer_config *cfg, uint64_t seed, moe_comm *comm, int flags);
 moe_status layer_set_updater(moe_layer *l, const expert_updater *up);
 /* 1 for a layer of fused updates */
 int layer_is_fused(const moe_layer *l);
+/* 1 for a layer whose experts' weights are bfloat16 */
+int layer_is_bf16(const moe_layer *l);
 
 /* A model's flat MoE settings as a layer's, the layer's defaults for the rest (bias, groups). */
 moe_layer_config layer_config_of(int d, int n, int k, int h, float w_importance, float w_load, float noise_eps);

@@ -78,7 +78,7 @@ static router_weights router_of(const moe_layer *l, float *g) {
 static expert_weights experts_of(const moe_layer *l) {
     return (expert_weights){pdata(l, P_W1), pdata(l, P_B1), pdata(l, P_W2), pdata(l, P_B2),
                             pgrad(l, P_W1), pgrad(l, P_B1), pgrad(l, P_W2), pgrad(l, P_B2),
-                            l->fused ? &l->up : NULL};
+                            l->fused ? &l->up : NULL, phalf(l, P_W1), phalf(l, P_W2)};
 }
 
 /* Importance and Load of the whole batch from the router's sums, and the balancing losses */

@@ -12,7 +12,7 @@ typedef struct {
     int capR;
     float *A, *dA; /* [R,h] the hidden activations and their gradient */
     void *block;
-    float *scratch; /* experts_backward's */
+    float *scratch; /* the experts' (experts_scratch_reserve) */
     size_t scratch_cap;
     const float *Xs; /* borrowed from forward until backward */
     const int *offsets;
@@ -44,7 +44,9 @@ static moe_status local_forward(void *ctx, float *Ys, int *gcounts, const float 
     }
     for (int e = 0; e < p->n; e++) gcounts[e] = offsets[e + 1] - offsets[e];
     const int strat = experts_pick_strategy(strategy, R, p->n, moe_threads());
-    experts_forward(p->A, Ys, Xs, w->w1, w->b1, w->w2, w->b2, offsets, p->n, p->d, p->h, strat);
+    moe_status st = experts_scratch_reserve(&p->scratch, &p->scratch_cap, p->d, p->h, w);
+    if (st) return st;
+    experts_forward(p->A, Ys, Xs, w, offsets, p->n, p->d, p->h, strat, p->scratch);
     p->Xs = Xs;
     p->offsets = offsets;
     return MOE_OK;
@@ -53,7 +55,7 @@ static moe_status local_forward(void *ctx, float *Ys, int *gcounts, const float 
 static moe_status local_backward(void *ctx, float *dXs, const float *dYs, const expert_weights *w, int strategy) {
     local *p = ctx;
     const int strat = experts_pick_strategy(strategy, p->offsets[p->n], p->n, moe_threads());
-    moe_status st = experts_scratch_reserve(&p->scratch, &p->scratch_cap, p->d, p->h, w->up != NULL);
+    moe_status st = experts_scratch_reserve(&p->scratch, &p->scratch_cap, p->d, p->h, w);
     return st ? st : experts_backward(dXs, w, p->dA, dYs, p->Xs, p->A, p->offsets, p->n, p->d, p->h, strat, p->scratch);
 }
 

@@ -36,7 +36,7 @@ typedef struct {
     void *rows;              /* the block of the row buffers */
     int Rloc, capR;          /* rows held by the local experts; buffer capacity */
     double comm_s;           /* seconds in collectives, since creation */
-    float *scratch;          /* experts_backward's */
+    float *scratch;          /* the experts' (experts_scratch_reserve) */
     size_t scratch_cap;
     uint64_t sent, received; /* bytes to and from other ranks, since creation */
 } shard;
@@ -182,7 +182,8 @@ static moe_status shard_forward(void *ctx, float *Ys, int *gcounts, const float 
     if ((st = plan_exchange(s, offsets))) return st;
     if ((st = send_to_experts(s, s->xe, Xs))) return st;
     const int strat = experts_pick_strategy(strategy, s->Rloc, s->nloc, moe_threads());
-    experts_forward(s->a, s->ye, s->xe, w->w1, w->b1, w->w2, w->b2, s->loff, s->nloc, s->d, s->h, strat);
+    if ((st = experts_scratch_reserve(&s->scratch, &s->scratch_cap, s->d, s->h, w))) return st;
+    experts_forward(s->a, s->ye, s->xe, w, s->loff, s->nloc, s->d, s->h, strat, s->scratch);
     if ((st = send_back(s, Ys, s->ye))) return st;
     for (int e = 0; e < n; e++) {
         int g = 0;
@@ -197,7 +198,7 @@ static moe_status shard_backward(void *ctx, float *dXs, const float *dYs, const 
     moe_status st = send_to_experts(s, s->ye, dYs);
     if (st) return st;
     const int strat = experts_pick_strategy(strategy, s->Rloc, s->nloc, moe_threads());
-    if ((st = experts_scratch_reserve(&s->scratch, &s->scratch_cap, s->d, s->h, w->up != NULL))) return st;
+    if ((st = experts_scratch_reserve(&s->scratch, &s->scratch_cap, s->d, s->h, w))) return st;
     if ((st = experts_backward(s->ye, w, s->da, s->ye, s->xe, s->a, s->loff, s->nloc, s->d, s->h, strat, s->scratch)))
         return st;
     return send_back(s, dXs, s->ye);

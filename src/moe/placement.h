@@ -28,11 +28,13 @@ typedef struct {
 } expert_updater;
 
 /* The held experts' weights [nloc, ...] and their gradients (+=; NULL under fused updates, with
- * `up` set instead); biases may be NULL. */
+ * `up` set instead); biases may be NULL. W1 and W2 are float32 (w1, w2) or bfloat16 (h1, h2;
+ * w1, w2 NULL then). */
 typedef struct {
     const float *w1, *b1, *w2, *b2; /* [nloc,d,h], [nloc,h], [nloc,h,d], [nloc,d] */
     float *g1, *gb1, *g2, *gb2;
     const expert_updater *up;
+    const uint16_t *h1, *h2;
 } expert_weights;
 
 typedef struct {

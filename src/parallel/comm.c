@@ -236,6 +236,13 @@ moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *re
                     "MPI_Gatherv");
 }
 
+moe_status comm_gatherv_u16(moe_comm *c, const uint16_t *send, int count, uint16_t *recv, const int *rcounts,
+                            const int *rdispls, int root) {
+    MPI_Request q;
+    return run_coll(c, MPI_Igatherv(send, count, MPI_UINT16_T, recv, rcounts, rdispls, MPI_UINT16_T, root, c->comm, &q),
+                    &q, "MPI_Gatherv");
+}
+
 #else /* no MPI in this build */
 
 struct moe_comm {
@@ -269,6 +276,10 @@ moe_status comm_alltoallv_f32(moe_comm *c, const float *send, const int *scounts
 }
 moe_status comm_bcast(moe_comm *c, void *buf, size_t bytes, int root) { return no_mpi(); }
 moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *recv, const int *rcounts,
+                            const int *rdispls, int root) {
+    return no_mpi();
+}
+moe_status comm_gatherv_u16(moe_comm *c, const uint16_t *send, int count, uint16_t *recv, const int *rcounts,
                             const int *rdispls, int root) {
     return no_mpi();
 }

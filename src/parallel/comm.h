@@ -18,6 +18,9 @@ moe_status comm_alltoallv_f32(moe_comm *c, const float *send, const int *scounts
 moe_status comm_bcast(moe_comm *c, void *buf, size_t bytes, int root);
 moe_status comm_gatherv_f32(moe_comm *c, const float *send, int count, float *recv, const int *rcounts,
                             const int *rdispls, int root);
+/* the same for 16-bit values (bfloat16 tensors) */
+moe_status comm_gatherv_u16(moe_comm *c, const uint16_t *send, int count, uint16_t *recv, const int *rcounts,
+                            const int *rdispls, int root);
 
 /* Before a collective that a rank may be unready for (a buffer it could not get): `mine` is this
  * rank's status, and every rank learns whether any failed, so all return a failing status

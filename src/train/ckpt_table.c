@@ -4,8 +4,11 @@
  * `optim.<group>.m.<name>` (the tensor's shape) and `optim.<group>.v.<name>` (the tensor's shape,
  * or [count, rows + cols] for a factored stack of matrices), and each group's step count in the
  * metadata `optim.<group>.step`. Every shape is compared dimension by dimension before anything
- * is copied; a process takes its own experts' slice of an expert tensor. */
+ * is copied; a process takes its own experts' slice of an expert tensor. A tensor kept in
+ * bfloat16 (ptensor.bf16: experts' weights under --bf16) is stored as BF16 and read back only
+ * as BF16. */
 #include "train/ckpt_table.h"
+#include "base/bf16.h"
 #include "base/internal.h"
 #include "parallel/comm.h"
 
@@ -80,15 +83,17 @@ static char *keep_name(ckw *o, const char *name) {
     return s;
 }
 
-/* rank 0: the n experts of an expert tensor gathered from their ranks (NULL elsewhere) */
-static const float *gather_experts(ckw *o, const char *name, const float *data, size_t per, int ne, int n) {
+/* rank 0: the n experts of an expert tensor (elements of dt: F32 or BF16) gathered from their
+ * ranks (NULL elsewhere) */
+static const void *gather_experts(ckw *o, const char *name, const void *data, moe_dtype dt, size_t per, int ne, int n) {
     const int P = o->ranks;
+    const size_t es = moe_dtype_size(dt);
     int *rc = malloc(sizeof(int) * (size_t)P), *rd = malloc(sizeof(int) * (size_t)P);
-    float *full = NULL;
+    void *full = NULL;
     moe_status st = MOE_OK;
     if (per * (size_t)n > (size_t)INT32_MAX)
-        st = moe_fail(MOE_ERR_UNSUPPORTED, "%s has %zu floats, more than one MPI gather can take", name, per * (size_t)n);
-    else if (o->rank == 0 && !(full = moe_alloc_floats(per * (size_t)n)))
+        st = moe_fail(MOE_ERR_UNSUPPORTED, "%s has %zu values, more than one MPI gather can take", name, per * (size_t)n);
+    else if (o->rank == 0 && !(full = moe_alloc_floats((per * (size_t)n * es + 3) / 4)))
         st = moe_fail(MOE_ERR_NOMEM, "out of memory for %s of the checkpoint", name);
     else if (!rc || !rd)
         st = moe_fail(MOE_ERR_NOMEM, "out of memory while writing a checkpoint");
@@ -100,7 +105,8 @@ static const float *gather_experts(ckw *o, const char *name, const float *data, 
             rd[r] = (int)(comm_first(n, P, r) * per);
             rc[r] = (int)((comm_first(n, P, r + 1) - comm_first(n, P, r)) * per);
         }
-        st = comm_gatherv_f32(o->comm, data, (int)(per * (size_t)ne), full, rc, rd, 0);
+        st = dt == MOE_BF16 ? comm_gatherv_u16(o->comm, data, (int)(per * (size_t)ne), full, rc, rd, 0)
+                            : comm_gatherv_f32(o->comm, data, (int)(per * (size_t)ne), full, rc, rd, 0);
         if (st && !o->m.st) o->m.st = st;
     }
     free(rc);
@@ -108,18 +114,24 @@ static const float *gather_experts(ckw *o, const char *name, const float *data, 
     return full ? ckw_keep(o, full) : NULL;
 }
 
-void ckw_tensor(ckw *o, const char *name, int ndim, const int64_t *shape, const float *data, int e0, int ne, int n) {
+/* A tensor of dtype dt (F32 or BF16); an expert tensor's slices gathered on rank 0 */
+static void put(ckw *o, const char *name, int ndim, const int64_t *shape, const void *data, moe_dtype dt, int e0,
+                int ne, int n) {
     if (o->stopped) return;
     int64_t fs[3] = {ndim > 0 ? shape[0] : 1, ndim > 1 ? shape[1] : 0, ndim > 2 ? shape[2] : 0};
     if (ne > 0 && ne < n && o->ranks > 1) { /* collective */
         size_t per = 1;
         for (int i = 1; i < ndim; i++) per *= (size_t)shape[i];
-        data = gather_experts(o, name, data, per, ne, n);
+        data = gather_experts(o, name, data, dt, per, ne, n);
         fs[0] = n;
     }
     if (!o->m.w || o->m.st) return;
     const char *nm = keep_name(o, name);
-    if (nm && data) o->m.st = moe_st_writer_add(o->m.w, nm, MOE_F32, ndim, fs, data);
+    if (nm && data) o->m.st = moe_st_writer_add(o->m.w, nm, dt, ndim, fs, data);
+}
+
+void ckw_tensor(ckw *o, const char *name, int ndim, const int64_t *shape, const float *data, int e0, int ne, int n) {
+    put(o, name, ndim, shape, data, MOE_F32, e0, ne, n);
 }
 
 /* "optim.<group>.<which>.<name without its prefix>" */
@@ -139,7 +151,8 @@ void ckw_table(ckw *o, const ptable *pt, const optset *os) {
     for (int i = 0; i < pt->count; i++) {
         const ptensor *t = &pt->t[i];
         const int ne = t->expert ? t->ne : 0;
-        ckw_tensor(o, t->name, t->ndim, t->shape, t->data, t->e0, ne, t->n);
+        if (t->bf16) put(o, t->name, t->ndim, t->shape, t->bf16, MOE_BF16, t->e0, ne, t->n);
+        else ckw_tensor(o, t->name, t->ndim, t->shape, t->data, t->e0, ne, t->n);
         moe_adam *a = os ? os->a[t->group] : NULL;
         if (!a) continue;
         float *m = NULL, *v = NULL;
@@ -187,10 +200,16 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
 
 /* Copies stored tensor `name` of full shape want[ndim] into dst: all of it, or experts
  * [e0, e0 + ne) of dim 0 (ne > 0). */
-static moe_status get_slice(const moe_st *f, const char *name, int ndim, const int64_t *want, float *dst, int e0, int ne) {
+/* Stored tensor `name` (dtype dt: F32 or BF16) of full shape want[ndim], checked: *src its
+ * values, or experts [e0, e0 + ne) of dim 0 (ne > 0), *numel their count */
+static moe_status find_slice(const moe_st *f, const char *name, moe_dtype dt, int ndim, const int64_t *want, int e0,
+                             int ne, const void **src, size_t *numel) {
     moe_tensor t;
-    const float *src;
-    moe_status st = moe_st_get_f32(f, name, &t, &src);
+    moe_status st = moe_st_get(f, name, &t);
+    if (!st && t.dtype != dt)
+        st = moe_fail(MOE_ERR_DTYPE, "it is %s, the model keeps it in %s%s", moe_dtype_str(t.dtype), moe_dtype_str(dt),
+                      t.dtype == MOE_BF16 || dt == MOE_BF16 ? " (bfloat16 expert weights are --bf16's: train, resume "
+                                                              "and load with the same setting)" : "");
     if (st) return moe_fail(st, "checkpoint tensor '%s': %s", name, moe_last_error());
     int same = t.ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = t.shape[i] == want[i];
@@ -200,14 +219,36 @@ static moe_status get_slice(const moe_st *f, const char *name, int ndim, const i
         shape_str(b, sizeof b, ndim, want);
         return moe_fail(MOE_ERR_SHAPE, "checkpoint tensor '%s' has shape %s, the model needs %s", name, a, b);
     }
-    size_t numel = t.numel;
+    *numel = t.numel;
+    *src = t.data;
     if (ne > 0) { /* dim 0 counts experts */
         const size_t per = t.numel / (size_t)want[0];
-        src += (size_t)e0 * per;
-        numel = per * (size_t)ne;
+        *src = (const char *)t.data + (size_t)e0 * per * moe_dtype_size(dt);
+        *numel = per * (size_t)ne;
     }
+    return MOE_OK;
+}
+
+/* Copies stored tensor `name` of full shape want[ndim] into dst: all of it, or experts
+ * [e0, e0 + ne) of dim 0 (ne > 0). */
+static moe_status get_slice(const moe_st *f, const char *name, int ndim, const int64_t *want, float *dst, int e0, int ne) {
+    const void *src;
+    size_t numel;
+    moe_status st = find_slice(f, name, MOE_F32, ndim, want, e0, ne, &src, &numel);
+    if (st) return st;
     if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
     memcpy(dst, src, sizeof(float) * numel);
+    return MOE_OK;
+}
+
+static moe_status get_slice_bf16(const moe_st *f, const char *name, int ndim, const int64_t *want, uint16_t *dst,
+                                 int e0, int ne) {
+    const void *src;
+    size_t numel;
+    moe_status st = find_slice(f, name, MOE_BF16, ndim, want, e0, ne, &src, &numel);
+    if (st) return st;
+    if (!bf16_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
+    memcpy(dst, src, sizeof(uint16_t) * numel);
     return MOE_OK;
 }
 
@@ -220,7 +261,9 @@ moe_status ckpt_get_params(const moe_st *f, const ptable *pt) {
         const ptensor *t = &pt->t[i];
         int64_t full[3];
         ptensor_full_shape(t, full);
-        moe_status st = get_slice(f, t->name, t->ndim, full, t->data, t->e0, t->expert ? t->ne : 0);
+        const int ne = t->expert ? t->ne : 0;
+        moe_status st = t->bf16 ? get_slice_bf16(f, t->name, t->ndim, full, t->bf16, t->e0, ne)
+                                : get_slice(f, t->name, t->ndim, full, t->data, t->e0, ne);
         if (st) return st;
     }
     return MOE_OK;

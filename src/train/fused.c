@@ -3,6 +3,7 @@
  * layer group's optimiser (optim_fused.h). */
 #include "train/fused.h"
 #include "base/internal.h"
+#include "base/rng.h"
 #include "base/vmath.h"
 #include "moe/layer_table.h"
 #include "train/optim_fused.h"
@@ -19,6 +20,8 @@ struct fused {
     float *params;          /* the group's arena */
     size_t off[F_COUNT];    /* expert 0's first float in the group */
     size_t unit[F_COUNT];   /* floats per expert (0: no such tensor) */
+    uint16_t *half[F_COUNT]; /* bfloat16 storage (NULL: float32 in the arena) */
+    int e0;                 /* the first expert held here */
     int nloc;
     float clip, lr;
     double *norm2;          /* [nloc] this step's squared norm per expert, before clipping */
@@ -63,7 +66,9 @@ static moe_status find_tensors(fused *f, const ptable *pt, int *group, size_t *s
             *group = t->group;
             f->off[k] = t->offset;
             f->unit[k] = t->numel / (size_t)t->ne;
+            f->half[k] = t->bf16;
             f->nloc = t->ne;
+            f->e0 = t->e0;
             if (t->offset < *span0) *span0 = t->offset;
             if (t->offset + MOE_ARENA_PAD(t->numel) > *span1) *span1 = t->offset + MOE_ARENA_PAD(t->numel);
         }
@@ -88,8 +93,15 @@ moe_status fused_create(fused **out, moe_layer *l, const ptable *pt, optset *os,
     if (!st && !(f->a = os->a[g])) st = moe_fail(MOE_ERR_CONFIG, "the layer's group has no optimiser");
     if (!st && !(f->norm2 = calloc((size_t)f->nloc, sizeof(double)))) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
     if (!st) st = adam_set_fused_span(f->a, s0, s1);
-    for (int k = 0; k < F_COUNT && !st; k++)
-        if (f->unit[k]) st = adam_add_units(f->a, f->off[k], f->nloc, f->unit[k]);
+    uint64_t seed = 0;
+    moe_layer_get_rng(l, &seed, NULL);
+    for (int k = 0; k < F_COUNT && !st; k++) {
+        if (!f->unit[k]) continue;
+        /* bfloat16: rounded with bits of the layer's seed and the tensor */
+        st = f->half[k] ? adam_add_units_bf16(f->a, f->off[k], f->nloc, f->unit[k], f->half[k],
+                                              rng_key(seed ^ (0xbf160000ULL + (uint64_t)k)), f->e0)
+                        : adam_add_units(f->a, f->off[k], f->nloc, f->unit[k]);
+    }
     if (!st) {
         f->params = pt->g[g].params;
         f->clip = clip;

@@ -16,7 +16,7 @@
 
 typedef struct fused fused;
 
-/* Binds the layer `l` (made by layer_create_fused), whose tensors are in `pt`, to its group's
+/* Binds the layer `l` (made by layer_create_opts with LAYER_FUSED), whose tensors are in `pt`, to its group's
  * optimiser in `os` (before that optimiser's first step or state access). clip: 0 for none. */
 moe_status fused_create(fused **out, moe_layer *l, const ptable *pt, optset *os, float clip);
 void fused_free(fused *f);

@@ -9,7 +9,11 @@
  * moment. All sums run in a fixed order, so a step gives the same bits for any thread count.
  *
  * Fused updates (optim_fused.h) cut the runs further at the edges of the span and of its unit
- * tensors, so that each unit tensor is one segment; the storage of v does not move. */
+ * tensors, so that each unit tensor is one segment; the storage of v does not move. A unit
+ * tensor may be stored in bfloat16 outside the arena: each step widens a unit to float32, steps
+ * it and rounds it back stochastically. */
+#include "base/bf16.h"
+#include "base/gemm.h"
 #include "base/internal.h"
 #include "base/vmath.h"
 #include "train/optim_fused.h"
@@ -30,10 +34,17 @@ typedef struct {
     size_t unit;               /* floats of one unit (a fused tensor's segment), else 0 */
     int32_t *missed;           /* [len / unit] steps of zero gradient not yet applied */
     uint8_t *hit;              /* [len / unit] stepped in the current step */
+    uint16_t *half;            /* a bfloat16 unit tensor's storage (its parameters are not in the
+                                  arena), or NULL */
+    uint64_t key;              /* its stochastic rounding's key */
+    int64_t first_unit;        /* the whole tensor's index of its unit 0 (the rank's first expert) */
 } segment;
 
 typedef struct {
     size_t offset, len, unit;
+    uint16_t *half;
+    uint64_t key;
+    int64_t first_unit;
 } unit_range;
 
 struct moe_adam {
@@ -52,6 +63,9 @@ struct moe_adam {
     int nunits;
     int no_lazy;
     float *zeros;          /* [largest unit] the zero gradient of an eager step */
+    float *wide;           /* [nwide, largest bfloat16 unit] each thread's widened unit */
+    size_t wide_unit;
+    int nwide;
 };
 
 moe_adam_config moe_adam_config_default(void) {
@@ -94,6 +108,7 @@ void moe_adam_free(moe_adam *a) {
     moe_free_aligned(a->m);
     moe_free_aligned(a->v);
     moe_free_aligned(a->zeros);
+    moe_free_aligned(a->wide);
     free(a->decl);
     for (int i = 0; a->seg && i < a->nseg; i++) {
         free(a->seg[i].missed);
@@ -169,6 +184,10 @@ static moe_status mark_fused(moe_adam *a) {
             return moe_fail(MOE_ERR_CONFIG, "unit tensor [%zu, %zu) does not match the optimiser's layout", u->offset,
                             u->offset + u->len);
         sg->unit = u->unit;
+        sg->half = u->half;
+        sg->key = u->key;
+        sg->first_unit = u->first_unit;
+        if (u->half && u->unit > a->wide_unit) a->wide_unit = u->unit;
         const size_t nu = sg->len / sg->unit;
         sg->missed = calloc(nu, sizeof(int32_t));
         sg->hit = calloc(nu, 1);
@@ -177,6 +196,9 @@ static moe_status mark_fused(moe_adam *a) {
     }
     if (biggest && !(a->zeros = moe_alloc_floats(biggest))) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     if (biggest) memset(a->zeros, 0, sizeof(float) * biggest);
+    a->nwide = a->wide_unit ? moe_threads() : 0;
+    if (a->nwide && !(a->wide = moe_alloc_floats((size_t)a->nwide * a->wide_unit)))
+        return moe_fail(MOE_ERR_NOMEM, "out of memory for the bfloat16 updates");
     return MOE_OK;
 }
 
@@ -233,8 +255,10 @@ static moe_status layout(moe_adam *a) {
         }
         free(s);
         moe_free_aligned(a->zeros);
+        moe_free_aligned(a->wide);
         a->seg = NULL;
         a->zeros = NULL;
+        a->wide = NULL;
         a->nseg = 0;
         return st;
     }
@@ -318,18 +342,53 @@ static void step_consts(const moe_adam *a, int64_t t, float lr, float *step_size
 }
 
 /* Matrix q of a declared block, or the floats [q * unit, (q + 1) * unit) of a vector run, with
- * its gradient g; params is the arena */
-static void step_piece(const moe_adam *a, const segment *sg, size_t q, size_t unit, float *params, const float *g,
-                       float step_size, float inv_c2, float lrwd) {
+ * its gradient g and its parameters at p */
+static void step_piece_at(const moe_adam *a, const segment *sg, size_t q, size_t unit, float *p, const float *g,
+                          float step_size, float inv_c2, float lrwd) {
     if (sg->rows) {
         const size_t o = sg->offset + q * (size_t)(sg->rows * sg->cols);
         float *R = a->v + sg->voff + q * (size_t)(sg->rows + sg->cols), *C = R + sg->rows;
-        step_matrix(a, g, params + o, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size, inv_c2, lrwd);
+        step_matrix(a, g, p, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size, inv_c2, lrwd);
     } else {
         const size_t o = sg->offset + q * unit;
-        step_vector(a, params + o, g, a->m ? a->m + o : NULL, a->v + sg->voff + q * unit, unit, step_size, inv_c2,
-                    lrwd);
+        step_vector(a, p, g, a->m ? a->m + o : NULL, a->v + sg->voff + q * unit, unit, step_size, inv_c2, lrwd);
     }
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* A bfloat16 unit q, step number t: widened to float32, stepped, rounded back stochastically
+ * (element j of the whole tensor draws its bits at counter (first_unit + q) * unit + j of the
+ * step's key, whatever the thread or rank) */
+static moe_status step_half(moe_adam *a, const segment *sg, size_t q, const float *g, int64_t t, float step_size,
+                            float inv_c2, float lrwd) {
+    const size_t unit = sg->unit;
+    const int tid = thread_id();
+    float *w = tid < a->nwide ? a->wide + (size_t)tid * a->wide_unit : moe_alloc_floats(unit);
+    if (!w) return moe_fail(MOE_ERR_NOMEM, "out of memory for a bfloat16 update");
+    uint16_t *p = sg->half + q * unit;
+    bf16_widen(w, p, unit);
+    step_piece_at(a, sg, q, unit, w, g, step_size, inv_c2, lrwd);
+    const uint64_t key = rng_key(sg->key ^ rng_mix64((uint64_t)t)), first = (uint64_t)(sg->first_unit + (int64_t)q) * unit;
+    bf16_store_sr(p, w, unit, key, first);
+    if (tid >= a->nwide) moe_free_aligned(w);
+    return MOE_OK;
+}
+
+/* Unit q of sg (or piece q of a vector run, `unit` floats), step number t, in the arena params
+ * or its bfloat16 storage */
+static moe_status step_piece(moe_adam *a, const segment *sg, size_t q, size_t unit, float *params, const float *g,
+                             int64_t t, float step_size, float inv_c2, float lrwd) {
+    if (sg->half) return step_half(a, sg, q, g, t, step_size, inv_c2, lrwd);
+    const size_t o = sg->offset + q * (sg->rows ? (size_t)(sg->rows * sg->cols) : unit);
+    step_piece_at(a, sg, q, unit, params + o, g, step_size, inv_c2, lrwd);
+    return MOE_OK;
 }
 
 int adam_is_lazy(const moe_adam *a) { return a->cfg.beta1 == 0.0f && a->cfg.weight_decay == 0.0f && !a->no_lazy; }
@@ -355,13 +414,15 @@ static void flush(moe_adam *a) {
 
 /* The end of a step for a unit tensor: units not stepped get their zero-gradient step, now
  * (eager) or later (lazy) */
-static void finish_units(moe_adam *a, segment *sg, float *params, float step_size, float inv_c2, float lrwd) {
+static moe_status finish_units(moe_adam *a, segment *sg, float *params, float step_size, float inv_c2, float lrwd) {
     const int lazy = adam_is_lazy(a);
+    moe_status st = MOE_OK;
     for (size_t q = 0; q < sg->len / sg->unit; q++) {
         if (sg->hit[q]) sg->hit[q] = 0;
         else if (lazy) sg->missed[q]++;
-        else step_piece(a, sg, q, sg->unit, params, a->zeros, step_size, inv_c2, lrwd);
+        else if (!st) st = step_piece(a, sg, q, sg->unit, params, a->zeros, a->step, step_size, inv_c2, lrwd);
     }
+    return st;
 }
 
 moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float lr) {
@@ -377,14 +438,14 @@ moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float l
     for (int s = 0; s < a->nseg; s++) {
         segment *sg = &a->seg[s];
         if (sg->fused) {
-            if (sg->unit) finish_units(a, sg, params, step_size, inv_c2, lrwd);
+            if (sg->unit && (st = finish_units(a, sg, params, step_size, inv_c2, lrwd))) return st;
         } else if (sg->rows == 0) {
             step_vector(a, params + sg->offset, grads + sg->offset, a->m ? a->m + sg->offset : NULL, a->v + sg->voff,
                         sg->len, step_size, inv_c2, lrwd);
         } else {
             for (int64_t q = 0; q < sg->count; q++)
                 step_piece(a, sg, (size_t)q, 0, params, grads + sg->offset + (size_t)q * (size_t)(sg->rows * sg->cols),
-                           step_size, inv_c2, lrwd);
+                           a->step, step_size, inv_c2, lrwd);
         }
     }
     return moe_ok();
@@ -401,7 +462,8 @@ moe_status adam_set_fused_span(moe_adam *a, size_t begin, size_t end) {
     return moe_ok();
 }
 
-moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit) {
+static moe_status add_units(moe_adam *a, size_t offset, int64_t count, size_t unit, uint16_t *half, uint64_t key,
+                            int64_t first_unit) {
     if (!a) return moe_fail(MOE_ERR_INVALID_ARG, "optimiser is NULL");
     if (a->seg) return moe_fail(MOE_ERR_STATE, "unit tensors must be declared before the first step or state access");
     if (count < 1 || unit < 1 || offset < a->span0 || (size_t)count * unit > a->span1 - offset)
@@ -410,8 +472,18 @@ moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit
     unit_range *u = realloc(a->units, sizeof(unit_range) * (size_t)(a->nunits + 1));
     if (!u) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     a->units = u;
-    u[a->nunits++] = (unit_range){offset, (size_t)count * unit, unit};
+    u[a->nunits++] = (unit_range){offset, (size_t)count * unit, unit, half, key, first_unit};
     return moe_ok();
+}
+
+moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit) {
+    return add_units(a, offset, count, unit, NULL, 0, 0);
+}
+
+moe_status adam_add_units_bf16(moe_adam *a, size_t offset, int64_t count, size_t unit, uint16_t *data, uint64_t key,
+                               int64_t first_unit) {
+    if (!data || first_unit < 0) return moe_fail(MOE_ERR_INVALID_ARG, "bfloat16 unit tensor without storage");
+    return add_units(a, offset, count, unit, data, key, first_unit);
 }
 
 moe_status adam_prepare(moe_adam *a) {
@@ -449,7 +521,8 @@ moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float
     catch_up(a, sg, q);
     float step_size, inv_c2, lrwd;
     step_consts(a, a->step + 1, lr, &step_size, &inv_c2, &lrwd);
-    step_piece(a, sg, q, sg->unit, params, g, step_size, inv_c2, lrwd);
+    moe_status st = step_piece(a, sg, q, sg->unit, params, g, a->step + 1, step_size, inv_c2, lrwd);
+    if (st) return st;
     sg->hit[q] = 1;
     return moe_ok();
 }

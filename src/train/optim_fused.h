@@ -21,6 +21,11 @@
 moe_status adam_set_fused_span(moe_adam *a, size_t begin, size_t end);
 /* A tensor at [offset, offset + count * unit) inside the span, stepped a unit at a time */
 moe_status adam_add_units(moe_adam *a, size_t offset, int64_t count, size_t unit);
+/* The same for a tensor stored in bfloat16 at data [count * unit] (its coordinates only reserve
+ * the optimiser's state); each step rounds it stochastically with bits drawn from key, the step
+ * and the element's place in the whole tensor, whose unit 0 is this tensor's unit first_unit. */
+moe_status adam_add_units_bf16(moe_adam *a, size_t offset, int64_t count, size_t unit, uint16_t *data, uint64_t key,
+                               int64_t first_unit);
 /* Steps the unit that starts at `offset` (a declared unit's first float) with its gradient g
  * [unit] (params: the arena). Thread-safe for distinct units. MOE_ERR_NONFINITE (nothing changed)
  * for a NaN or Inf in g, MOE_ERR_STATE for a unit stepped twice in one step. */

@@ -31,9 +31,14 @@ static double layer_ws_floats(const moe_layer_config *c, double B, int ranks) {
 moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, int ranks, moe_mem_plan *out) {
     if (!mc || !out) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument");
     if (batch < 1 || bptt < 1 || ranks < 1) return moe_fail(MOE_ERR_CONFIG, "batch, bptt and ranks must be >= 1");
-    if (flags & ~(MOE_PLAN_FACTORED | MOE_PLAN_FUSED)) return moe_fail(MOE_ERR_CONFIG, "unknown plan flags %d", flags);
+    if (flags & ~(MOE_PLAN_FACTORED | MOE_PLAN_FUSED | MOE_PLAN_BF16))
+        return moe_fail(MOE_ERR_CONFIG, "unknown plan flags %d", flags);
+    if ((flags & MOE_PLAN_BF16) && !(flags & MOE_PLAN_FUSED))
+        return moe_fail(MOE_ERR_CONFIG, "bfloat16 expert weights need fused updates (MOE_PLAN_FUSED)");
     memset(out, 0, sizeof *out);
     const int factored = flags & MOE_PLAN_FACTORED, fused = (flags & MOE_PLAN_FUSED) && mc->ffn != MOE_FFN_NONE;
+    const int half = fused && (flags & MOE_PLAN_BF16);
+    double half_saved = 0.0; /* floats' worth that bfloat16 storage saves: half of w1 and w2 */
     size_t dense_f = 0, layer_f = 0, router_f = 0;
     double params = (double)lm_dense_floats(mc, &dense_f), optim_f = factored ? (double)dense_f : 2.0 * params;
     double grads = params;
@@ -49,9 +54,13 @@ moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, 
         act += layer_ws_floats(&lc, (double)B * bptt, P);
         /* the experts' backward scratch (with fused updates each thread's expert gradients);
          * the updater's norms */
-        act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads(), fused) + (fused ? 2.0 * nloc : 0.0);
+        act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads(), fused, half) + (fused ? 2.0 * nloc : 0.0);
+        if (half) { /* w1, w2 in 2 bytes; the optimiser widens one matrix per thread */
+            half_saved = (double)nloc * lc.d * lc.h;
+            optim_f += (double)moe_threads() * lc.d * lc.h;
+        }
     }
-    out->params = (int64_t)(4.0 * params);
+    out->params = (int64_t)(4.0 * (params - half_saved));
     out->grads = (int64_t)(4.0 * grads);
     out->optim = (int64_t)(4.0 * optim_f);
     out->activations = (int64_t)(4.0 * act);

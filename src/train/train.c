@@ -39,7 +39,7 @@ moe_lm_train_config moe_lm_train_config_default(void) {
                           .lowercase = 0, .batch = 32, .bptt = 64, .steps = 1000, .minutes = 0.0,
                           .lr = 2e-3f, .warmup = 200, .clip = 1.0f, .optim = NULL, .log_every = 20,
                           .eval_every = 200, .eval_batches = 0, .ckpt_every = 500,
-                          .checkpoint = NULL, .seed = 1};
+                          .checkpoint = NULL, .seed = 1, .fused = 0, .bf16 = 0};
     return c;
 }
 
@@ -88,6 +88,7 @@ static void write_settings(meta_w *m, const run_state *r, int P, char **ts) {
         meta_i64(m, "warmup", tc->warmup);
         meta_f(m, "clip", tc->clip);
         meta_i64(m, "fused", tc->fused);
+        meta_i64(m, "bf16", tc->bf16);
         meta_u64(m, "seed", tc->seed);
         meta_i64(m, "ranks", P);
     }
@@ -185,7 +186,25 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
 }
 
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
-static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out, moe_comm *comm, int fuse) {
+/* 1 when the checkpoint keeps its experts' weights in bfloat16 */
+static int ckpt_bf16(const moe_st *f) {
+    const char *v = moe_st_meta(f, "bf16");
+    return v && strcmp(v, "1") == 0;
+}
+
+/* The FFN layer's flags (moe/layer_table.h) for these settings */
+static int layer_flags(int fuse, int bf16, moe_ffn_kind ffn) {
+    if (ffn == MOE_FFN_NONE) return 0;
+    return (fuse ? LAYER_FUSED : 0) | (bf16 ? LAYER_BF16 : 0);
+}
+
+/* The memory plan's flags (MOE_PLAN_*) */
+static int plan_flags(int factored, const moe_lm_train_config *tc) {
+    return (factored ? MOE_PLAN_FACTORED : 0) | (tc->fused ? MOE_PLAN_FUSED : 0) | (tc->bf16 ? MOE_PLAN_BF16 : 0);
+}
+
+/* The checkpoint's model; flags: its FFN layer's (moe/layer_table.h) */
+static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out, moe_comm *comm, int flags) {
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(f, &c);
     if (st) return st;
@@ -201,7 +220,7 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
     moe_lm *lm = NULL;
     uint64_t seed = 0;
     get_u64(f, "rng.seed", &seed);
-    if ((st = lm_create_opts(&lm, &c, seed, comm, fuse))) {
+    if ((st = lm_create_opts(&lm, &c, seed, comm, c.ffn == MOE_FFN_NONE ? 0 : flags))) {
         tok_free(tk);
         return st;
     }
@@ -274,6 +293,9 @@ static moe_status check_train_cfg(const moe_lm_train_config *tc) {
     if (!(tc->lr > 0.0f) || !isfinite(tc->lr)) return moe_fail(MOE_ERR_CONFIG, "learning rate %g must be > 0", tc->lr);
     if (tc->warmup < 0 || tc->clip < 0.0f) return moe_fail(MOE_ERR_CONFIG, "warmup and clip must be >= 0");
     if (tc->fused != 0 && tc->fused != 1) return moe_fail(MOE_ERR_CONFIG, "fused must be 0 or 1, got %d", tc->fused);
+    if (tc->bf16 != 0 && tc->bf16 != 1) return moe_fail(MOE_ERR_CONFIG, "bf16 must be 0 or 1, got %d", tc->bf16);
+    if (tc->bf16 && !tc->fused)
+        return moe_fail(MOE_ERR_CONFIG, "bfloat16 expert weights (--bf16) are updated by fused updates: add --fused");
     if (tc->log_every < 1 || tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_batches < 0)
         return moe_fail(MOE_ERR_CONFIG, "log_every must be >= 1; eval_every, ckpt_every, eval_batches >= 0");
     return MOE_OK;
@@ -290,6 +312,9 @@ static moe_status check_resume(const moe_st *f, const moe_lm_train_config *tc, c
     if (b != tc->batch || t != tc->bptt)
         return moe_fail(MOE_ERR_CONFIG, "the checkpoint used batch %d and bptt %d, not %d and %d: resume with the same values",
                         b, t, tc->batch, tc->bptt);
+    if (ckpt_bf16(f) != tc->bf16)
+        return moe_fail(MOE_ERR_CONFIG, "the checkpoint keeps its expert weights in %s: resume %s --bf16",
+                        tc->bf16 ? "float32" : "bfloat16", tc->bf16 ? "without" : "with");
     const char *kind = moe_st_meta(f, "tokenizer.kind");
     if (kind && strcmp(kind, tc->words ? "words" : "bytes") != 0)
         return moe_fail(MOE_ERR_CONFIG, "the checkpoint uses %s tokens, not %s", kind, tc->words ? "words" : "bytes");
@@ -352,11 +377,11 @@ typedef struct {
 static moe_status check_ranks(const moe_lm_train_config *tc, moe_comm *comm, const char *resume) {
     const int P = moe_comm_size(comm);
     const int64_t same[] = {tc->batch, tc->bptt, tc->steps, (int64_t)tc->seed, tc->words, resume != NULL,
-                            (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every, tc->fused};
+                            (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->eval_every, tc->fused, tc->bf16};
     const char *what[] = {"--batch", "--bptt", "--steps", "--seed", "--words", "--resume", "--minutes",
-                          "--ckpt-every", "--eval-every", "--fused"};
+                          "--ckpt-every", "--eval-every", "--fused", "--bf16"};
     moe_status st = MOE_OK;
-    for (int i = 0; i < 10 && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
+    for (int i = 0; i < 11 && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
     if (!st && tc->batch < P)
         st = moe_fail(MOE_ERR_CONFIG, "batch %d is smaller than the %d ranks: each rank needs at least one stream "
                       "(raise --batch or use fewer ranks)", tc->batch, P);
@@ -369,7 +394,7 @@ static double gb(int64_t bytes) { return (double)bytes / 1e9; }
  * large is allocated, with what would fit. */
 static moe_status plan_fits(const moe_lm_config *c, const moe_lm_train_config *tc, int factored, int ranks) {
     moe_mem_plan p, q;
-    const int flags = (factored ? MOE_PLAN_FACTORED : 0) | (tc->fused ? MOE_PLAN_FUSED : 0);
+    const int flags = plan_flags(factored, tc);
     moe_status st = moe_lm_plan(c, tc->batch, tc->bptt, flags, ranks, &p);
     if (st || p.available <= 0 || p.total <= p.available) return st;
     char hint[512] = "";
@@ -378,9 +403,13 @@ static moe_status plan_fits(const moe_lm_config *c, const moe_lm_train_config *t
     static const struct {
         int flags;
         const char *what;
-    } SAVE[] = {{MOE_PLAN_FACTORED, "--optim factored"}, {MOE_PLAN_FUSED, "--fused"},
-                {MOE_PLAN_FACTORED | MOE_PLAN_FUSED, "--optim factored --fused"}};
-    for (int i = 0; i < 3; i++) {
+    } SAVE[] = {{MOE_PLAN_FACTORED, "--optim factored"},
+                {MOE_PLAN_FUSED, "--fused"},
+                {MOE_PLAN_FUSED | MOE_PLAN_BF16, "--fused --bf16"},
+                {MOE_PLAN_FACTORED | MOE_PLAN_FUSED, "--optim factored --fused"},
+                {MOE_PLAN_FACTORED | MOE_PLAN_FUSED | MOE_PLAN_BF16, "--optim factored --fused --bf16"}};
+    for (int i = 0; i < 5; i++) {
+        /* only settings none of which is on yet (so no combination is named twice) */
         if ((SAVE[i].flags & flags) || (c->ffn == MOE_FFN_NONE && (SAVE[i].flags & MOE_PLAN_FUSED))) continue;
         if (!moe_lm_plan(c, tc->batch, tc->bptt, flags | SAVE[i].flags, ranks, &q))
             n += (size_t)snprintf(hint + n, sizeof hint - n, "; %s needs %.2f GB%s", SAVE[i].what, gb(q.total),
@@ -418,7 +447,7 @@ static moe_status new_model(lm_run *r, const moe_lm_config *mc, int factored, mo
     moe_lm_config c = *mc;
     c.vocab = tok_vocab_size(r->tk);
     if ((st = plan_fits(&c, tc, factored, comm ? moe_comm_size(comm) : 1))) return st;
-    return lm_create_opts(&r->lm, &c, tc->seed, comm, tc->fused && c.ffn != MOE_FFN_NONE);
+    return lm_create_opts(&r->lm, &c, tc->seed, comm, layer_flags(tc->fused, tc->bf16, c.ffn));
 }
 
 /* The checkpoint's model, if its plan fits */
@@ -426,7 +455,7 @@ static moe_status resume_model(lm_run *r, const moe_st *ck, int factored, moe_co
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(ck, &c);
     if (!st) st = plan_fits(&c, r->tc, factored, comm ? moe_comm_size(comm) : 1);
-    return st ? st : model_from_ckpt(ck, &r->lm, &r->tk, comm, r->tc->fused && c.ffn != MOE_FFN_NONE);
+    return st ? st : model_from_ckpt(ck, &r->lm, &r->tk, comm, layer_flags(r->tc->fused, r->tc->bf16, c.ffn));
 }
 
 moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config *mc, const char *resume,
@@ -442,7 +471,7 @@ moe_status moe_lm_train_plan(const moe_lm_train_config *tc, const moe_lm_config 
     if (resume && !(st = moe_st_open(&ck, resume))) st = cfg_from_ckpt(ck, &c);
     else if (!resume && !(st = td_open(&f, tc->data, 0)) && !(st = new_tokenizer(tc, f, &tk))) c.vocab = tok_vocab_size(tk);
     if (!st) st = optim_choice(ck, tc, &factored);
-    const int flags = (factored ? MOE_PLAN_FACTORED : 0) | (tc->fused ? MOE_PLAN_FUSED : 0);
+    const int flags = plan_flags(factored, tc);
     if (!st) st = moe_lm_plan(&c, tc->batch, tc->bptt, flags, tc->comm ? moe_comm_size(tc->comm) : 1, out);
     tok_free(tk);
     td_free(f);
@@ -742,7 +771,7 @@ moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
     moe_status st = moe_st_open(&c->f, path);
     /* for inference: the experts keep no gradients (a model of billions of parameters loads in
      * the memory of its weights) */
-    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL, 1);
+    if (!st) st = model_from_ckpt(c->f, &c->lm, &c->tk, NULL, LAYER_FUSED | (ckpt_bf16(c->f) ? LAYER_BF16 : 0));
     if (st) {
         moe_lm_ckpt_free(c);
         return st;

@@ -29,7 +29,7 @@ typedef struct {
 
 static void twin_make(twin *t, const moe_layer_config *c, const moe_adam_config *ac, int fused_, float clip, int lazy) {
     memset(t, 0, sizeof *t);
-    moe_status st = fused_ ? layer_create_fused(&t->l, c, 7, NULL) : moe_layer_create(&t->l, c, 7);
+    moe_status st = fused_ ? layer_create_opts(&t->l, c, 7, NULL, LAYER_FUSED) : moe_layer_create(&t->l, c, 7);
     CHECK(st == MOE_OK, "layer created (fused %d)", fused_);
     CHECK(layer_ptable(&t->pt, "moe", t->l) == MOE_OK, "table");
     CHECK(optset_create(&t->os, &t->pt, ac, OPT_ALL) == MOE_OK, "optimiser");
@@ -140,7 +140,7 @@ static double run(const moe_layer_config *c, const moe_adam_config *ac, float cl
 static void misuse(const moe_layer_config *c) {
     const moe_adam_config ac = moe_adam_config_factored();
     moe_layer *l = NULL;
-    CHECK(layer_create_fused(&l, c, 7, NULL) == MOE_OK, "fused layer");
+    CHECK(layer_create_opts(&l, c, 7, NULL, LAYER_FUSED) == MOE_OK, "fused layer");
     float *g = (float *)1;
     size_t n = 0;
     moe_layer_arena(l, NULL, &g, &n);
