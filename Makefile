@@ -62,7 +62,7 @@ fuzz: deps
 
 # Memory errors and leaks under valgrind (the fast tests; gradcheck is covered by ASan). Its own
 # build without -march=native: valgrind 3.19 cannot run AVX-512 instructions.
-VALGRIND_TESTS = test_api test_fused test_safetensors test_idx test_golden test_textdata test_lstm test_optim test_s2s test_s2s_parity test_errors
+VALGRIND_TESTS = test_api test_fused test_bf16 test_safetensors test_idx test_golden test_textdata test_lstm test_optim test_s2s test_s2s_parity test_errors
 test-valgrind: deps
 	@command -v valgrind >/dev/null || bash scripts/deps.sh --valgrind
 	@cmake -S . -B $(BUILD)-valgrind -DCMAKE_BUILD_TYPE=Release -DMOE_NATIVE=OFF $(CMAKE_FLAGS) >/dev/null

@@ -146,9 +146,20 @@ int cmd_layer(int argc, char **argv) {
 static const char *DIFF_USAGE =
     "usage: moe diff --got A.safetensors --want B.safetensors [--rtol 1e-5]\n"
     "\n"
-    "For every tensor of B: A must have it with the same shape, and\n"
+    "For every tensor of B (F32 or BF16): A must have it with the same shape, and\n"
     "  max|a - b| / max(max|b|, 1e-6) <= rtol   (error relative to the tensor's scale).\n"
     "Prints one line per tensor; exits 1 if any tensor is missing or off.\n";
+
+/* value j of an F32 or BF16 tensor */
+static double value_at(const moe_tensor *t, size_t j) {
+    if (t->dtype == MOE_BF16) {
+        const uint32_t u = (uint32_t)((const uint16_t *)t->data)[j] << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    return ((const float *)t->data)[j];
+}
 
 int cmd_diff(int argc, char **argv) {
     const char *got = NULL, *want = NULL, *rtol_s = "1e-5";
@@ -163,9 +174,8 @@ int cmd_diff(int argc, char **argv) {
     for (int i = 0; i < moe_st_count(b); i++) {
         moe_tensor tb, ta;
         moe_st_at(b, i, &tb);
-        if (tb.dtype != MOE_F32) continue;
-        const float *da = NULL;
-        if (moe_st_get_f32(a, tb.name, &ta, &da) != MOE_OK) {
+        if (tb.dtype != MOE_F32 && tb.dtype != MOE_BF16) continue;
+        if (moe_st_get(a, tb.name, &ta) != MOE_OK || (ta.dtype != MOE_F32 && ta.dtype != MOE_BF16)) {
             printf("MISSING  %s\n", tb.name);
             bad++;
             continue;
@@ -177,18 +187,18 @@ int cmd_diff(int argc, char **argv) {
             bad++;
             continue;
         }
-        const float *db = tb.data;
         double maxd = 0.0, maxb = 0.0;
         int nan = 0;
         for (size_t j = 0; j < tb.numel; j++) {
-            double dd = fabs((double)da[j] - db[j]);
+            const double vb = value_at(&tb, j), dd = fabs(value_at(&ta, j) - vb);
             if (isnan(dd)) nan = 1;
             else if (dd > maxd) maxd = dd;
-            if (fabs(db[j]) > maxb) maxb = fabs(db[j]);
+            if (fabs(vb) > maxb) maxb = fabs(vb);
         }
         double rel = nan ? INFINITY : maxd / fmax(maxb, 1e-6);
         int ok = rel <= rtol;
-        printf("%-8s %-24s rel.err %.3g (max|diff| %.3g, scale %.3g)\n", ok ? "ok" : "OFF", tb.name, rel, maxd, maxb);
+        printf("%-8s %-24s rel.err %.3g (max|diff| %.3g, scale %.3g)%s\n", ok ? "ok" : "OFF", tb.name, rel, maxd, maxb,
+               ta.dtype != tb.dtype ? " (F32 against BF16)" : "");
         bad += !ok;
     }
     moe_st_free(a);

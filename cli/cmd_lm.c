@@ -246,7 +246,7 @@ int cmd_train(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("memory: peak RSS %.1f MB (planned %.1f); parameters %.1f MB (%lld); gradients %.1f MB; optimiser state "
-           "%.1f MB\n", ru.ru_maxrss / 1024.0, plan.total / 1e6, 4.0 * ui.params_total / 1e6, (long long)ui.params_total,
+           "%.1f MB\n", ru.ru_maxrss / 1024.0, plan.total / 1e6, plan.params / 1e6, (long long)ui.params_total,
            plan.grads / 1e6, 4.0 * ui.optim_floats / 1e6);
     printf("done: checkpoint %s, log %s\n", ckpt, logp);
     cli_set_comm(NULL);

@@ -44,6 +44,11 @@ same "$tmp/f2/model.safetensors" "$tmp/f1/model.safetensors" "factored optimiser
 run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --clip 0 --fused --out "$tmp/fu2" > "$tmp/fu2.log" 2>&1 || bad "fused, 2 ranks: $(tail -2 "$tmp/fu2.log")"
 run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --clip 0 --out "$tmp/fu1" > /dev/null 2>&1 || bad "clip 0, 1 process"
 same "$tmp/fu2/model.safetensors" "$tmp/fu1/model.safetensors" "fused updates on 2 ranks vs unfused in 1 process"
+# bfloat16 experts on 2 ranks: each rank rounds its own experts with the bits of their places in
+# the whole tensor, so the run is the 1-process run's, gathered into one checkpoint
+run 2 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --fused --bf16 --out "$tmp/bf2" > "$tmp/bf2.log" 2>&1 || bad "bf16, 2 ranks: $(tail -2 "$tmp/bf2.log")"
+run 1 "${common[@]}" --d 16 --experts 5 --k 2 --h 16 --optim factored --steps 12 --fused --bf16 --out "$tmp/bf1" > /dev/null 2>&1 || bad "bf16, 1 process"
+same "$tmp/bf2/model.safetensors" "$tmp/bf1/model.safetensors" "bf16 experts on 2 ranks vs 1 process"
 run 2 "${common[@]}" --ffn dense --d 16 --k 2 --h 16 --steps 2 --fused --out "$tmp/fd" > "$tmp/fd.log" 2>&1 && bad "fused dense FFN on 2 ranks ran" || ok
 grep -qi "fused updates need the experts split" "$tmp/fd.log" && ok || bad "fused dense FFN on 2 ranks: $(tail -2 "$tmp/fd.log")"
 # a hierarchical MoE (2 groups of 4 experts, 1 group x 2 experts a token; 4 ranks split the
