@@ -43,21 +43,40 @@ static inline uint16_t f32_to_bf16(float f) {
 }
 
 /* stochastic: rounds up with probability (the dropped 16 bits) / 2^16, given 16 uniform bits r.
- * A value whose rounding up would overflow to Inf stays at the largest finite one. */
+ * A value whose rounding up would overflow to Inf stays at the largest finite one. Branch-free,
+ * so that loops over it vectorise. */
 static inline uint16_t f32_to_bf16_sr(float f, uint32_t r) {
-    const uint32_t u = f32_bits(f);
-    if (bf16_special(u)) return bf16_keep_special(u);
-    const uint32_t v = u + (r & 0xffffu);
-    return bf16_special(v) ? (uint16_t)(u >> 16) : (uint16_t)(v >> 16);
+    const uint32_t u = f32_bits(f), v = u + (r & 0xffffu);
+    const uint16_t up = bf16_special(v) ? (uint16_t)(u >> 16) : (uint16_t)(v >> 16);
+    return bf16_special(u) ? bf16_keep_special(u) : up;
 }
 
 static inline void bf16_widen(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
 
-/* dst[i] = the stochastic rounding of src[i], element i's bits drawn at counter first + i */
+/* The 16 random bits of element g (its place in the whole tensor) under key: one 64-bit draw
+ * serves 4 neighbouring elements, g's lane of counter g / 4 */
+static inline uint32_t bf16_sr_bits(uint64_t key, uint64_t g) {
+    return (uint32_t)(rng_u64_key(key, g >> 2) >> (16 * (g & 3))) & 0xffffu;
+}
+
+/* dst[i] = the stochastic rounding of src[i], element i being element first + i of the tensor.
+ * In blocks: the block's draws first, then their 16-bit lanes, then the roundings (each loop
+ * vectorises). */
 static inline void bf16_store_sr(uint16_t *dst, const float *src, size_t n, uint64_t key, uint64_t first) {
-    for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16_sr(src[i], (uint32_t)(rng_u64_key(key, first + i) >> 48));
+    enum { BLK = 256 };
+    uint64_t r[BLK / 4 + 2];
+    uint16_t bits[BLK + 8];
+    for (size_t i0 = 0; i0 < n; i0 += BLK) {
+        const size_t len = n - i0 < BLK ? n - i0 : BLK;
+        const uint64_t a = first + i0, g0 = a >> 2, ng = ((a + len + 3) >> 2) - g0;
+        for (uint64_t k = 0; k < ng; k++) r[k] = rng_u64_key(key, g0 + k);
+        for (uint64_t k = 0; k < ng; k++)
+            for (int j = 0; j < 4; j++) bits[4 * k + (uint64_t)j] = (uint16_t)(r[k] >> (16 * j));
+        const uint16_t *b = bits + (a & 3);
+        for (size_t i = 0; i < len; i++) dst[i0 + i] = f32_to_bf16_sr(src[i0 + i], b[i]);
+    }
 }
 
 /* 1 when no value is NaN or Inf */

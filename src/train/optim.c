@@ -10,10 +10,9 @@
  *
  * Fused updates (optim_fused.h) cut the runs further at the edges of the span and of its unit
  * tensors, so that each unit tensor is one segment; the storage of v does not move. A unit
- * tensor may be stored in bfloat16 outside the arena: each step widens a unit to float32, steps
- * it and rounds it back stochastically. */
+ * tensor may be stored in bfloat16 outside the arena: each step widens a unit to float32 a
+ * short chunk at a time, steps it and rounds it back stochastically. */
 #include "base/bf16.h"
-#include "base/gemm.h"
 #include "base/internal.h"
 #include "base/vmath.h"
 #include "train/optim_fused.h"
@@ -63,9 +62,6 @@ struct moe_adam {
     int nunits;
     int no_lazy;
     float *zeros;          /* [largest unit] the zero gradient of an eager step */
-    float *wide;           /* [nwide, largest bfloat16 unit] each thread's widened unit */
-    size_t wide_unit;
-    int nwide;
 };
 
 moe_adam_config moe_adam_config_default(void) {
@@ -108,7 +104,6 @@ void moe_adam_free(moe_adam *a) {
     moe_free_aligned(a->m);
     moe_free_aligned(a->v);
     moe_free_aligned(a->zeros);
-    moe_free_aligned(a->wide);
     free(a->decl);
     for (int i = 0; a->seg && i < a->nseg; i++) {
         free(a->seg[i].missed);
@@ -187,7 +182,6 @@ static moe_status mark_fused(moe_adam *a) {
         sg->half = u->half;
         sg->key = u->key;
         sg->first_unit = u->first_unit;
-        if (u->half && u->unit > a->wide_unit) a->wide_unit = u->unit;
         const size_t nu = sg->len / sg->unit;
         sg->missed = calloc(nu, sizeof(int32_t));
         sg->hit = calloc(nu, 1);
@@ -196,9 +190,6 @@ static moe_status mark_fused(moe_adam *a) {
     }
     if (biggest && !(a->zeros = moe_alloc_floats(biggest))) return moe_fail(MOE_ERR_NOMEM, "out of memory");
     if (biggest) memset(a->zeros, 0, sizeof(float) * biggest);
-    a->nwide = a->wide_unit ? moe_threads() : 0;
-    if (a->nwide && !(a->wide = moe_alloc_floats((size_t)a->nwide * a->wide_unit)))
-        return moe_fail(MOE_ERR_NOMEM, "out of memory for the bfloat16 updates");
     return MOE_OK;
 }
 
@@ -255,10 +246,8 @@ static moe_status layout(moe_adam *a) {
         }
         free(s);
         moe_free_aligned(a->zeros);
-        moe_free_aligned(a->wide);
         a->seg = NULL;
         a->zeros = NULL;
-        a->wide = NULL;
         a->nseg = 0;
         return st;
     }
@@ -280,11 +269,21 @@ static inline void apply(float *p, float mm, float vhat, float step_size, float 
     *p -= step_size * mm / (sqrtf(vhat) + eps) + lrwd * *p;
 }
 
-/* n parameters p with gradients g, first moments m (NULL: beta1 = 0) and second moments v */
-static void step_vector(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n, float step_size,
-                        float inv_c2, float lrwd) {
+/* Where a bfloat16 unit's parameters go: p [n] (NULL: float32 parameters), rounded stochastically
+ * with key, element j of p being element first + j of the whole tensor */
+typedef struct {
+    uint16_t *p;
+    uint64_t key, first;
+} half_dst;
+
+/* bfloat16 parameters are stepped in chunks this long: widened into a buffer on the stack,
+ * stepped in float32, rounded back (no copy of a whole unit) */
+enum { HALF_CHUNK = 256 };
+
+/* n elements: p -= the Adam update from g, m (NULL: beta1 = 0) and v */
+static inline void vec_update(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n,
+                              float step_size, float inv_c2, float lrwd) {
     const float b1 = a->cfg.beta1, b2 = a->cfg.beta2, eps = a->cfg.eps;
-#pragma omp parallel for schedule(static) if (n >= 8192)
     for (size_t i = 0; i < n; i++) {
         float mm = g[i];
         if (m) mm = m[i] = b1 * m[i] + (1.0f - b1) * g[i];
@@ -293,9 +292,45 @@ static void step_vector(const moe_adam *a, float *p, const float *g, float *m, f
     }
 }
 
+/* n parameters p (or h->p, bfloat16) with gradients g, first moments m (NULL: beta1 = 0) and
+ * second moments v */
+static void step_vector(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n, float step_size,
+                        float inv_c2, float lrwd, const half_dst *h) {
+    const size_t piece = h ? HALF_CHUNK : 2048, pieces = (n + piece - 1) / piece;
+#pragma omp parallel for schedule(static) if (n >= 8192 && !in_parallel())
+    for (size_t c = 0; c < pieces; c++) {
+        const size_t i0 = c * piece, len = n - i0 < piece ? n - i0 : piece;
+        float *mc = m ? m + i0 : NULL;
+        if (!h) {
+            vec_update(a, p + i0, g + i0, mc, v + i0, len, step_size, inv_c2, lrwd);
+            continue;
+        }
+        float w[HALF_CHUNK];
+        bf16_widen(w, h->p + i0, len);
+        vec_update(a, w, g + i0, mc, v + i0, len, step_size, inv_c2, lrwd);
+        bf16_store_sr(h->p + i0, w, len, h->key, h->first + i0);
+    }
+}
+
+/* one row of a factored matrix: p [cols] -= the update from g, m (NULL: beta1 = 0), the row's
+ * scaled mean ri and the column means C */
+static inline void row_update(const moe_adam *a, float *p, const float *g, float *m, const float *C, float ri,
+                              int64_t cols, float step_size, float inv_c2, float lrwd) {
+    const float b1 = a->cfg.beta1, eps = a->cfg.eps;
+    (void)inv_c2;
+    if (!m) { /* beta1 = 0: the loop without the first moment vectorises */
+        for (int64_t j = 0; j < cols; j++) apply(&p[j], g[j], ri * C[j], step_size, eps, lrwd);
+        return;
+    }
+    for (int64_t j = 0; j < cols; j++) {
+        m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+        apply(&p[j], m[j], ri * C[j], step_size, eps, lrwd);
+    }
+}
+
 static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, float *R, float *C, int64_t rows,
-                        int64_t cols, float step_size, float inv_c2, float lrwd) {
-    const float b1 = a->cfg.beta1, b2 = a->cfg.beta2, eps = a->cfg.eps;
+                        int64_t cols, float step_size, float inv_c2, float lrwd, const half_dst *h) {
+    const float b2 = a->cfg.beta2;
     /* split over the threads when large, unless already on one of them (fused updates run inside
      * the experts' parallel loop, where a nested region would only add its overhead) */
     const int big = rows * cols >= 16384 && !in_parallel();
@@ -319,16 +354,19 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t i = 0; i < rows; i++) {
         const float ri = R[i] * inv_mean * inv_c2;
-        float *pi = p + i * cols;
         const float *gi = g + i * cols;
-        if (!m) { /* beta1 = 0: the loop without the first moment vectorises */
-            for (int64_t j = 0; j < cols; j++) apply(&pi[j], gi[j], ri * C[j], step_size, eps, lrwd);
+        float *mi = m ? m + i * cols : NULL;
+        if (!h) {
+            row_update(a, p + i * cols, gi, mi, C, ri, cols, step_size, inv_c2, lrwd);
             continue;
         }
-        float *mi = m + i * cols;
-        for (int64_t j = 0; j < cols; j++) {
-            mi[j] = b1 * mi[j] + (1.0f - b1) * gi[j];
-            apply(&pi[j], mi[j], ri * C[j], step_size, eps, lrwd);
+        uint16_t *hi = h->p + i * cols;
+        for (int64_t j0 = 0; j0 < cols; j0 += HALF_CHUNK) {
+            const int64_t len = cols - j0 < HALF_CHUNK ? cols - j0 : HALF_CHUNK;
+            float w[HALF_CHUNK];
+            bf16_widen(w, hi + j0, (size_t)len);
+            row_update(a, w, gi + j0, mi ? mi + j0 : NULL, C + j0, ri, len, step_size, inv_c2, lrwd);
+            bf16_store_sr(hi + j0, w, (size_t)len, h->key, h->first + (uint64_t)(i * cols + j0));
         }
     }
 }
@@ -342,53 +380,33 @@ static void step_consts(const moe_adam *a, int64_t t, float lr, float *step_size
 }
 
 /* Matrix q of a declared block, or the floats [q * unit, (q + 1) * unit) of a vector run, with
- * its gradient g and its parameters at p */
+ * its gradient g, its parameters at p (float32) or h (bfloat16) */
 static void step_piece_at(const moe_adam *a, const segment *sg, size_t q, size_t unit, float *p, const float *g,
-                          float step_size, float inv_c2, float lrwd) {
+                          float step_size, float inv_c2, float lrwd, const half_dst *h) {
     if (sg->rows) {
         const size_t o = sg->offset + q * (size_t)(sg->rows * sg->cols);
         float *R = a->v + sg->voff + q * (size_t)(sg->rows + sg->cols), *C = R + sg->rows;
-        step_matrix(a, g, p, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size, inv_c2, lrwd);
+        step_matrix(a, g, p, a->m ? a->m + o : NULL, R, C, sg->rows, sg->cols, step_size, inv_c2, lrwd, h);
     } else {
         const size_t o = sg->offset + q * unit;
-        step_vector(a, p, g, a->m ? a->m + o : NULL, a->v + sg->voff + q * unit, unit, step_size, inv_c2, lrwd);
+        step_vector(a, p, g, a->m ? a->m + o : NULL, a->v + sg->voff + q * unit, unit, step_size, inv_c2, lrwd, h);
     }
 }
 
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-/* A bfloat16 unit q, step number t: widened to float32, stepped, rounded back stochastically
- * (element j of the whole tensor draws its bits at counter (first_unit + q) * unit + j of the
- * step's key, whatever the thread or rank) */
-static moe_status step_half(moe_adam *a, const segment *sg, size_t q, const float *g, int64_t t, float step_size,
-                            float inv_c2, float lrwd) {
-    const size_t unit = sg->unit;
-    const int tid = thread_id();
-    float *w = tid < a->nwide ? a->wide + (size_t)tid * a->wide_unit : moe_alloc_floats(unit);
-    if (!w) return moe_fail(MOE_ERR_NOMEM, "out of memory for a bfloat16 update");
-    uint16_t *p = sg->half + q * unit;
-    bf16_widen(w, p, unit);
-    step_piece_at(a, sg, q, unit, w, g, step_size, inv_c2, lrwd);
-    const uint64_t key = rng_key(sg->key ^ rng_mix64((uint64_t)t)), first = (uint64_t)(sg->first_unit + (int64_t)q) * unit;
-    bf16_store_sr(p, w, unit, key, first);
-    if (tid >= a->nwide) moe_free_aligned(w);
-    return MOE_OK;
-}
-
 /* Unit q of sg (or piece q of a vector run, `unit` floats), step number t, in the arena params
- * or its bfloat16 storage */
-static moe_status step_piece(moe_adam *a, const segment *sg, size_t q, size_t unit, float *params, const float *g,
-                             int64_t t, float step_size, float inv_c2, float lrwd) {
-    if (sg->half) return step_half(a, sg, q, g, t, step_size, inv_c2, lrwd);
+ * or, for a bfloat16 unit tensor, in its storage: widened, stepped and rounded back
+ * stochastically, element j of the whole tensor drawing its bits at counter j of the step's key
+ * (the unit's elements are (first_unit + q) * unit + ...), whatever the thread or rank */
+static void step_piece(moe_adam *a, const segment *sg, size_t q, size_t unit, float *params, const float *g,
+                       int64_t t, float step_size, float inv_c2, float lrwd) {
+    if (sg->half) {
+        const half_dst h = {sg->half + q * sg->unit, rng_key(sg->key ^ rng_mix64((uint64_t)t)),
+                            (uint64_t)(sg->first_unit + (int64_t)q) * sg->unit};
+        step_piece_at(a, sg, q, sg->unit, NULL, g, step_size, inv_c2, lrwd, &h);
+        return;
+    }
     const size_t o = sg->offset + q * (sg->rows ? (size_t)(sg->rows * sg->cols) : unit);
-    step_piece_at(a, sg, q, unit, params + o, g, step_size, inv_c2, lrwd);
-    return MOE_OK;
+    step_piece_at(a, sg, q, unit, params + o, g, step_size, inv_c2, lrwd, NULL);
 }
 
 int adam_is_lazy(const moe_adam *a) { return a->cfg.beta1 == 0.0f && a->cfg.weight_decay == 0.0f && !a->no_lazy; }
@@ -420,7 +438,7 @@ static moe_status finish_units(moe_adam *a, segment *sg, float *params, float st
     for (size_t q = 0; q < sg->len / sg->unit; q++) {
         if (sg->hit[q]) sg->hit[q] = 0;
         else if (lazy) sg->missed[q]++;
-        else if (!st) st = step_piece(a, sg, q, sg->unit, params, a->zeros, a->step, step_size, inv_c2, lrwd);
+        else step_piece(a, sg, q, sg->unit, params, a->zeros, a->step, step_size, inv_c2, lrwd);
     }
     return st;
 }
@@ -441,7 +459,7 @@ moe_status moe_adam_step(moe_adam *a, float *params, const float *grads, float l
             if (sg->unit && (st = finish_units(a, sg, params, step_size, inv_c2, lrwd))) return st;
         } else if (sg->rows == 0) {
             step_vector(a, params + sg->offset, grads + sg->offset, a->m ? a->m + sg->offset : NULL, a->v + sg->voff,
-                        sg->len, step_size, inv_c2, lrwd);
+                        sg->len, step_size, inv_c2, lrwd, NULL);
         } else {
             for (int64_t q = 0; q < sg->count; q++)
                 step_piece(a, sg, (size_t)q, 0, params, grads + sg->offset + (size_t)q * (size_t)(sg->rows * sg->cols),
@@ -521,8 +539,7 @@ moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float
     catch_up(a, sg, q);
     float step_size, inv_c2, lrwd;
     step_consts(a, a->step + 1, lr, &step_size, &inv_c2, &lrwd);
-    moe_status st = step_piece(a, sg, q, sg->unit, params, g, a->step + 1, step_size, inv_c2, lrwd);
-    if (st) return st;
+    step_piece(a, sg, q, sg->unit, params, g, a->step + 1, step_size, inv_c2, lrwd);
     sg->hit[q] = 1;
     return moe_ok();
 }

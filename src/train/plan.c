@@ -55,10 +55,7 @@ moe_status moe_lm_plan(const moe_lm_config *mc, int batch, int bptt, int flags, 
         /* the experts' backward scratch (with fused updates each thread's expert gradients);
          * the updater's norms */
         act += (double)experts_scratch_floats(lc.d, lc.h, moe_threads(), fused, half) + (fused ? 2.0 * nloc : 0.0);
-        if (half) { /* w1, w2 in 2 bytes; the optimiser widens one matrix per thread */
-            half_saved = (double)nloc * lc.d * lc.h;
-            optim_f += (double)moe_threads() * lc.d * lc.h;
-        }
+        if (half) half_saved = (double)nloc * lc.d * lc.h; /* w1, w2 in 2 bytes */
     }
     out->params = (int64_t)(4.0 * (params - half_saved));
     out->grads = (int64_t)(4.0 * grads);

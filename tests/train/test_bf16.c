@@ -37,6 +37,17 @@ static void roundings(void) {
     CHECK(!isinf(bf16_to_f32(f32_to_bf16_sr(3.3e38f, 0xffff))), "stochastic rounding does not overflow to Inf");
     const uint16_t bad[3] = {0x3f80, 0x7f80, 0x0000}, good[2] = {0x3f80, 0xc020};
     CHECK(!bf16_all_finite(bad, 3) && bf16_all_finite(good, 2), "finite check");
+    /* the block store is the element-wise definition, from any starting place */
+    float src[600];
+    uint16_t got[600];
+    t_fill_normal(src, 600, 4);
+    const uint64_t firsts[3] = {0, 5, 1023};
+    for (int f = 0; f < 3; f++) {
+        bf16_store_sr(got, src, 600, rng_key(11), firsts[f]);
+        int same = 1;
+        for (int i = 0; i < 600; i++) same &= got[i] == f32_to_bf16_sr(src[i], bf16_sr_bits(rng_key(11), firsts[f] + (uint64_t)i));
+        CHECK(same, "bf16_store_sr from element %llu: the element-wise rounding", (unsigned long long)firsts[f]);
+    }
     /* stochastic: 1 + f * 2^-7 rounds up with probability f */
     const float fr[4] = {0.0f, 0.125f, 0.5f, 0.9f};
     for (int i = 0; i < 4; i++) {
