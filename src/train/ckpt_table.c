@@ -198,8 +198,6 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
-/* Copies stored tensor `name` of full shape want[ndim] into dst: all of it, or experts
- * [e0, e0 + ne) of dim 0 (ne > 0). */
 /* Stored tensor `name` (dtype dt: F32 or BF16) of full shape want[ndim], checked: *src its
  * values, or experts [e0, e0 + ne) of dim 0 (ne > 0), *numel their count */
 static moe_status find_slice(const moe_st *f, const char *name, moe_dtype dt, int ndim, const int64_t *want, int e0,
@@ -229,27 +227,22 @@ static moe_status find_slice(const moe_st *f, const char *name, moe_dtype dt, in
     return MOE_OK;
 }
 
-/* Copies stored tensor `name` of full shape want[ndim] into dst: all of it, or experts
- * [e0, e0 + ne) of dim 0 (ne > 0). */
-static moe_status get_slice(const moe_st *f, const char *name, int ndim, const int64_t *want, float *dst, int e0, int ne) {
+/* Copies stored tensor `name` (dtype dt: F32 or BF16) of full shape want[ndim] into dst: all of
+ * it, or experts [e0, e0 + ne) of dim 0 (ne > 0). */
+static moe_status get_slice_as(const moe_st *f, const char *name, moe_dtype dt, int ndim, const int64_t *want,
+                               void *dst, int e0, int ne) {
     const void *src;
     size_t numel;
-    moe_status st = find_slice(f, name, MOE_F32, ndim, want, e0, ne, &src, &numel);
+    moe_status st = find_slice(f, name, dt, ndim, want, e0, ne, &src, &numel);
     if (st) return st;
-    if (!moe_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
-    memcpy(dst, src, sizeof(float) * numel);
+    if (!(dt == MOE_BF16 ? bf16_all_finite(src, numel) : moe_all_finite(src, numel)))
+        return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
+    memcpy(dst, src, moe_dtype_size(dt) * numel);
     return MOE_OK;
 }
 
-static moe_status get_slice_bf16(const moe_st *f, const char *name, int ndim, const int64_t *want, uint16_t *dst,
-                                 int e0, int ne) {
-    const void *src;
-    size_t numel;
-    moe_status st = find_slice(f, name, MOE_BF16, ndim, want, e0, ne, &src, &numel);
-    if (st) return st;
-    if (!bf16_all_finite(src, numel)) return moe_fail(MOE_ERR_NONFINITE, "checkpoint tensor '%s' contains NaN or Inf", name);
-    memcpy(dst, src, sizeof(uint16_t) * numel);
-    return MOE_OK;
+static moe_status get_slice(const moe_st *f, const char *name, int ndim, const int64_t *want, float *dst, int e0, int ne) {
+    return get_slice_as(f, name, MOE_F32, ndim, want, dst, e0, ne);
 }
 
 moe_status ckpt_get_tensor(const moe_st *f, const char *name, int ndim, const int64_t *shape, float *dst) {
@@ -262,7 +255,7 @@ moe_status ckpt_get_params(const moe_st *f, const ptable *pt) {
         int64_t full[3];
         ptensor_full_shape(t, full);
         const int ne = t->expert ? t->ne : 0;
-        moe_status st = t->bf16 ? get_slice_bf16(f, t->name, t->ndim, full, t->bf16, t->e0, ne)
+        moe_status st = t->bf16 ? get_slice_as(f, t->name, MOE_BF16, t->ndim, full, t->bf16, t->e0, ne)
                                 : get_slice(f, t->name, t->ndim, full, t->data, t->e0, ne);
         if (st) return st;
     }
