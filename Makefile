@@ -61,14 +61,16 @@ fuzz: deps
 	bash scripts/fuzz.sh $(BUILD)-fuzz $(FUZZ_SECONDS)
 
 # Memory errors and leaks under valgrind (the fast tests; gradcheck is covered by ASan). Its own
-# build without -march=native: valgrind 3.19 cannot run AVX-512 instructions.
+# build without -march=native: valgrind 3.19 cannot run AVX-512 instructions. Idle OpenMP threads
+# sleep (OMP_WAIT_POLICY=passive): valgrind runs one thread at a time, and a spinning one only
+# takes turns away from the working one.
 VALGRIND_TESTS = test_api test_fused test_bf16 test_safetensors test_idx test_golden test_textdata test_lstm test_optim test_s2s test_s2s_parity test_errors
 test-valgrind: deps
 	@command -v valgrind >/dev/null || bash scripts/deps.sh --valgrind
 	@cmake -S . -B $(BUILD)-valgrind -DCMAKE_BUILD_TYPE=Release -DMOE_NATIVE=OFF $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD)-valgrind -j $(JOBS)
 	@for t in $(VALGRIND_TESTS); do \
-	  OMP_NUM_THREADS=2 valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+	  OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
 	    $(BUILD)-valgrind/tests/$$t tests/golden > $(BUILD)-valgrind/valgrind-$$t.log 2>&1; rc=$$?; \
 	  echo "valgrind: $$(grep ' passed, ' $(BUILD)-valgrind/valgrind-$$t.log)"; \
 	  if [ $$rc -ne 0 ]; then cat $(BUILD)-valgrind/valgrind-$$t.log; echo "valgrind: $$t failed ($$rc)"; exit 1; fi; \
