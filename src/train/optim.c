@@ -315,9 +315,8 @@ static void step_vector(const moe_adam *a, float *p, const float *g, float *m, f
 /* one row of a factored matrix: p [cols] -= the update from g, m (NULL: beta1 = 0), the row's
  * scaled mean ri and the column means C */
 static inline void row_update(const moe_adam *a, float *p, const float *g, float *m, const float *C, float ri,
-                              int64_t cols, float step_size, float inv_c2, float lrwd) {
+                              int64_t cols, float step_size, float lrwd) {
     const float b1 = a->cfg.beta1, eps = a->cfg.eps;
-    (void)inv_c2;
     if (!m) { /* beta1 = 0: the loop without the first moment vectorises */
         for (int64_t j = 0; j < cols; j++) apply(&p[j], g[j], ri * C[j], step_size, eps, lrwd);
         return;
@@ -357,7 +356,7 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
         const float *gi = g + i * cols;
         float *mi = m ? m + i * cols : NULL;
         if (!h) {
-            row_update(a, p + i * cols, gi, mi, C, ri, cols, step_size, inv_c2, lrwd);
+            row_update(a, p + i * cols, gi, mi, C, ri, cols, step_size, lrwd);
             continue;
         }
         uint16_t *hi = h->p + i * cols;
@@ -365,7 +364,7 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
             const int64_t len = cols - j0 < HALF_CHUNK ? cols - j0 : HALF_CHUNK;
             float w[HALF_CHUNK];
             bf16_widen(w, hi + j0, (size_t)len);
-            row_update(a, w, gi + j0, mi ? mi + j0 : NULL, C + j0, ri, len, step_size, inv_c2, lrwd);
+            row_update(a, w, gi + j0, mi ? mi + j0 : NULL, C + j0, ri, len, step_size, lrwd);
             bf16_store_sr(hi + j0, w, (size_t)len, h->key, h->first + (uint64_t)(i * cols + j0));
         }
     }
