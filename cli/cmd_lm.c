@@ -402,6 +402,23 @@ static void print_tensors(const char *path) {
     moe_st_free(f);
 }
 
+/* moe info on a translation checkpoint (small models: loading it checks it whole) */
+static void info_s2s(const char *model) {
+    moe_s2s_ckpt *sc = NULL;
+    cli_check(moe_s2s_ckpt_load(&sc, model), model);
+    const char *keys[] = {"src_vocab", "tgt_vocab", "d", "layers", "bidir", "moe", "n", "k", "h", "dropout",
+                          "max_len", "objective", "epoch", "step", "batch", "lr", "seed", "data.dict", "data.src",
+                          "data.tgt", "elapsed_s"};
+    printf("%s: translation model (moe seq2seq)\n", model);
+    print_format(moe_s2s_ckpt_meta(sc, "format"), moe_s2s_ckpt_meta(sc, "format_version"));
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = moe_s2s_ckpt_meta(sc, keys[i]);
+        if (v && *v) printf("  %s: %s\n", keys[i], v);
+    }
+    moe_s2s_ckpt_free(sc);
+    print_tensors(model);
+}
+
 int cmd_info(int argc, char **argv) {
     static const char *U = "usage: moe info CKPT   (or --model CKPT)\nPrints a checkpoint's settings, size and progress, then its tensors (name, dtype, shape) and their total.\n";
     const char *model = NULL;
@@ -411,27 +428,20 @@ int cmd_info(int argc, char **argv) {
         cli_parse(argc, argv, opts, 1, U);
     }
     if (!model) cli_die("give a checkpoint: moe info CKPT");
-    moe_s2s_ckpt *sc = NULL;
-    if (moe_s2s_ckpt_load(&sc, model) == MOE_OK) { /* a translation model */
-        const char *keys[] = {"src_vocab", "tgt_vocab", "d", "layers", "bidir", "moe", "n", "k", "h", "dropout",
-                              "max_len", "objective", "epoch", "step", "batch", "lr", "seed", "data.dict", "data.src",
-                              "data.tgt", "elapsed_s"};
-        printf("%s: translation model (moe seq2seq)\n", model);
-        print_format(moe_s2s_ckpt_meta(sc, "format"), moe_s2s_ckpt_meta(sc, "format_version"));
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-            const char *v = moe_s2s_ckpt_meta(sc, keys[i]);
-            if (v && *v) printf("  %s: %s\n", keys[i], v);
-        }
-        moe_s2s_ckpt_free(sc);
-        print_tensors(model);
+    /* a language model's settings come from the header alone: no weights are read, so a
+     * checkpoint of many GB answers at once */
+    moe_st *f = NULL;
+    cli_check(moe_st_open(&f, model), model);
+    const char *kind = moe_st_meta(f, "kind"), *format = moe_st_meta(f, "format");
+    if ((kind && strcmp(kind, "seq2seq") == 0) || (format && strcmp(format, "moe-seq2seq 1") == 0)) {
+        moe_st_free(f);
+        info_s2s(model);
         return 0;
     }
-    moe_lm_ckpt *c = NULL;
-    cli_check(moe_lm_ckpt_load(&c, model), model);
-    moe_lm *lm = moe_lm_ckpt_model(c);
-    moe_lm_config cfg = moe_lm_get_config(lm);
+    moe_lm_config cfg;
+    cli_check(moe_lm_ckpt_config(f, &cfg), model);
     int64_t total = 0, active = 0;
-    moe_lm_param_counts(lm, &total, &active);
+    cli_check(moe_lm_config_param_counts(&cfg, &total, &active), model);
     printf("%s\n", model);
     printf("  model: vocab %d, d %d, middle layer %s", cfg.vocab, cfg.d,
            cfg.ffn == MOE_FFN_MOE ? "MoE" : cfg.ffn == MOE_FFN_DENSE ? "dense FFN" : "none");
@@ -444,13 +454,13 @@ int cmd_info(int argc, char **argv) {
     if (cfg.ffn == MOE_FFN_DENSE) printf(" (hidden %d)", cfg.k * cfg.h);
     printf(", dropout %g\n", cfg.dropout);
     printf("  parameters: %lld total, %lld active per token\n", (long long)total, (long long)active);
-    print_format(moe_lm_ckpt_meta(c, "format"), moe_lm_ckpt_meta(c, "format_version"));
-    const char *keys[] = {"tokenizer.kind", "data", "step", "tokens_seen", "batch", "bptt", "lr", "warmup", "seed"};
+    print_format(moe_st_meta(f, "format"), moe_st_meta(f, "format_version"));
+    const char *keys[] = {"tokenizer.kind", "data", "step", "tokens_seen", "batch", "bptt", "lr", "warmup", "seed", "bf16"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        const char *v = moe_lm_ckpt_meta(c, keys[i]);
+        const char *v = moe_st_meta(f, keys[i]);
         if (v) printf("  %s: %s\n", keys[i], v);
     }
-    moe_lm_ckpt_free(c);
+    moe_st_free(f);
     print_tensors(model);
     return 0;
 }

@@ -484,6 +484,8 @@ MOE_API moe_status moe_lm_tensor(moe_lm *m, int i, moe_param *p);
 MOE_API void moe_lm_zero_grad(moe_lm *m);
 /* Parameter counts: total, and active per token (the MoE counts k of its n experts). */
 MOE_API void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active);
+/* The same counts from a configuration alone, without building the model. */
+MOE_API moe_status moe_lm_config_param_counts(const moe_lm_config *cfg, int64_t *total, int64_t *active);
 
 /* The model's random streams and carried state, for checkpoints that resume exactly. */
 typedef struct {
@@ -596,6 +598,10 @@ MOE_API moe_status moe_lm_train(const moe_lm_train_config *tc, const moe_lm_conf
 /* A trained model from a checkpoint, with its tokenizer. */
 typedef struct moe_lm_ckpt moe_lm_ckpt;
 MOE_API moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path);
+/* The model configuration stored in an open checkpoint (moe_st_open), range-checked, without
+ * reading any weights: what `moe info` prints of a checkpoint of many GB in well under a second.
+ * MOE_ERR_FORMAT when the file is not a language-model checkpoint. */
+MOE_API moe_status moe_lm_ckpt_config(const moe_st *f, moe_lm_config *cfg);
 MOE_API void moe_lm_ckpt_free(moe_lm_ckpt *c);
 /* The model, owned by the checkpoint handle (not to be freed; valid until moe_lm_ckpt_free).
  * It is for inference: its MoE layer keeps no expert gradients, so that a model of billions of

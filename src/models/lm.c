@@ -452,14 +452,16 @@ void moe_lm_zero_grad(moe_lm *m) {
     moe_layer_zero_grad(m->moe);
 }
 
-void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active) {
-    int64_t t = 0, a = 0;
-    for (int p = 0; p < NP; p++) t += (int64_t)m->slots[p].numel;
+moe_status moe_lm_config_param_counts(const moe_lm_config *cfg, int64_t *total, int64_t *active) {
+    if (!cfg) return moe_fail(MOE_ERR_INVALID_ARG, "cfg is NULL");
+    int64_t sh[NP][2], t = 0, a = 0;
+    dense_shapes(cfg, sh);
+    for (int p = 0; p < NP; p++) t += sh[p][0] * (sh[p][1] ? sh[p][1] : 1);
     a = t;
-    if (m->moe) {
-        moe_layer_config lc = moe_layer_get_config(m->moe);
-        int64_t expert = 2LL * lc.d * lc.h + (lc.bias ? lc.h + lc.d : 0), gate = 2LL * lc.d * lc.n;
-        if (lc.groups > 0) { /* the primary gate and every group's; a token uses kp groups' */
+    if (cfg->ffn != MOE_FFN_NONE) { /* the dense FFN is a layer of one expert (its gate counted too) */
+        const moe_layer_config lc = lm_ffn_config(cfg);
+        const int64_t expert = 2LL * lc.d * lc.h + (lc.bias ? lc.h + lc.d : 0), gate = 2LL * lc.d * lc.n;
+        if (lc.groups > 0) { /* the primary gate and every group's; a token uses k_groups groups' */
             const int64_t g1 = 2LL * lc.d * lc.groups, g2 = 2LL * lc.d * (lc.n / lc.groups);
             t += g1 + g2 * lc.groups + expert * lc.n;
             a += g1 + g2 * lc.k_groups + expert * (int64_t)lc.k_groups * lc.k;
@@ -470,6 +472,11 @@ void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active) {
     }
     if (total) *total = t;
     if (active) *active = a;
+    return MOE_OK;
+}
+
+void moe_lm_param_counts(const moe_lm *m, int64_t *total, int64_t *active) {
+    if (m) moe_lm_config_param_counts(&m->cfg, total, active);
 }
 
 moe_lm_rng moe_lm_get_rng(const moe_lm *m) {

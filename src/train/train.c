@@ -763,6 +763,11 @@ struct moe_lm_ckpt {
     tok *tk;
 };
 
+moe_status moe_lm_ckpt_config(const moe_st *f, moe_lm_config *cfg) {
+    if (!f || !cfg) return moe_fail(MOE_ERR_INVALID_ARG, "f and cfg must not be NULL");
+    return cfg_from_ckpt(f, cfg);
+}
+
 moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {
     if (!out || !path) return moe_fail(MOE_ERR_INVALID_ARG, "out and path must not be NULL");
     *out = NULL;

@@ -16,6 +16,7 @@ expect 0 "done" -- "$moe" train "${base[@]}" --steps 40 --fused --bf16 --threads
 grep -Eq "^ *moe\.experts\.w1 +BF16" "$tmp/info.txt" && grep -Eq "^ *moe\.experts\.w2 +BF16" "$tmp/info.txt" && ok ||
   bad "info: the experts' weights are not BF16: $(grep experts "$tmp/info.txt" | head -3)"
 grep -Eq "^ *moe\.experts\.b1 +F32|^ *lm\.embedding\.weight +F32" "$tmp/info.txt" && ok || bad "info: the rest is not F32"
+grep -Eq "^  bf16: 1$" "$tmp/info.txt" && ok || bad "info does not say the checkpoint is bf16"
 # resumed halfway: the same bits; on 1 thread: the same bits
 expect 0 "done" -- "$moe" train "${base[@]}" --steps 20 --fused --bf16 --threads 2 --out "$tmp/r"
 expect 0 "starting at step 20" -- "$moe" train "${base[@]}" --steps 40 --fused --bf16 --threads 2 --out "$tmp/r" \

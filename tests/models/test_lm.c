@@ -142,8 +142,36 @@ static void contracts(void) {
     moe_lm_free(b);
 }
 
+/* The counts from a configuration alone (what `moe info` prints without building the model) are
+ * the numbers of values the built model's tensors hold. */
+static void config_counts(moe_ffn_kind ffn, int groups) {
+    moe_lm_config c = moe_lm_config_default();
+    c.vocab = 11, c.d = 6, c.n = 6, c.k = 2, c.h = 5, c.ffn = ffn, c.groups = groups, c.k_groups = groups ? 2 : 0;
+    moe_lm *m = NULL;
+    CHECK(moe_lm_create(&m, &c, 3) == MOE_OK, "create (ffn %d, groups %d)", (int)ffn, groups);
+    if (!m) return;
+    int64_t held = 0, total = -1, active = -1, mt = -2, ma = -2;
+    for (int i = 0; i < moe_lm_num_tensors(m); i++) {
+        moe_param p;
+        if (moe_lm_tensor(m, i, &p) == MOE_OK) held += (int64_t)p.numel;
+    }
+    CHECK(moe_lm_config_param_counts(&c, &total, &active) == MOE_OK, "config counts");
+    moe_lm_param_counts(m, &mt, &ma);
+    CHECK(total == held, "ffn %d groups %d: config says %lld parameters, the model holds %lld", (int)ffn, groups,
+          (long long)total, (long long)held);
+    CHECK(mt == total && ma == active, "model and config counts agree (%lld/%lld vs %lld/%lld)", (long long)mt,
+          (long long)ma, (long long)total, (long long)active);
+    CHECK(ffn == MOE_FFN_MOE ? active < total : active == total, "active %lld of %lld", (long long)active,
+          (long long)total);
+    moe_lm_free(m);
+}
+
 int main(void) {
     moe_set_threads(2);
+    config_counts(MOE_FFN_MOE, 0);
+    config_counts(MOE_FFN_MOE, 3);
+    config_counts(MOE_FFN_DENSE, 0);
+    config_counts(MOE_FFN_NONE, 0);
     gradcheck(MOE_FFN_MOE, 0.0f, 0);
     gradcheck(MOE_FFN_MOE, 0.3f, 0);
     gradcheck(MOE_FFN_MOE, 0.2f, 3); /* hierarchical: 3 groups of 2 */
