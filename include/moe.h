@@ -26,7 +26,7 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 12
+#define MOE_VERSION_MINOR 13
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
@@ -37,6 +37,9 @@
  * router's weights first, then the experts' (tensor names and files unchanged). */
 /* 0.12: bfloat16 expert weights: moe_lm_train_config.bf16, MOE_PLAN_BF16, moe_param.data_bf16
  * (moe_param grew by a pointer at its end). */
+/* 0.13: moe_layer_backward_aux (the balancing losses' upstream gradient, for autograd
+ * frameworks), moe_lm_ckpt_config and moe_lm_config_param_counts (a checkpoint's settings and
+ * sizes without building its model). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -204,6 +207,10 @@ MOE_API moe_status moe_layer_forward(moe_layer *l, float *y, const float *x, int
  * dy [B,d]; B is the last forward's. Reads the forward's x (borrowed, see moe_layer_forward).
  * MOE_ERR_STATE without a preceding forward. */
 MOE_API moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy);
+/* The same for the total loss  sum(y * dy) + aux_grad * (L_importance + L_load): aux_grad is
+ * the upstream gradient of the balancing loss (1 gives moe_layer_backward's bits; 0 leaves the
+ * balancing losses out; a framework's autograd passes what reaches its aux output). */
+MOE_API moe_status moe_layer_backward_aux(moe_layer *l, float *dx, const float *dy, float aux_grad);
 
 /* From the last forward (MOE_ERR_STATE before one), into the caller's buffers:
  *   gates       [B, n] floats, B the last forward's (this rank's tokens for a sharded layer):

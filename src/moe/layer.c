@@ -152,7 +152,8 @@ static moe_status alloc_fixed(moe_layer *l) {
     layer_ws *w = &l->ws;
     const size_t n = (size_t)l->cfg.n;
     const moe_buf list[] = {MOE_BUF(w->sums, l->rt.nsum), MOE_BUF(w->importance, n), MOE_BUF(w->load, n),
-                            MOE_BUF(w->dimp, n),          MOE_BUF(w->dload, n),      MOE_BUF(w->counts, n),
+                            MOE_BUF(w->dimp, n),          MOE_BUF(w->dload, n),      MOE_BUF(w->dload_scaled, n),
+                            MOE_BUF(w->counts, n),
                             MOE_BUF(w->offsets, n + 1),   MOE_BUF(w->gcounts, n),
                             MOE_BUF(w->rgrad, l->pl.ranks > 1 ? router_floats(l) : 0)};
     w->fixed = moe_bufs_alloc(list, (int)(sizeof list / sizeof list[0]));

@@ -35,6 +35,7 @@ typedef struct {
     /* Per layer (allocated with it): */
     double *sums;                            /* [nsum] the router's statistics */
     double *importance, *load, *dimp, *dload; /* [n] */
+    double *dload_scaled;                     /* [n]: dload times a backward's aux_grad */
     int *counts, *offsets, *gcounts;         /* [n], [n+1], [n] (gcounts: over all ranks) */
     float *rgrad;                            /* the router's gradients of one backward, when
                                                 they are summed over ranks */

@@ -13,6 +13,7 @@
 #include "moe/layer_impl.h"
 #include "moe/layer_ops.h"
 
+#include <math.h>
 #include <string.h>
 
 static moe_status reserve(moe_layer *l, int B) {
@@ -172,8 +173,11 @@ static moe_status add_router_grads(moe_layer *l) {
     return moe_ok();
 }
 
-moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
+moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) { return moe_layer_backward_aux(l, dx, dy, 1.0f); }
+
+moe_status moe_layer_backward_aux(moe_layer *l, float *dx, const float *dy, float aux_grad) {
     if (!l || !dy) return moe_fail(MOE_ERR_INVALID_ARG, "layer and dy must not be NULL");
+    if (!isfinite(aux_grad)) return moe_fail(MOE_ERR_NONFINITE, "aux_grad is %g: it must be finite", (double)aux_grad);
     layer_ws *w = &l->ws;
     if (!w->valid) return moe_fail(MOE_ERR_STATE, "backward called without a successful forward");
     if (l->fused && !l->up.apply) return moe_fail(MOE_ERR_STATE, "a layer of fused updates needs its updater first");
@@ -183,7 +187,14 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     /* forward: y = sum_s gate[s] Ys[pos[s]];  so dgate = <dy, Ys>, dYs = gate dy; and
      * Importance[e] = sum of gate over e's slots: dgate += dL_imp/dImportance_e */
     dispatch_combine_backward(w->dgate, w->dYs, dy, w->Ys, w->gate, w->pos, B, d, kk);
-    for (int s = 0; s < R; s++) w->dgate[s] += (float)w->dimp[w->expert[s]];
+    const double *dload = w->dload;
+    if (aux_grad == 1.0f) { /* the common case, and the same bits as before aux_grad existed */
+        for (int s = 0; s < R; s++) w->dgate[s] += (float)w->dimp[w->expert[s]];
+    } else {
+        for (int s = 0; s < R; s++) w->dgate[s] += (float)(aux_grad * w->dimp[w->expert[s]]);
+        for (int e = 0; e < l->cfg.n; e++) w->dload_scaled[e] = aux_grad * w->dload[e];
+        dload = w->dload_scaled;
+    }
     const expert_weights ew = experts_of(l);
     moe_status st = l->pl.i->backward(l->pl.ctx, w->dYs, w->dYs, &ew, l->strategy);
     if (st) return st;
@@ -191,7 +202,7 @@ moe_status moe_layer_backward(moe_layer *l, float *dx, const float *dy) {
     const int split = l->pl.ranks > 1;
     if (split) memset(w->rgrad, 0, sizeof(float) * router_floats(l));
     const router_weights rw = router_of(l, split ? w->rgrad : NULL);
-    l->rt.i->backward(l->rt.ctx, dx, w->dgate, w->dload, w->x, &rw);
+    l->rt.i->backward(l->rt.ctx, dx, w->dgate, dload, w->x, &rw);
     return split ? add_router_grads(l) : moe_ok();
 }
 

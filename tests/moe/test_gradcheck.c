@@ -1,6 +1,7 @@
 /* test_gradcheck.c - finite-difference checks of every gradient of the MoE layer: x, the gate
  * weights, the expert weights and biases, through the task loss sum(y*dy) and through each
- * balancing loss on its own (so a small wrong term cannot hide under a large right one).
+ * balancing loss on its own (so a small wrong term cannot hide under a large right one), and
+ * with the balancing losses scaled by an upstream gradient (moe_layer_backward_aux).
  * Training mode uses fixed noise; an entry whose perturbation changes the top-k routing (a
  * discontinuity of the layer) is re-tried with a smaller step or skipped, and too many skips
  * fail the test. */
@@ -16,9 +17,10 @@ typedef struct {
     int B, d, n;
     moe_mode mode;
     float *y, *gates;
+    float aux; /* the balancing losses' upstream gradient */
 } ctx;
 
-/* L = sum(y*dy) + L_importance + L_load, accumulated in double; also the routing pattern. */
+/* L = sum(y*dy) + aux * (L_importance + L_load), accumulated in double; also the routing pattern. */
 static double loss_at(ctx *c, unsigned char *route) {
     moe_layer_stats st;
     moe_status s = moe_layer_forward(c->l, c->y, c->x, c->B, c->mode, c->noise, &st);
@@ -29,7 +31,7 @@ static double loss_at(ctx *c, unsigned char *route) {
     double L = 0.0;
     if (c->dy)
         for (int i = 0; i < c->B * c->d; i++) L += (double)c->y[i] * c->dy[i];
-    L += (double)st.loss_importance + (double)st.loss_load;
+    L += (double)c->aux * ((double)st.loss_importance + (double)st.loss_load);
     if (route) {
         moe_layer_gates(c->l, c->gates);
         for (int i = 0; i < c->B * c->n; i++) route[i] = c->gates[i] > 0.0f;
@@ -100,7 +102,7 @@ typedef struct {
 /* One configuration, one mode, one loss mix. Returns the largest |gradient| seen so the caller
  * can assert the case was not vacuous. */
 static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int use_dy,
-                       uint64_t seed) {
+                       uint64_t seed, float aux) {
     moe_layer_config cfg = moe_layer_config_default();
     cfg.d = sh.d;
     cfg.h = sh.h;
@@ -131,12 +133,15 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
     t_fill_normal(noise, (size_t)B * nw, seed + 202);
     t_fill_uniform(dy, (size_t)B * sh.d, 1.0f, seed + 303);
     ctx c = {l, x, noise, use_dy ? dy : NULL, B, sh.d, sh.n, mode,
-             malloc(sizeof(float) * B * sh.d), malloc(sizeof(float) * B * sh.n)};
+             malloc(sizeof(float) * B * sh.d), malloc(sizeof(float) * B * sh.n), aux};
     float *zero = calloc((size_t)B * sh.d, sizeof(float));
 
     moe_layer_zero_grad(l);
     loss_at(&c, NULL);
-    CHECK(moe_layer_backward(l, dx, use_dy ? dy : zero) == MOE_OK, "backward: %s", moe_last_error());
+    if (aux == 1.0f)
+        CHECK(moe_layer_backward(l, dx, use_dy ? dy : zero) == MOE_OK, "backward: %s", moe_last_error());
+    else
+        CHECK(moe_layer_backward_aux(l, dx, use_dy ? dy : zero, aux) == MOE_OK, "backward_aux: %s", moe_last_error());
 
     char label[160];
     int skipped = 0, checked = 0;
@@ -147,8 +152,9 @@ static double run_case(shape sh, moe_mode mode, float w_imp, float w_load, int u
         float *ana = malloc(sizeof(float) * p.numel);
         memcpy(ana, p.grad, sizeof(float) * p.numel);
         for (size_t j = 0; j < p.numel; j++) gmax = fmax(gmax, fabs(ana[j]));
-        snprintf(label, sizeof label, "n=%d k=%d bias=%d groups=%d/%d %s imp=%g load=%g dy=%d %s", sh.n, sh.k,
-                 sh.bias, sh.groups, sh.kg, mode == MOE_TRAIN ? "train" : "eval", w_imp, w_load, use_dy, p.name);
+        snprintf(label, sizeof label, "n=%d k=%d bias=%d groups=%d/%d %s imp=%g load=%g dy=%d aux=%g %s", sh.n,
+                 sh.k, sh.bias, sh.groups, sh.kg, mode == MOE_TRAIN ? "train" : "eval", w_imp, w_load, use_dy, aux,
+                 p.name);
         size_t stride = p.numel > 200 ? 3 : 1;
         check_tensor(&c, label, p.data, ana, p.numel, stride, &skipped, &checked);
         free(ana);
@@ -186,15 +192,20 @@ int main(void) {
             moe_mode mode = m ? MOE_TRAIN : MOE_EVAL;
             uint64_t seed = 1000 + 10 * s + m;
             double g;
-            g = run_case(shapes[s], mode, 0.0f, 0.0f, 1, seed); /* task loss alone */
+            g = run_case(shapes[s], mode, 0.0f, 0.0f, 1, seed, 1.0f); /* task loss alone */
             CHECK(g > 1e-2, "task-loss gradients are all ~0 (%g)", g);
-            g = run_case(shapes[s], mode, 1.0f, 0.0f, 0, seed); /* importance loss alone */
+            g = run_case(shapes[s], mode, 1.0f, 0.0f, 0, seed, 1.0f); /* importance loss alone */
             if (shapes[s].k > 1) CHECK(g > 1e-3, "importance-loss gradients are all ~0 (%g)", g);
-            g = run_case(shapes[s], mode, 0.0f, 1.0f, 0, seed); /* load loss alone */
+            g = run_case(shapes[s], mode, 0.0f, 1.0f, 0, seed, 1.0f); /* load loss alone */
             const int nsub = shapes[s].groups ? shapes[s].n / shapes[s].groups : shapes[s].n;
             if (mode == MOE_TRAIN && (shapes[s].k < nsub || shapes[s].kg < shapes[s].groups))
                 CHECK(g > 1e-3, "load-loss gradients are all ~0 (%g)", g);
-            run_case(shapes[s], mode, 0.1f, 0.05f, 1, seed); /* everything together */
+            run_case(shapes[s], mode, 0.1f, 0.05f, 1, seed, 1.0f); /* everything together */
+            /* the balancing losses through an upstream gradient: scaled, negative, left out */
+            g = run_case(shapes[s], mode, 1.0f, 1.0f, 0, seed, -2.5f);
+            if (shapes[s].k > 1) CHECK(g > 2e-3, "aux-scaled gradients are all ~0 (%g)", g);
+            g = run_case(shapes[s], mode, 1.0f, 1.0f, 0, seed, 0.0f);
+            CHECK(g == 0.0, "aux_grad 0 without dy: every gradient exactly 0 (max %g)", g);
         }
     }
     return test_finish("test_gradcheck");
