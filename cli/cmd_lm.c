@@ -305,64 +305,12 @@ int cmd_sample(int argc, char **argv) {
     uint64_t seed = cli_u64("seed", seed_s);
     moe_lm_ckpt *c = NULL;
     cli_check(moe_lm_ckpt_load(&c, model), model);
-    moe_lm *lm = moe_lm_ckpt_model(c);
-    const int V = moe_lm_get_config(lm).vocab;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    cli_check(moe_lm_ckpt_encode(c, prompt, strlen(prompt), &ids, &n), "encoding the prompt");
-    if (n == 0) cli_die("the prompt encodes to no tokens; give some text with --prompt");
-    int32_t *out = malloc(sizeof(int32_t) * (n + (size_t)len));
-    float *logits = malloc(sizeof(float) * V), *pr = malloc(sizeof(float) * V);
-    if (!out || !logits || !pr) cli_die("out of memory");
-    memcpy(out, ids, sizeof(int32_t) * n);
-    moe_lm_reset_state(lm);
-    for (size_t i = 0; i < n; i++) cli_check(moe_lm_next_logits(lm, &ids[i], 1, logits), "sampling");
-    size_t total = n;
-    for (int s = 0; s < len; s++) {
-        /* temperature, then keep the top-k logits, then draw from the softmax */
-        float thr = -INFINITY;
-        if (topk > 0 && topk < V) {
-            memcpy(pr, logits, sizeof(float) * V);
-            /* k-th largest by partial selection */
-            for (int a = 0; a < topk; a++) {
-                int best = a;
-                for (int b = a + 1; b < V; b++)
-                    if (pr[b] > pr[best]) best = b;
-                float t = pr[a];
-                pr[a] = pr[best];
-                pr[best] = t;
-            }
-            thr = pr[topk - 1];
-        }
-        double mx = -INFINITY, sum = 0;
-        for (int v = 0; v < V; v++)
-            if (logits[v] >= thr && logits[v] > mx) mx = logits[v];
-        for (int v = 0; v < V; v++) {
-            pr[v] = logits[v] >= thr ? (float)exp((logits[v] - mx) / temp) : 0.0f;
-            sum += pr[v];
-        }
-        double u = moe_rng_uniform(seed, (uint64_t)s) * sum, acc = 0;
-        int32_t next = V - 1;
-        for (int v = 0; v < V; v++) {
-            acc += pr[v];
-            if (u < acc) {
-                next = v;
-                break;
-            }
-        }
-        out[total++] = next;
-        cli_check(moe_lm_next_logits(lm, &next, 1, logits), "sampling");
-    }
     char *text = NULL;
     size_t tl = 0;
-    cli_check(moe_lm_ckpt_decode(c, out, total, &text, &tl), "decoding");
+    cli_check(moe_lm_ckpt_sample(c, prompt, strlen(prompt), len, temp, topk, seed, &text, &tl), "sampling");
     fwrite(text, 1, tl, stdout);
     printf("\n");
     free(text);
-    free(ids);
-    free(out);
-    free(logits);
-    free(pr);
     moe_lm_ckpt_free(c);
     return 0;
 }

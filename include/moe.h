@@ -39,7 +39,7 @@
  * (moe_param grew by a pointer at its end). */
 /* 0.13: moe_layer_backward_aux (the balancing losses' upstream gradient, for autograd
  * frameworks), moe_lm_ckpt_config and moe_lm_config_param_counts (a checkpoint's settings and
- * sizes without building its model). */
+ * sizes without building its model), moe_lm_ckpt_sample (what `moe sample` draws). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -624,6 +624,13 @@ MOE_API moe_status moe_lm_ckpt_meta_at(const moe_lm_ckpt *c, int i, const char *
  * (malloc'ed, NUL-terminated, the caller frees; *len its length when len is not NULL). */
 MOE_API moe_status moe_lm_ckpt_encode(const moe_lm_ckpt *c, const char *text, size_t len, int32_t **ids, size_t *n);
 MOE_API moe_status moe_lm_ckpt_decode(const moe_lm_ckpt *c, const int32_t *ids, size_t n, char **text, size_t *len);
+/* Text from the model: the prompt [prompt_len bytes] fed in, then `length` tokens drawn, each
+ * from the softmax of the logits at `temperature` (0.001 .. 100) over the top_k largest (0: all);
+ * draw s is moe_rng_uniform(seed, s), so a seed gives the same text everywhere. *text (prompt and
+ * continuation, malloc'ed, NUL-terminated; the caller frees), *text_len its length (may be NULL).
+ * The model's carried state is reset first. */
+MOE_API moe_status moe_lm_ckpt_sample(moe_lm_ckpt *c, const char *prompt, size_t prompt_len, int length,
+                                      double temperature, int top_k, uint64_t seed, char **text, size_t *text_len);
 /* Mean cross-entropy (nats per token) of the model on one split of a text file
  * (0 train, 1 valid, 2 test), B streams of T steps, at most max_batches (0 = all). */
 MOE_API moe_status moe_lm_ckpt_eval(moe_lm_ckpt *c, const char *path, int split, int B, int T, int64_t max_batches,
