@@ -30,6 +30,7 @@ classify: build
 	./$(BUILD)/moe classify
 
 test: build
+	@bash scripts/deps.sh --python
 	cd $(BUILD) && ctest --output-on-failure
 
 # The same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
