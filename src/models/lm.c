@@ -15,6 +15,7 @@
 #include "base/vmath.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,6 +156,26 @@ size_t lm_dense_floats(const moe_lm_config *cfg, size_t *factored) {
     }
     if (factored) *factored = f;
     return all;
+}
+
+int lm_config_tensor(const moe_lm_config *cfg, int i, char name[PT_NAME], int *ndim, int64_t shape[3]) {
+    if (i < 0) return 0;
+    if (i < NP) {
+        int64_t sh[NP][2];
+        dense_shapes(cfg, sh);
+        snprintf(name, PT_NAME, "lm.%s", NAMES[i]);
+        *ndim = sh[i][1] ? 2 : 1;
+        shape[0] = sh[i][0];
+        shape[1] = sh[i][1];
+        shape[2] = 0;
+        return 1;
+    }
+    if (cfg->ffn == MOE_FFN_NONE) return 0;
+    const moe_layer_config lc = lm_ffn_config(cfg);
+    const char *own;
+    if (!layer_config_tensor(&lc, i - NP, &own, ndim, shape)) return 0;
+    snprintf(name, PT_NAME, "moe.%s", own);
+    return 1;
 }
 
 size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B) {

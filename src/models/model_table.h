@@ -26,6 +26,11 @@ size_t lm_ws_floats(const moe_lm_config *cfg, int T, int B);
  * hidden k*h) */
 moe_layer_config lm_ffn_config(const moe_lm_config *cfg);
 
+/* Without making a model: the i-th tensor (from 0) of a language model of these settings as
+ * lm_table names it ("lm.embedding.weight", "moe.experts.w1"), its rank and full shape; 0 past
+ * the last. What a checkpoint's header is checked against before any weight is read. */
+int lm_config_tensor(const moe_lm_config *cfg, int i, char name[PT_NAME], int *ndim, int64_t shape[3]);
+
 /* moe_lm_create (comm NULL) or moe_lm_create_sharded, with the FFN layer made with `flags`
  * (moe/layer_table.h): LAYER_FUSED for fused updates (no expert gradients; the trainer sets its
  * updater), LAYER_BF16 with it for bfloat16 expert weights; 0 for a plain layer */

@@ -123,6 +123,20 @@ size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factore
     return all;
 }
 
+int layer_config_tensor(const moe_layer_config *cfg, int i, const char **name, int *ndim, int64_t shape[3]) {
+    param_slot s[P_COUNT];
+    memset(s, 0, sizeof s);
+    layout(cfg, cfg->n, 0, s, NULL, NULL, NULL);
+    for (int p = 0; p < P_COUNT; p++) /* moe_layer_param's order: the slots present */
+        if (s[p].present && i-- == 0) {
+            *name = PARAM_NAMES[p];
+            *ndim = s[p].ndim;
+            for (int j = 0; j < 3; j++) shape[j] = j < s[p].ndim ? s[p].shape[j] : 0;
+            return 1;
+        }
+    return 0;
+}
+
 /* gate weights stay zero (balanced load at the start, SPEC 1.3); experts uniform in
  * +-1/sqrt(fan_in), each value a pure function of (seed, position): expert e's values are those
  * of position e in the full stack, wherever e lives */

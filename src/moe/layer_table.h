@@ -19,6 +19,10 @@ moe_comm *layer_comm(const moe_layer *l);
  * be NULL) those of the router's weights (the gradients a layer of fused updates keeps). */
 size_t layer_param_floats(const moe_layer_config *cfg, int nloc, size_t *factored, size_t *router);
 
+/* Without making a layer: the i-th tensor (from 0, moe_layer_param's order) of a layer of these
+ * settings held whole: its name ("gate.w_gate", ...), rank and shape. 0 past the last. */
+int layer_config_tensor(const moe_layer_config *cfg, int i, const char **name, int *ndim, int64_t shape[3]);
+
 /* A layer (comm NULL: all experts here; else split over comm's ranks) with flags:
  * LAYER_FUSED, for fused updates: its experts have no gradient tensors (their moe_param.grad and
  * the arena's grads are NULL); each backward hands every expert's gradients to the updater set

@@ -249,6 +249,12 @@ moe_status ckpt_get_tensor(const moe_st *f, const char *name, int ndim, const in
     return get_slice(f, name, ndim, shape, dst, 0, 0);
 }
 
+moe_status ckpt_check_tensor(const moe_st *f, const char *name, moe_dtype dt, int ndim, const int64_t *shape) {
+    const void *src;
+    size_t numel;
+    return find_slice(f, name, dt, ndim, shape, 0, 0, &src, &numel);
+}
+
 moe_status ckpt_get_params(const moe_st *f, const ptable *pt) {
     for (int i = 0; i < pt->count; i++) {
         const ptensor *t = &pt->t[i];

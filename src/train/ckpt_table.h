@@ -53,6 +53,9 @@ void ckw_table(ckw *o, const ptable *pt, const optset *os);
  * returns rank 0's verdict on every rank. */
 moe_status ckw_end(ckw *o, const char *path);
 
+/* Stored tensor `name` exists with dtype dt and full shape shape[ndim]; nothing is read */
+moe_status ckpt_check_tensor(const moe_st *f, const char *name, moe_dtype dt, int ndim, const int64_t *shape);
+
 /* Tensor `name` of f, of exactly shape[ndim], into dst (finite values only). */
 moe_status ckpt_get_tensor(const moe_st *f, const char *name, int ndim, const int64_t *shape, float *dst);
 /* Version 1 of the translation checkpoint kept one optimiser's state per arena: `<key>.m`,

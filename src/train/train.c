@@ -763,9 +763,36 @@ struct moe_lm_ckpt {
     tok *tk;
 };
 
+/* What the header says against itself, with no weight read: the tokenizer's size against the
+ * vocabulary, and every tensor the settings imply present with its dtype and shape. */
+static moe_status check_header(const moe_st *f, const moe_lm_config *c) {
+    const char *ts = moe_st_meta(f, "tokenizer");
+    if (!ts) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks its tokenizer");
+    tok *tk = NULL;
+    moe_status st = tok_parse(&tk, ts);
+    if (st) return st;
+    const int64_t tv = (int64_t)tok_vocab_size(tk);
+    tok_free(tk);
+    if (tv != c->vocab)
+        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %lld ids but its model %d", (long long)tv, c->vocab);
+    const int bf16 = ckpt_bf16(f) && c->ffn != MOE_FFN_NONE;
+    char name[PT_NAME];
+    int ndim;
+    int64_t shape[3];
+    for (int i = 0; !st && lm_config_tensor(c, i, name, &ndim, shape); i++) {
+        const int half = bf16 && (strcmp(name, "moe.experts.w1") == 0 || strcmp(name, "moe.experts.w2") == 0);
+        st = ckpt_check_tensor(f, name, half ? MOE_BF16 : MOE_F32, ndim, shape);
+    }
+    return st;
+}
+
 moe_status moe_lm_ckpt_config(const moe_st *f, moe_lm_config *cfg) {
     if (!f || !cfg) return moe_fail(MOE_ERR_INVALID_ARG, "f and cfg must not be NULL");
-    return cfg_from_ckpt(f, cfg);
+    moe_lm_config c;
+    moe_status st = cfg_from_ckpt(f, &c);
+    if (!st) st = check_header(f, &c);
+    if (!st) *cfg = c;
+    return st;
 }
 
 moe_status moe_lm_ckpt_load(moe_lm_ckpt **out, const char *path) {

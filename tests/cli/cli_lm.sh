@@ -25,6 +25,12 @@ expect 1 "do not split" -- "$moe" train --data "$tmp/text.txt" --steps 2 --out "
 expect 0 '"ppl"' -- "$moe" eval --model "$tmp/a/model.safetensors" --data "$tmp/text.txt" --split test --batch 2 --bptt 16 --json
 expect 0 "the quick" -- "$moe" sample --model "$tmp/a/model.safetensors" --prompt "the quick" --length 20
 expect 0 "active per token" -- "$moe" info "$tmp/a/model.safetensors"
+# the dense and the empty middle layer: their headers agree with their tensors too
+for f in dense none; do
+  expect 0 "done" -- "$moe" train --data "$tmp/text.txt" --steps 2 --out "$tmp/f$f" --ffn $f --d 16 --k 2 --h 8 --batch 4 --bptt 16 --eval-every 0 --threads 1
+  want="dense FFN"; [[ $f == none ]] && want="middle layer none"
+  expect 0 "$want" -- "$moe" info "$tmp/f$f/model.safetensors"
+done
 expect 0 "load.svg" -- "$moe" plot --log "$tmp/a/log.jsonl"
 for sub in train eval sample info plot; do expect 0 "usage" -- "$moe" $sub --help; done
 # Ctrl-C: a checkpoint is written, the exit is clean (130), and the run resumes from it
