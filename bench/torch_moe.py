@@ -48,17 +48,20 @@ def parse_args():
     return a
 
 
-ARGS = parse_args()
-# Must happen before torch (and its OpenBLAS) is loaded.
-if ARGS.threads is not None:
-    os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+# Run as a script: the arguments, and the threads, which must be set before torch (and its
+# OpenBLAS) is loaded. Imported (bench/py_binding.py imports MoE), the importer sets them.
+if __name__ == "__main__":
+    ARGS = parse_args()
+    if ARGS.threads is not None:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-torch.set_num_threads(1)
+if __name__ == "__main__":
+    torch.set_num_threads(1)
 
 
 def cv_squared(v):

@@ -2,7 +2,8 @@
 # deps.sh - installs the Debian packages moe needs, only those missing. Safe to run repeatedly.
 #   scripts/deps.sh          build + test dependencies + the data sets (fortunes, Fashion-MNIST,
 #                            the Ding German-English dictionary)
-#   scripts/deps.sh --python also python3-numpy and python3-torch (the Python package's tests: make test)
+#   scripts/deps.sh --python also python3-numpy, python3-torch, python3-pip, python3-setuptools (the
+#                            Python package and its tests: make test)
 #   scripts/deps.sh --torch  also python3-torch/numpy/nltk (to regenerate golden files, run bench/*.py)
 #   scripts/deps.sh --valgrind  also valgrind
 #   scripts/deps.sh --fuzz   also clang and its libFuzzer runtime (make fuzz)
@@ -10,7 +11,7 @@
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libopenblas-dev libxsmm-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
 case "${1:-}" in
-  --python) pkgs+=(python3-torch python3-numpy) ;;
+  --python) pkgs+=(python3-torch python3-numpy python3-pip python3-setuptools) ;;
   --torch) pkgs+=(python3-torch python3-numpy python3-nltk) ;;
   --valgrind) pkgs+=(valgrind) ;;
   --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;

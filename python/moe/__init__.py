@@ -13,6 +13,7 @@ moe.torch.MoE is the layer as a torch.nn.Module (import moe.torch; needs PyTorch
 """
 from ._lib import (LIBRARY_PATH, ConfigError, FileFormatError, LibIOError, MoeError, NonFiniteError,
                    OutOfMemoryError, ShapeError, StateError, lib)
+from . import _lib
 from .bleu import bleu, sentence_bleu
 from .layer import Layer
 from .lm import LanguageModel
@@ -21,8 +22,10 @@ __version__ = lib.moe_version().decode()
 
 
 def set_threads(n):
-    """Threads for the library's products (OpenMP and BLAS); <= 0: all cores."""
-    lib.moe_set_threads(int(n))
+    """Threads of the library's compute calls (<= 0: all cores). Independent of
+    torch.set_num_threads and of other OpenMP users in the process: each call runs on this count
+    and leaves theirs as it was."""
+    _lib.set_threads(n)
 
 
 def get_threads():

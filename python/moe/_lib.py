@@ -210,6 +210,52 @@ for _name, (_res, _args) in _SIGS.items():
     _f.restype = _res
     _f.argtypes = _args
 
+# ---- threads --------------------------------------------------------------------------------
+# The library's OpenMP regions take their thread count from the calling thread's OpenMP setting,
+# which other libraries in the process share (torch.set_num_threads(1) sets it for libgomp, which
+# torch and libmoe both use). So each compute call runs under the library's own count
+# (moe.set_threads) and gives the caller's back afterwards: neither setting changes the other.
+try:
+    _gomp = ctypes.CDLL("libgomp.so.1")
+    _gomp.omp_get_max_threads.restype = c_int
+    _gomp.omp_set_num_threads.argtypes = [c_int]
+except OSError:  # a build without OpenMP
+    _gomp = None
+
+
+def _keep_omp(fn, *args):
+    """fn(*args) with the OpenMP thread setting as it was before"""
+    saved = _gomp.omp_get_max_threads() if _gomp else None
+    try:
+        return fn(*args)
+    finally:
+        if _gomp and _gomp.omp_get_max_threads() != saved:
+            _gomp.omp_set_num_threads(saved)
+
+
+_keep_omp(lib.moe_get_threads)  # the library's count (all cores) fixed now, the caller's kept
+_threads = [lib.moe_get_threads()]
+
+
+def set_threads(n):
+    _keep_omp(lib.moe_set_threads, int(n))
+    _threads[0] = lib.moe_get_threads()
+
+
+def threaded(fn, *args):
+    """fn(*args) (a compute call) on the library's thread count"""
+    if _gomp is None:
+        return fn(*args)
+    saved = _gomp.omp_get_max_threads()
+    if saved == _threads[0]:
+        return fn(*args)
+    _gomp.omp_set_num_threads(_threads[0])
+    try:
+        return fn(*args)
+    finally:
+        _gomp.omp_set_num_threads(saved)
+
+
 libc = ctypes.CDLL(None)
 libc.free.argtypes = [ctypes.c_void_p]
 libc.free.restype = None

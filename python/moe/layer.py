@@ -88,7 +88,7 @@ class Layer:
             noise = _f32(noise, "noise", (B, self.noise_width))
         y = np.empty((B, self.d), dtype=np.float32)
         st = _lib.LayerStats()
-        check(lib.moe_layer_forward(self._h, _lib.float_ptr(y), _lib.float_ptr(x), B, 1 if train else 0,
+        check(_lib.threaded(lib.moe_layer_forward, self._h, _lib.float_ptr(y), _lib.float_ptr(x), B, 1 if train else 0,
                                     _lib.float_ptr(noise) if train else None, ctypes.byref(st)), "forward")
         self._x, self._B = x, B  # kept alive: backward reads it
         self.serial += 1
@@ -104,7 +104,8 @@ class Layer:
             dx = np.zeros((self._B, self.d), dtype=np.float32)
         elif dx.dtype != np.float32 or not dx.flags.c_contiguous or dx.shape != (self._B, self.d):
             raise _lib.ShapeError(3, "dx must be a C-contiguous float32 array [%d, %d]" % (self._B, self.d), "backward")
-        check(lib.moe_layer_backward_aux(self._h, _lib.float_ptr(dx), _lib.float_ptr(dy), float(aux_grad)),
+        check(_lib.threaded(lib.moe_layer_backward_aux, self._h, _lib.float_ptr(dx), _lib.float_ptr(dy),
+                                float(aux_grad)),
               "backward")
         return dx
 

@@ -81,7 +81,7 @@ class LanguageModel:
         if split not in SPLITS:
             raise _lib.ConfigError(1, "split must be one of %s, got %r" % (sorted(SPLITS), split), "eval")
         loss, tokens = ctypes.c_double(), ctypes.c_uint64()
-        check(lib.moe_lm_ckpt_eval(self._c, str(data).encode(), SPLITS[split], int(batch), int(bptt),
+        check(_lib.threaded(lib.moe_lm_ckpt_eval, self._c, str(data).encode(), SPLITS[split], int(batch), int(bptt),
                                    int(max_batches), ctypes.byref(loss), ctypes.byref(tokens)), str(data))
         return {"loss": loss.value, "ppl": math.exp(loss.value), "bits_per_token": loss.value / math.log(2),
                 "tokens": tokens.value}
@@ -91,7 +91,7 @@ class LanguageModel:
         same settings and seed."""
         data = prompt.encode() if isinstance(prompt, str) else bytes(prompt)
         txt, n = ctypes.c_void_p(), ctypes.c_size_t()
-        check(lib.moe_lm_ckpt_sample(self._c, data, len(data), int(length), float(temperature), int(top_k),
+        check(_lib.threaded(lib.moe_lm_ckpt_sample, self._c, data, len(data), int(length), float(temperature), int(top_k),
                                      int(seed), ctypes.byref(txt), ctypes.byref(n)), "sample")
         return _take_text(txt, n.value).decode(errors="replace")
 
@@ -106,6 +106,6 @@ class LanguageModel:
         if t.ndim != 1:
             raise _lib.ShapeError(3, "tokens must be [B], got shape %s" % (t.shape,), "next_logits")
         out = np.empty((t.size, self.vocab), dtype=np.float32)
-        check(lib.moe_lm_next_logits(self._m, t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), t.size,
+        check(_lib.threaded(lib.moe_lm_next_logits, self._m, t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), t.size,
                                      _lib.float_ptr(out)), "next_logits")
         return out

@@ -70,4 +70,29 @@ expect 0 "" -- "$cmake" --build "$tmp/ex_cmake"
 expect 0 "^loss [0-9.]+ -> [0-9.]+" -- "$tmp/ex_cmake/train_layer"      # libmoe.so, found by its RPATH
 expect 0 "^loss [0-9.]+ -> [0-9.]+" -- "$tmp/ex_cmake/train_layer_static"
 readelf -d "$tmp/ex_cmake/train_layer" 2>/dev/null | grep -q "NEEDED.*\[libmoe.so.$major\]" && ok || bad "the CMake build does not load libmoe.so.$major"
+
+# Python: the package where /usr/bin/python3 finds it under the prefix, loading the prefix's
+# libmoe.so (moe/_install.py) with no MOE_LIBRARY; and pip with Debian's pip and setuptools
+pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+pyprefix=$prefix/lib/python$pyver/dist-packages
+if [[ ${MOE_INSTALL_PY:-1} == 0 ]]; then
+  echo "install: a sanitized build: the Python package checks skipped"
+elif [[ -n $pyver ]] && /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+  [[ -f $pyprefix/moe/__init__.py && -f $pyprefix/moe/_install.py ]] && ok || bad "the Python package is not in $pyprefix"
+  expect 0 "^$ver $libdir/libmoe.so.$major\$" -- env -u MOE_LIBRARY PYTHONPATH="$pyprefix" /usr/bin/python3 -c \
+    'import moe; print(moe.__version__, moe.LIBRARY_PATH)'
+  pyproj=$(sed -n 's/^version = "\(.*\)"/\1/p' "$src/python/pyproject.toml")
+  [[ $pyproj == "$ver" ]] && ok || bad "python/pyproject.toml says version $pyproj, moe.h $ver"
+  if /usr/bin/python3 -m pip --version >/dev/null 2>&1 && /usr/bin/python3 -c 'import setuptools' 2>/dev/null; then
+    cp -r "$src/python" "$tmp/pysrc" && rm -rf "$tmp/pysrc/build" "$tmp/pysrc"/*.egg-info
+    expect 0 "Successfully installed moe" -- /usr/bin/python3 -m pip install --no-build-isolation --no-deps \
+      --no-index --target "$tmp/pip" "$tmp/pysrc"
+    expect 0 "^0\.0+$" -- env MOE_LIBRARY="$libdir/libmoe.so.$major" PYTHONPATH="$tmp/pip" /usr/bin/python3 -c \
+      'import moe; print(moe.bleu(["a b c d"], ["e f g h"]))'
+  else
+    echo "install: pip or setuptools missing (apt-get install python3-pip python3-setuptools): pip check skipped"
+  fi
+else
+  echo "install: /usr/bin/python3 with numpy missing: the Python package checks skipped"
+fi
 finish install

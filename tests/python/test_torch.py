@@ -280,6 +280,23 @@ class Module(unittest.TestCase):
         torch.save(m.state_dict(), path)
         return path
 
+    def test_threads_kept_apart(self):
+        """the library's thread count and torch's do not change each other (both use libgomp)"""
+        before = moe.get_threads()
+        try:
+            for t in (1, 3):
+                torch.set_num_threads(t)
+                moe.set_threads(2)
+                m = mt.MoE(8, 16, 6, 2, seed=3)
+                x = torch.randn(40, 8, requires_grad=True)
+                y, aux = m(x)
+                (y.square().sum() + aux).backward()
+                self.assertEqual(torch.get_num_threads(), t, "torch's count after a forward and backward")
+                self.assertEqual(moe.get_threads(), 2, "the library's count after torch.set_num_threads(%d)" % t)
+        finally:
+            torch.set_num_threads(1)
+            moe.set_threads(before)
+
     def test_errors(self):
         m = mt.MoE(8, 16, 6, 2)
         with self.assertRaises(TypeError):
