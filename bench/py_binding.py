@@ -80,13 +80,15 @@ def main():
     t = None if A.no_torch else TorchMoE(A.d, A.h, A.n, A.k)
     times = {"binding": [], "pytorch": [], "cli": []}
     for r in range(A.rounds):
-        times["binding"] += time_module(c, x, dy)
+        now = {"binding": time_module(c, x, dy)}
         if t is not None:
-            times["pytorch"] += time_module(t, x, dy)
+            now["pytorch"] = time_module(t, x, dy)
         if not A.no_cli:
-            times["cli"] += time_cli()
-        print("round %d: %s" % (r + 1, {k: ["%.3f" % s for s in v[-A.reps:]] for k, v in times.items() if v}),
-              file=sys.stderr, flush=True)
+            now["cli"] = time_cli()
+        for k, v in now.items():
+            times[k] += v
+        print("round %d: %s" % (r + 1, {k: ["%.3f" % s for s in v] for k, v in now.items()}), file=sys.stderr,
+              flush=True)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     res = {"B": A.B, "d": A.d, "h": A.h, "n": A.n, "k": A.k, "threads": A.threads, "rounds": A.rounds,
            "reps": A.reps, "torch": torch.__version__, "moe": moe.__version__,

@@ -41,7 +41,7 @@ done
 shared=$(cat "$OUT/shared.seconds")
 echo "shared cross-entropy epochs ($NX): ${shared} s"
 printf "%-18s %10s %10s %12s\n" row "test BLEU" "valid BLEU" "train time"
-bleu() { $MOE seq2seq eval --model "$1" --split $2 ${3:+--beam $3} | sed -n "s/$2 BLEU \([0-9.]*\).*/\1/p"; }
+bleu() { $MOE seq2seq eval --model "$1" --split $2 ${3:+--beam $3} | sed -n "s/.*$2 BLEU \([0-9.]*\).*/\1/p"; }
 for row in $ROWS; do
   m="$OUT/$row/model.safetensors"; own=$(cat "$OUT/$row.seconds")
   printf "%-18s %10s %10s %10s s\n" "$row greedy" "$(bleu $m test)" "$(bleu $m valid)" "$((shared + own))"

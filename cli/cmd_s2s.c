@@ -42,10 +42,16 @@ static const char *TRAIN_USAGE =
 
 static const char *EVAL_USAGE =
     "usage: moe seq2seq eval --model CKPT [--split test|valid] [--beam N] [--alpha A] [--threads T]\n"
+    "                        [--compare CKPT2 [--bootstrap 1000] [--seed 1]] [--json]\n"
     "\n"
-    "Corpus BLEU (x 100, unsmoothed, 4-grams) of greedy (beam 1) or beam-search translations of\n"
-    "a split of the data the checkpoint was trained on. --alpha: beam scores are sum log p / len^A\n"
-    "(default 1).\n";
+    "Greedy (beam 1) or beam-search translations of a split of the data the checkpoint was trained\n"
+    "on, scored three ways: corpus BLEU (x 100, 4-grams, unsmoothed, as nltk's corpus_bleu), the\n"
+    "same smoothed with Chen and Cherry's method 3 (nltk's method3, NIST's geometric smoothing,\n"
+    "sacreBLEU's 'exp': it still orders systems where no 4-gram matches), and the share of\n"
+    "translations identical to their reference. --alpha: beam scores are sum log p / len^A (default 1).\n"
+    "--compare CKPT2: the same for a second checkpoint trained on the same data, and a paired\n"
+    "bootstrap over the split's sentences (--bootstrap resamples, seeded): how often the first\n"
+    "beats the second, and 95% intervals of both and of their difference, for both scores.\n";
 
 static const char *TRANSLATE_USAGE =
     "usage: moe translate --model CKPT [--beam N] [--alpha A] [--threads T] < sentences\n"
@@ -229,26 +235,100 @@ static int cmd_s2s_train(int argc, char **argv) {
     return 0;
 }
 
+static void print_eval(const char *what, const char *split, const moe_s2s_eval *e, int beam, double secs) {
+    printf("%s: %s BLEU %.2f, smoothed %.2f, exact %.2f%% (%d sentences, %s, %.1f s)\n", what, split, e->bleu,
+           e->bleu_smooth, 100.0 * e->exact, e->sentences, beam > 1 ? "beam" : "greedy", secs);
+}
+
+static void json_eval(const moe_s2s_eval *e) {
+    printf("{\"bleu\":%.6f,\"bleu_smooth\":%.6f,\"exact\":%.6f,\"sentences\":%d}", e->bleu, e->bleu_smooth, e->exact,
+           e->sentences);
+}
+
+/* the paired bootstrap of a against b with smoothing sm (the checkpoints' sentences must pair) */
+static moe_bleu_bootstrap bootstrap(const moe_s2s_eval *a, const moe_s2s_eval *b, int R, uint64_t seed, moe_bleu_smoothing sm) {
+    moe_bleu_bootstrap r;
+    cli_check(moe_bleu_bootstrap_pair(a->per_sentence, b->per_sentence, (size_t)a->sentences, R, sm, seed, &r), "bootstrap");
+    return r;
+}
+
+static void print_boot(const char *name, const moe_bleu_bootstrap *r) {
+    printf("  %-8s A %.2f [%.2f, %.2f]  B %.2f [%.2f, %.2f]  A-B [%+.2f, %+.2f]  P(A>B) %.3f  P(B>A) %.3f\n", name,
+           100 * r->bleu_a, 100 * r->a_lo, 100 * r->a_hi, 100 * r->bleu_b, 100 * r->b_lo, 100 * r->b_hi,
+           100 * r->delta_lo, 100 * r->delta_hi, r->p_a_better, r->p_b_better);
+}
+
+static void json_boot(const char *name, const moe_bleu_bootstrap *r) {
+    printf(",\"%s\":{\"a_lo\":%.6f,\"a_hi\":%.6f,\"b_lo\":%.6f,\"b_hi\":%.6f,\"delta_lo\":%.6f,\"delta_hi\":%.6f,"
+           "\"p_a_better\":%.6f,\"p_b_better\":%.6f}",
+           name, 100 * r->a_lo, 100 * r->a_hi, 100 * r->b_lo, 100 * r->b_hi, 100 * r->delta_lo, 100 * r->delta_hi,
+           r->p_a_better, r->p_b_better);
+}
+
+/* the two checkpoints were scored on the same sentences: the same count and reference lengths */
+static void check_paired(const moe_s2s_eval *a, const moe_s2s_eval *b, const char *ma, const char *mb) {
+    int same = a->sentences == b->sentences;
+    for (int i = 0; same && i < a->sentences; i++) same = a->per_sentence[i].ref_len == b->per_sentence[i].ref_len;
+    if (!same)
+        cli_die("%s and %s were not evaluated on the same sentences (%d and %d, or other references): compare "
+                "checkpoints trained on the same data with the same --max-words", ma, mb, a->sentences, b->sentences);
+}
+
 static int cmd_s2s_eval(int argc, char **argv) {
-    const char *model = NULL, *split = "test", *beam = NULL, *alpha = NULL, *th = NULL;
-    cli_opt opts[] = {{"model", &model, NULL}, {"split", &split, NULL}, {"beam", &beam, NULL},
-                      {"alpha", &alpha, NULL}, {"threads", &th, NULL}};
+    const char *model = NULL, *split = "test", *beam = NULL, *alpha = NULL, *th = NULL, *cmp = NULL, *boot = NULL,
+               *seed = NULL;
+    int json = 0;
+    cli_opt opts[] = {{"model", &model, NULL}, {"split", &split, NULL},     {"beam", &beam, NULL},
+                      {"alpha", &alpha, NULL}, {"threads", &th, NULL},      {"compare", &cmp, NULL},
+                      {"bootstrap", &boot, NULL}, {"seed", &seed, NULL},    {"json", NULL, &json}};
     cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0], EVAL_USAGE);
     if (!model) cli_die("--model CKPT is required (a checkpoint from moe seq2seq train)");
+    if ((boot || seed) && !cmp) cli_die("--bootstrap and --seed compare two checkpoints: give the second with --compare CKPT2");
     if (th) moe_set_threads(cli_int("threads", th, 1, 1024));
     int sp = strcmp(split, "test") == 0 ? 2 : (strcmp(split, "valid") == 0 ? 1 : 0);
     if (!sp) cli_die("--split %s: expected test or valid", split);
     const int b = beam ? cli_int("beam", beam, 1, 256) : 1;
     const float a = alpha ? (float)cli_double("alpha", alpha, 0.0, 10.0) : 1.0f;
-    moe_s2s_ckpt *c = NULL;
+    const int R = boot ? cli_int("bootstrap", boot, 2, 1000000) : 1000;
+    const uint64_t sd = seed ? cli_u64("seed", seed) : 1;
+    moe_s2s_ckpt *c = NULL, *c2 = NULL;
     cli_check(moe_s2s_ckpt_load(&c, model), model);
-    double bleu = 0;
-    int ns = 0;
-    const double t0 = cli_now();
-    cli_check(moe_s2s_ckpt_bleu(c, sp, b, a, &bleu, &ns), "evaluating");
-    printf("%s BLEU %.2f (%d sentences, %s, %.1f s)\n", split, bleu, ns, b > 1 ? "beam" : "greedy", cli_now() - t0);
-    if (b > 1) printf("beam %d, alpha %.2f\n", b, a);
+    if (cmp) cli_check(moe_s2s_ckpt_load(&c2, cmp), cmp);
+    moe_s2s_eval e, e2;
+    double t0 = cli_now();
+    cli_check(moe_s2s_ckpt_eval(c, sp, b, a, &e), "evaluating");
+    const double t1 = cli_now();
+    if (c2) cli_check(moe_s2s_ckpt_eval(c2, sp, b, a, &e2), "evaluating the second checkpoint");
+    const double t2 = cli_now();
+    moe_bleu_bootstrap bp, bs;
+    if (c2) {
+        check_paired(&e, &e2, model, cmp);
+        bp = bootstrap(&e, &e2, R, sd, MOE_BLEU_NONE);
+        bs = bootstrap(&e, &e2, R, sd, MOE_BLEU_METHOD3);
+    }
+    if (json) {
+        printf("{\"split\":\"%s\",\"beam\":%d,\"a\":", split, b);
+        json_eval(&e);
+        if (c2) {
+            printf(",\"b\":");
+            json_eval(&e2);
+            printf(",\"bootstrap\":%d", R);
+            json_boot("boot_bleu", &bp);
+            json_boot("boot_smooth", &bs);
+        }
+        printf("}\n");
+    } else {
+        print_eval(c2 ? "A" : model, split, &e, b, t1 - t0);
+        if (b > 1) printf("beam %d, alpha %.2f\n", b, a);
+        if (c2) {
+            print_eval("B", split, &e2, b, t2 - t1);
+            printf("paired bootstrap, %d resamples of %d sentences (A %s, B %s):\n", R, e.sentences, model, cmp);
+            print_boot("BLEU", &bp);
+            print_boot("smoothed", &bs);
+        }
+    }
     moe_s2s_ckpt_free(c);
+    moe_s2s_ckpt_free(c2);
     return 0;
 }
 

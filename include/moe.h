@@ -26,7 +26,7 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 13
+#define MOE_VERSION_MINOR 14
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
@@ -40,6 +40,8 @@
 /* 0.13: moe_layer_backward_aux (the balancing losses' upstream gradient, for autograd
  * frameworks), moe_lm_ckpt_config and moe_lm_config_param_counts (a checkpoint's settings and
  * sizes without building its model), moe_lm_ckpt_sample (what `moe sample` draws). */
+/* 0.14: moe_bleu_bootstrap_pair (paired bootstrap of corpus BLEU), moe_s2s_ckpt_eval (smoothed
+ * BLEU, exact matches and per-sentence statistics of a translation checkpoint). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -373,6 +375,23 @@ MOE_API moe_status moe_bleu_stats_sentence(moe_bleu_stats *s, const int32_t *hyp
 MOE_API void moe_bleu_stats_add(moe_bleu_stats *acc, const moe_bleu_stats *s);
 /* BLEU in [0, 1] (0 when no unigram matches, as nltk). */
 MOE_API double moe_bleu_score(const moe_bleu_stats *s, moe_bleu_smoothing smoothing);
+
+/* Paired bootstrap resampling (Koehn, 2004) of corpus BLEU over n test sentences: a [n] and b [n]
+ * are two systems' per-sentence statistics on the same sentences in the same order (b NULL: A's
+ * interval only). Each of `resamples` draws n sentences with replacement (the same ones for
+ * both), seeded (the counter-based generator: the same seed, the same result). Scores in [0, 1]
+ * with `smoothing` applied to the corpus sums. */
+typedef struct {
+    double bleu_a, bleu_b;     /* corpus BLEU of each on the whole set */
+    double a_lo, a_hi;         /* 95% interval of A's score (2.5th and 97.5th percentiles) */
+    double b_lo, b_hi;         /* B's */
+    double delta_lo, delta_hi; /* of A's score minus B's */
+    double p_a_better;         /* the fraction of resamples where A scores strictly higher */
+    double p_b_better;         /* where B does (ties count in neither) */
+    int resamples;
+} moe_bleu_bootstrap;
+MOE_API moe_status moe_bleu_bootstrap_pair(const moe_bleu_stats *a, const moe_bleu_stats *b, size_t n, int resamples,
+                                           moe_bleu_smoothing smoothing, uint64_t seed, moe_bleu_bootstrap *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Adam, and the paper's memory-saving variant (SPEC 1.7): beta1 = 0 keeps no first moment, and
@@ -791,6 +810,21 @@ MOE_API moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int
 /* Corpus BLEU (x 100, unsmoothed) on a split (1 valid, 2 test) of the data the checkpoint was
  * trained on, greedy (beam 1) or beam search; *sentences gets the count. */
 MOE_API moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, double *bleu, int *sentences);
+/* The same decoding, scored the ways that rank systems on any test set: corpus BLEU unsmoothed
+ * and smoothed with Chen and Cherry's method 3 (nltk's corpus_bleu with method3, the geometric
+ * smoothing of NIST's mteval and sacreBLEU's 'exp': a test set without any 4-gram match still
+ * gets a score that orders systems), the exact-match rate, and each sentence's statistics (for
+ * moe_bleu_bootstrap_pair: two checkpoints trained on the same data give them in the same order). */
+typedef struct {
+    double bleu;        /* corpus BLEU x 100, unsmoothed */
+    double bleu_smooth; /* corpus BLEU x 100, method 3 */
+    double exact;       /* the fraction of hypotheses identical to their reference */
+    int sentences;
+    moe_bleu_stats total;                /* the summed statistics */
+    const moe_bleu_stats *per_sentence;  /* [sentences], in the split's fixed order; owned by the
+                                            handle, valid until its next eval or moe_s2s_ckpt_free */
+} moe_s2s_eval;
+MOE_API moe_status moe_s2s_ckpt_eval(moe_s2s_ckpt *c, int split, int beam, float alpha, moe_s2s_eval *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed (by magic bytes).     */

@@ -189,6 +189,7 @@ struct moe_s2s_ckpt {
     moe_s2s *m;
     tok *ts, *tt;
     s2s_corpus *c; /* the training data, read on first need */
+    moe_bleu_stats *per; /* the last moe_s2s_ckpt_eval's per-sentence statistics */
 };
 
 moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path) {
@@ -208,6 +209,7 @@ moe_status moe_s2s_ckpt_load(moe_s2s_ckpt **out, const char *path) {
 
 void moe_s2s_ckpt_free(moe_s2s_ckpt *c) {
     if (!c) return;
+    free(c->per);
     moe_s2s_free(c->m);
     tok_free(c->ts);
     tok_free(c->tt);
@@ -249,32 +251,55 @@ moe_status moe_s2s_ckpt_translate(moe_s2s_ckpt *c, const char *text, int beam, f
     return st;
 }
 
+/* The training data the checkpoint names, read once */
+static moe_status ckpt_corpus(moe_s2s_ckpt *c) {
+    if (c->c) return MOE_OK;
+    const moe_st *f = c->f;
+    const char *dict = moe_st_meta(f, "data.dict"), *src = moe_st_meta(f, "data.src"), *tgt = moe_st_meta(f, "data.tgt");
+    int minw = 3, maxw = 10, minc = 3, maxv = 8000;
+    moe_status st = get_int_in(f, "data.min_words", 1, 1000, &minw);
+    if (!st) st = get_int_in(f, "data.max_words", 1, 4000, &maxw);
+    if (!st) st = get_int_in(f, "data.min_count", 1, 1 << 30, &minc);
+    if (!st) st = get_int_in(f, "data.max_vocab", 3, CKPT_MAX_VOCAB, &maxv);
+    tok *ts = NULL, *tt = NULL;
+    if (!st) st = tok_parse(&ts, moe_st_meta(f, "tokenizer.src"));
+    if (!st && (st = tok_parse(&tt, moe_st_meta(f, "tokenizer.tgt")))) tok_free(ts);
+    s2s_corpus *cp = calloc(1, sizeof *cp);
+    if (!st && !cp) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
+    if (!st)
+        st = s2s_corpus_load(cp, dict && *dict ? dict : NULL, src && *src ? src : NULL, tgt && *tgt ? tgt : NULL, minw, minc,
+                             maxv, maxw, ts, tt);
+    if (st) {
+        free(cp);
+        return st;
+    }
+    c->c = cp;
+    return MOE_OK;
+}
+
 moe_status moe_s2s_ckpt_bleu(moe_s2s_ckpt *c, int split, int beam, float alpha, double *bleu, int *sentences) {
     if (!c || !bleu || (split != 1 && split != 2)) return moe_fail(MOE_ERR_INVALID_ARG, "split must be 1 (valid) or 2 (test)");
-    moe_status st = MOE_OK;
-    if (!c->c) {
-        const moe_st *f = c->f;
-        const char *dict = moe_st_meta(f, "data.dict"), *src = moe_st_meta(f, "data.src"), *tgt = moe_st_meta(f, "data.tgt");
-        int minw = 3, maxw = 10, minc = 3, maxv = 8000;
-        st = get_int_in(f, "data.min_words", 1, 1000, &minw);
-        if (!st) st = get_int_in(f, "data.max_words", 1, 4000, &maxw);
-        if (!st) st = get_int_in(f, "data.min_count", 1, 1 << 30, &minc);
-        if (!st) st = get_int_in(f, "data.max_vocab", 3, CKPT_MAX_VOCAB, &maxv);
-        tok *ts = NULL, *tt = NULL;
-        if (!st) st = tok_parse(&ts, moe_st_meta(f, "tokenizer.src"));
-        if (!st && (st = tok_parse(&tt, moe_st_meta(f, "tokenizer.tgt")))) tok_free(ts);
-        s2s_corpus *cp = calloc(1, sizeof *cp);
-        if (!st && !cp) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
-        if (!st)
-            st = s2s_corpus_load(cp, dict && *dict ? dict : NULL, src && *src ? src : NULL, tgt && *tgt ? tgt : NULL, minw, minc,
-                             maxv, maxw, ts, tt);
-        if (st) {
-            free(cp);
-            return st;
-        }
-        c->c = cp;
-    }
-    st = s2s_split_bleu(c->m, NULL, &c->c->data, split, beam, alpha, 0, 128, bleu, sentences);
+    moe_status st = ckpt_corpus(c);
+    if (!st) st = s2s_split_bleu(c->m, NULL, &c->c->data, split, beam, alpha, 0, 128, bleu, sentences);
     if (!st) moe_clear_error();
     return st;
+}
+
+moe_status moe_s2s_ckpt_eval(moe_s2s_ckpt *c, int split, int beam, float alpha, moe_s2s_eval *out) {
+    if (!c || !out || (split != 1 && split != 2)) return moe_fail(MOE_ERR_INVALID_ARG, "split must be 1 (valid) or 2 (test)");
+    memset(out, 0, sizeof *out);
+    free(c->per);
+    c->per = NULL;
+    moe_status st = ckpt_corpus(c);
+    s2s_eval ev;
+    if (!st) st = s2s_split_eval(c->m, NULL, &c->c->data, split, beam, alpha, 0, 128, 1, &ev);
+    if (st) return st;
+    c->per = ev.per;
+    out->bleu = 100.0 * moe_bleu_score(&ev.total, MOE_BLEU_NONE);
+    out->bleu_smooth = 100.0 * moe_bleu_score(&ev.total, MOE_BLEU_METHOD3);
+    out->exact = ev.count ? (double)ev.exact / ev.count : 0.0;
+    out->sentences = ev.count;
+    out->total = ev.total;
+    out->per_sentence = c->per;
+    return moe_ok();
 }

@@ -85,23 +85,38 @@ void s2s_bleu_stats(moe_bleu_stats *s, const int32_t *hyp, int nh, const int32_t
     moe_bleu_stats_sentence(s, hyp, (size_t)nh, tmp, (size_t)nr);
 }
 
-/* The statistics summed over the ranks (exact: counts far below 2^53). */
-static moe_status bleu_sum_ranks(moe_comm *comm, moe_bleu_stats *acc) {
+/* The statistics and exact matches summed over the ranks (exact: counts far below 2^53). */
+static moe_status eval_sum_ranks(moe_comm *comm, s2s_eval *ev) {
     if (!comm) return MOE_OK;
-    double v[10];
+    moe_bleu_stats *acc = &ev->total;
+    double v[11];
     for (int i = 0; i < 4; i++) v[i] = (double)acc->match[i], v[4 + i] = (double)acc->total[i];
     v[8] = (double)acc->hyp_len;
     v[9] = (double)acc->ref_len;
-    moe_status st = comm_allreduce_sum_f64(comm, v, 10);
+    v[10] = (double)ev->exact;
+    moe_status st = comm_allreduce_sum_f64(comm, v, 11);
     for (int i = 0; i < 4 && !st; i++) acc->match[i] = (int64_t)v[i], acc->total[i] = (int64_t)v[4 + i];
     acc->hyp_len = (int64_t)v[8];
     acc->ref_len = (int64_t)v[9];
+    ev->exact = (int)v[10];
     return st;
 }
 
-/* This rank's rows of one batch decoded and scored into acc; out [B*T], len [B], tmp [T+1]. */
+/* 1 when hyp [nh] is its reference [nr] (end marks as s2s_bleu_stats drops them; a reference
+ * <unk> matches nothing) */
+static int exact_match(const int32_t *hyp, int nh, const int32_t *ref, int nr) {
+    if (nh > 0 && hyp[nh - 1] == TOK_NEWLINE) nh--;
+    if (nr > 0 && ref[nr - 1] == TOK_NEWLINE) nr--;
+    if (nh != nr) return 0;
+    for (int i = 0; i < nr; i++)
+        if (ref[i] == TOK_UNK || hyp[i] != ref[i]) return 0;
+    return 1;
+}
+
+/* This rank's rows of one batch decoded and scored into ev (and each sentence's statistics into
+ * ev->per + ev->count, when kept); out [B*T], len [B], tmp [T+1]. */
 static moe_status batch_bleu(moe_s2s *m, moe_comm *comm, const s2s_batch *b, int beam, float alpha, int T, int V,
-                             int32_t *out, int *len, int32_t *tmp, moe_bleu_stats *acc) {
+                             int32_t *out, int *len, int32_t *tmp, s2s_eval *ev) {
     const int32_t *src = b->src + (size_t)b->lo * b->Ts;
     moe_status st = comm ? moe_s2s_set_slice(m, b->lo, b->nb) : MOE_OK;
     if (!st && beam <= 1) st = moe_s2s_greedy(m, src, b->n, b->Ts, T, out, len);
@@ -111,15 +126,19 @@ static moe_status batch_bleu(moe_s2s *m, moe_comm *comm, const s2s_batch *b, int
         moe_bleu_stats s;
         const size_t r = (size_t)(b->lo + i) * b->R;
         s2s_bleu_stats(&s, out + (size_t)i * T, len[i], b->ref + r, b->ref_len[b->lo + i], V, tmp);
-        moe_bleu_stats_add(acc, &s);
+        moe_bleu_stats_add(&ev->total, &s);
+        ev->exact += exact_match(out + (size_t)i * T, len[i], b->ref + r, b->ref_len[b->lo + i]);
+        if (ev->per) ev->per[ev->count + i] = s;
     }
     return st;
 }
 
-moe_status s2s_split_bleu(moe_s2s *m, moe_comm *comm, const s2s_data *d, int split, int beam, float alpha, int limit,
-                          int B, double *bleu, int *count) {
+moe_status s2s_split_eval(moe_s2s *m, moe_comm *comm, const s2s_data *d, int split, int beam, float alpha, int limit,
+                          int B, int keep_per, s2s_eval *ev) {
+    memset(ev, 0, sizeof *ev);
     if (comm && beam > 1)
         return moe_fail(MOE_ERR_CONFIG, "beam search of a model split over ranks is not supported: use beam 1");
+    if (comm && keep_per) return moe_fail(MOE_ERR_CONFIG, "per-sentence statistics of a model split over ranks");
     s2s_batches bt;
     moe_status st = s2s_make_batches(d, split, B, 0, 0, 0, &bt);
     if (comm) st = comm_ready(comm, st);
@@ -129,33 +148,43 @@ moe_status s2s_split_bleu(moe_s2s *m, moe_comm *comm, const s2s_data *d, int spl
     }
     const moe_s2s_config cfg = moe_s2s_get_config(m);
     const int T = cfg.max_len;
-    moe_bleu_stats acc;
-    memset(&acc, 0, sizeof acc);
+    const int all = bt.start[bt.nbatch], want = limit > 0 && limit < all ? limit : all;
     int32_t *out = malloc(sizeof(int32_t) * (size_t)B * T), *tmp = malloc(sizeof(int32_t) * (size_t)(T + 1));
     int *len = malloc(sizeof(int) * (size_t)B);
-    int n = 0;
-    if (!out || !tmp || !len) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
+    if (keep_per && want > 0) ev->per = malloc(sizeof(moe_bleu_stats) * (size_t)want);
+    if (!out || !tmp || !len || (keep_per && want > 0 && !ev->per)) st = moe_fail(MOE_ERR_NOMEM, "out of memory");
     if (comm) st = comm_ready(comm, st);
-    for (int j = 0; j < bt.nbatch && !st && (limit <= 0 || n < limit); j++) {
+    for (int j = 0; j < bt.nbatch && !st && ev->count < want; j++) {
         int nb = bt.start[j + 1] - bt.start[j];
-        if (limit > 0 && n + nb > limit) nb = limit - n;
+        if (ev->count + nb > want) nb = want - ev->count;
         s2s_batch b;
         memset(&b, 0, sizeof b);
         st = s2s_batch_make(&b, d, bt.idx + bt.start[j], nb, T, comm);
         if (comm) st = comm_ready(comm, st); /* a rank that cannot decode stops them all here */
-        if (!st) st = batch_bleu(m, comm, &b, beam, alpha, T, cfg.tgt_vocab, out, len, tmp, &acc);
-        n += nb;
+        if (!st) st = batch_bleu(m, comm, &b, beam, alpha, T, cfg.tgt_vocab, out, len, tmp, ev);
+        ev->count += nb;
         s2s_batch_free(&b);
     }
     free(out);
     free(tmp);
     free(len);
     s2s_batches_free(&bt);
-    if (!st) st = bleu_sum_ranks(comm, &acc);
+    if (!st) st = eval_sum_ranks(comm, ev);
     if (!st && comm) st = moe_s2s_set_slice(m, 0, 0);
+    if (st) {
+        free(ev->per);
+        ev->per = NULL;
+    }
+    return st;
+}
+
+moe_status s2s_split_bleu(moe_s2s *m, moe_comm *comm, const s2s_data *d, int split, int beam, float alpha, int limit,
+                          int B, double *bleu, int *count) {
+    s2s_eval ev;
+    moe_status st = s2s_split_eval(m, comm, d, split, beam, alpha, limit, B, 0, &ev);
     if (!st) {
-        *bleu = 100.0 * moe_bleu_score(&acc, MOE_BLEU_NONE);
-        if (count) *count = n;
+        *bleu = 100.0 * moe_bleu_score(&ev.total, MOE_BLEU_NONE);
+        if (count) *count = ev.count;
     }
     return st;
 }

@@ -42,6 +42,17 @@ void s2s_batch_free(s2s_batch *b);
  * matches nothing. tmp [nr] is scratch. */
 void s2s_bleu_stats(moe_bleu_stats *s, const int32_t *hyp, int nh, const int32_t *ref, int nr, int V, int32_t *tmp);
 
+/* A split decoded and scored: the summed BLEU statistics, the pairs decoded, how many of their
+ * hypotheses are exactly the reference, and (when asked) each pair's statistics in the split's
+ * fixed order (owned: free(per)). */
+typedef struct {
+    moe_bleu_stats total;
+    int count, exact;
+    moe_bleu_stats *per;
+} s2s_eval;
+/* s2s_split_bleu's decoding into *ev; keep_per: also ev->per (not with comm) */
+moe_status s2s_split_eval(moe_s2s *m, moe_comm *comm, const s2s_data *d, int split, int beam, float alpha, int limit,
+                          int B, int keep_per, s2s_eval *ev);
 /* Corpus BLEU x 100 of greedy (beam 1) or beam decoding of a split, at most `limit` pairs (0:
  * all), in batches of B; *count (may be NULL) the pairs decoded. With comm (a model made by
  * moe_s2s_create_sharded on it): each rank decodes its rows of each batch; collective; greedy

@@ -37,8 +37,21 @@ expect 0 "" -- "$moe" diff --got "$tmp/s2/model.safetensors" --want "$tmp/s/mode
 grep -q '"phase":"scst"' "$tmp/s/log.jsonl" && ok || bad "SCST log lacks its phase"
 # evaluate, inspect and translate
 expect 0 "translation model.*objective: mixer" -- bash -c "'$moe' info '$tmp/a/model.safetensors' | tr '\\n' ' '"
-expect 0 "test BLEU [0-9.]+ \([0-9]+ sentences, greedy" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors"
+expect 0 "test BLEU [0-9.]+, smoothed [0-9.]+, exact [0-9.]+% \([0-9]+ sentences, greedy" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors"
 expect 0 "valid BLEU .*beam" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors" --split valid --beam 3
+# two checkpoints of the same data compared: a checkpoint against itself ties every resample;
+# against another, the JSON carries both scores and the bootstrap (the same seed, the same numbers)
+expect 0 "P\(A>B\) 0.000  P\(B>A\) 0.000" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors" --compare "$tmp/a/model.safetensors" --bootstrap 50
+j1=$("$moe" seq2seq eval --model "$tmp/a/model.safetensors" --compare "$tmp/x1.safetensors" --bootstrap 80 --seed 3 --json)
+j2=$("$moe" seq2seq eval --model "$tmp/a/model.safetensors" --compare "$tmp/x1.safetensors" --bootstrap 80 --seed 3 --json)
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert sys.argv[1]==sys.argv[2]; b=r["boot_smooth"]
+assert r["bootstrap"]==80 and r["a"]["sentences"]==r["b"]["sentences"]>0 and 0<=r["a"]["exact"]<=1
+assert b["a_lo"]<=r["a"]["bleu_smooth"]<=b["a_hi"] and abs(b["p_a_better"]+b["p_b_better"]-1)<=1 and b["delta_lo"]<=b["delta_hi"]
+assert r["a"]["bleu_smooth"]>=r["a"]["bleu"]' "$j1" "$j2" && ok || bad "seq2seq eval --compare --json: $j1"
+head -n 500 "$tmp/de.txt" > "$tmp/de5.txt"; head -n 500 "$tmp/en.txt" > "$tmp/en5.txt"
+expect 0 "done" -- "$moe" seq2seq train --src "$tmp/de5.txt" --tgt "$tmp/en5.txt" --max-words 6 --min-count 1 "${small[@]}" --epochs 1 --out "$tmp/m4"
+expect 1 "not evaluated on the same sentences" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors" --compare "$tmp/m4/model.safetensors"
+expect 1 "give the second with --compare" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors" --bootstrap 100
 printf 'haus baum katze\nrot auto\n' > "$tmp/in.txt"
 out=$("$moe" translate --model "$tmp/a/model.safetensors" --beam 2 < "$tmp/in.txt" 2>/dev/null)
 [[ $(wc -l <<<"$out") -eq 2 ]] && grep -qE "[a-z]" <<<"$out" && ok || bad "translate: two lines of words, got: $out"

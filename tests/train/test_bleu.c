@@ -59,6 +59,56 @@ static void edges(void) {
     CHECK(moe_bleu_stats_sentence(&s, NULL, 3, a, 4) == MOE_ERR_INVALID_ARG, "NULL hypothesis refused");
 }
 
+/* The paired bootstrap over the golden pairs (all [n], each a hypothesis against its reference) */
+static void bootstrap(const moe_bleu_stats *all, int n) {
+    moe_bleu_bootstrap r, r2, sw;
+    /* a system against itself: every resample a tie */
+    CHECK(moe_bleu_bootstrap_pair(all, all, (size_t)n, 200, MOE_BLEU_NONE, 5, &r) == MOE_OK, "bootstrap A vs A");
+    CHECK(r.p_a_better == 0.0 && r.p_b_better == 0.0 && r.delta_lo == 0.0 && r.delta_hi == 0.0,
+          "A vs itself: P %.3f/%.3f, delta [%g, %g]", r.p_a_better, r.p_b_better, r.delta_lo, r.delta_hi);
+    CHECK(r.a_lo == r.b_lo && r.a_hi == r.b_hi && r.a_lo < r.bleu_a && r.bleu_a < r.a_hi && r.resamples == 200,
+          "A vs itself: intervals [%g, %g] and [%g, %g] around %g", r.a_lo, r.a_hi, r.b_lo, r.b_hi, r.bleu_a);
+    /* perfect translations (each reference against itself) beat the golden hypotheses every time */
+    moe_bleu_stats *perfect = calloc((size_t)n, sizeof *perfect);
+    for (int i = 0; perfect && i < n; i++) {
+        perfect[i] = all[i];
+        for (int k = 0; k < 4; k++) {
+            const int64_t g = all[i].ref_len - k;
+            perfect[i].match[k] = g > 0 ? g : 0;
+            perfect[i].total[k] = g > 0 ? g : 1;
+        }
+        perfect[i].hyp_len = all[i].ref_len;
+    }
+    CHECK(perfect && moe_bleu_bootstrap_pair(perfect, all, (size_t)n, 300, MOE_BLEU_METHOD3, 5, &r) == MOE_OK, "perfect");
+    CHECK(r.p_a_better == 1.0 && r.p_b_better == 0.0 && r.delta_lo > 0.0 && r.bleu_a > r.bleu_b,
+          "perfect vs golden: P(A>B) %.3f, delta [%g, %g], BLEU %.6f vs %.6f", r.p_a_better, r.delta_lo, r.delta_hi,
+          r.bleu_a, r.bleu_b);
+    /* the same draws either way round; the same seed, the same result; another seed, others */
+    CHECK(moe_bleu_bootstrap_pair(all, perfect, (size_t)n, 300, MOE_BLEU_METHOD3, 5, &sw) == MOE_OK, "swapped");
+    CHECK(sw.p_b_better == r.p_a_better && sw.delta_lo == -r.delta_hi && sw.delta_hi == -r.delta_lo && sw.a_lo == r.b_lo,
+          "swapping A and B mirrors the result");
+    CHECK(moe_bleu_bootstrap_pair(all, NULL, (size_t)n, 300, MOE_BLEU_NONE, 9, &r) == MOE_OK &&
+              moe_bleu_bootstrap_pair(all, NULL, (size_t)n, 300, MOE_BLEU_NONE, 9, &r2) == MOE_OK &&
+              memcmp(&r, &r2, sizeof r) == 0,
+          "seeded: the same result twice");
+    CHECK(moe_bleu_bootstrap_pair(all, NULL, (size_t)n, 300, MOE_BLEU_NONE, 10, &r2) == MOE_OK && r2.a_lo != r.a_lo,
+          "another seed draws other resamples");
+    /* resampling is over sentences: 15x fewer sentences, an interval about sqrt(15) ~ 3.9x wider */
+    CHECK(moe_bleu_bootstrap_pair(all, NULL, (size_t)(n / 15), 300, MOE_BLEU_NONE, 9, &r2) == MOE_OK, "small set");
+    const double wide = (r2.a_hi - r2.a_lo) / (r.a_hi - r.a_lo);
+    CHECK(wide > 2.5 && wide < 6.0, "interval widths: %d sentences %.4f, %d sentences %.4f (ratio %.2f, want ~3.9)",
+          n / 15, r2.a_hi - r2.a_lo, n, r.a_hi - r.a_lo, wide);
+    /* one sentence: every resample is that sentence */
+    CHECK(moe_bleu_bootstrap_pair(perfect, NULL, 1, 50, MOE_BLEU_NONE, 1, &r) == MOE_OK && r.a_lo == r.bleu_a &&
+              r.a_hi == r.bleu_a, "one sentence: a point interval");
+    CHECK(moe_bleu_bootstrap_pair(all, all, (size_t)n, 1, MOE_BLEU_NONE, 1, &r) == MOE_ERR_INVALID_ARG &&
+              moe_bleu_bootstrap_pair(all, all, 0, 100, MOE_BLEU_NONE, 1, &r) == MOE_ERR_INVALID_ARG &&
+              moe_bleu_bootstrap_pair(NULL, all, 3, 100, MOE_BLEU_NONE, 1, &r) == MOE_ERR_INVALID_ARG &&
+              moe_bleu_bootstrap_pair(all, all, 3, 100, (moe_bleu_smoothing)9, 1, &r) == MOE_ERR_INVALID_ARG,
+          "bad arguments refused");
+    free(perfect);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "tests/golden";
     char path[1024];
@@ -105,6 +155,7 @@ int main(int argc, char **argv) {
     if (f) fclose(f);
     CHECK(ns >= 1000 && nc == 2, "golden file has %d sentence pairs and %d corpus lines", ns, nc);
     CHECK(bad == 0, "%d sentence scores differ from nltk by more than 1e-9 (worst %.3g)", bad, worst);
+    bootstrap(all, ns);
     free(all);
     known_values();
     edges();
