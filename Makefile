@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run classify test test-asan test-valgrind fuzz corpus bench install clean
+.PHONY: all deps build run classify test test-asan test-valgrind fuzz corpus corpus-s2s bench install clean
 
 all: build
 
@@ -24,6 +24,14 @@ run: build
 corpus:
 	@bash scripts/deps.sh --corpus
 	python3 scripts/corpus.py runs/english.txt
+
+# The sentence corpora of the translation model (seconds): runs/s2s/ding.{de,en}, the Ding
+# dictionary's headwords and example sentences of 6 to 30 German words, and
+# runs/s2s/messages.{de,en}, the German message catalogues of the installed packages (4 to 40
+# words); for `moe seq2seq train --src runs/s2s/ding.de --tgt runs/s2s/ding.en --max-words 40`.
+corpus-s2s: deps
+	python3 scripts/s2s_corpus.py ding runs/s2s
+	python3 scripts/s2s_corpus.py messages runs/s2s
 
 # The Fashion-MNIST MoE classifier demo (about a minute).
 classify: build
