@@ -15,7 +15,9 @@
 # in its sixth epoch on the phrases: BENCHMARKS.md).
 # Each row is scored on the test and validation splits: corpus BLEU plain and smoothed (method 3),
 # the exact-match rate, and a paired bootstrap (1000 resamples) against XENT greedy on test. The
-# time of a row is the shared part plus its own. A row whose OUT/<row>.seconds exists is kept
+# the mean change of validation BLEU from one of the row's epochs to the next ("+-epoch": the
+# score's epoch-to-epoch spread) comes from its log. The beam rows are compared with XENT beam 5.
+# The time of a row is the shared part plus its own. A row whose OUT/<row>.seconds exists is kept
 # (delete the file to rerun it). The table also goes to OUT/table.jsonl.
 set -euo pipefail
 MOE=${1:-build/moe}
@@ -58,23 +60,27 @@ shared=$(cat "$OUT/shared.seconds")
 echo "shared cross-entropy epochs ($NX): ${shared} s"
 base="$OUT/xent/model.safetensors"
 : > "$OUT/table.jsonl"
-printf "%-15s %9s %9s %7s %9s %9s %9s %10s\n" row "test BLEU" smoothed exact "valid" "valid sm" "P(>xent)" "train time"
+printf "%-15s %9s %9s %7s %9s %9s %9s %8s %10s\n" row "test BLEU" smoothed exact "valid" "valid sm" "P(>xent)" "+-epoch" "train time"
 # one row: its checkpoint scored on test against XENT greedy (beam $3 for both) and on valid
 score() {
   local m=$1 name=$2 beam=${3:-1} own=$4 tj vj
   tj=$($MOE seq2seq eval --model "$m" --compare "$base" --split test --beam "$beam" --bootstrap 1000 --json)
   vj=$($MOE seq2seq eval --model "$m" --split valid --beam "$beam" --json)
-  python3 - "$name" "$tj" "$vj" "$((shared + own))" "$OUT/table.jsonl" <<'PY'
-import json, sys
+  python3 - "$name" "$tj" "$vj" "$((shared + own))" "$OUT/table.jsonl" "$(dirname "$m")/log.jsonl" <<'PY'
+import json, statistics, sys
 name, t, v, secs, path = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 a, bp = t["a"], t["boot_bleu"]
+# the run's validation BLEU after each of its epochs: how much the score moves from one to the next
+vb = [r["valid_bleu"] for r in map(json.loads, open(sys.argv[6])) if r.get("kind") == "epoch"]
+steps = [abs(y - x) for x, y in zip(vb, vb[1:])]
 row = {"row": name, "test_bleu": a["bleu"], "test_smooth": a["bleu_smooth"], "test_exact": a["exact"],
        "valid_bleu": v["a"]["bleu"], "valid_smooth": v["a"]["bleu_smooth"], "p_beats_xent": bp["p_a_better"],
        "delta_lo": bp["delta_lo"], "delta_hi": bp["delta_hi"], "p_smooth": t["boot_smooth"]["p_a_better"],
+       "valid_by_epoch": vb, "valid_epoch_change": statistics.mean(steps) if steps else None,
        "seconds": secs, "sentences": a["sentences"]}
 open(path, "a").write(json.dumps(row) + "\n")
-print("%-15s %9.2f %9.2f %6.2f%% %9.2f %9.2f %9.3f %8d s" % (name, a["bleu"], a["bleu_smooth"], 100 * a["exact"],
-      v["a"]["bleu"], v["a"]["bleu_smooth"], bp["p_a_better"], secs))
+print("%-15s %9.2f %9.2f %6.2f%% %9.2f %9.2f %9.3f %8.2f %8d s" % (name, a["bleu"], a["bleu_smooth"], 100 * a["exact"],
+      v["a"]["bleu"], v["a"]["bleu_smooth"], bp["p_a_better"], row["valid_epoch_change"] or 0.0, secs))
 PY
 }
 for row in $ROWS; do

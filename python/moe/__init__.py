@@ -14,7 +14,7 @@ moe.torch.MoE is the layer as a torch.nn.Module (import moe.torch; needs PyTorch
 from ._lib import (LIBRARY_PATH, ConfigError, FileFormatError, LibIOError, MoeError, NonFiniteError,
                    OutOfMemoryError, ShapeError, StateError, lib)
 from . import _lib
-from .bleu import bleu, sentence_bleu
+from .bleu import bleu, bleu_bootstrap, sentence_bleu
 from .layer import Layer
 from .lm import LanguageModel
 
@@ -32,6 +32,6 @@ def get_threads():
     return lib.moe_get_threads()
 
 
-__all__ = ["Layer", "LanguageModel", "bleu", "sentence_bleu", "set_threads", "get_threads", "MoeError",
+__all__ = ["Layer", "LanguageModel", "bleu", "bleu_bootstrap", "sentence_bleu", "set_threads", "get_threads", "MoeError",
            "ConfigError", "ShapeError", "NonFiniteError", "FileFormatError", "LibIOError", "OutOfMemoryError",
            "StateError", "LIBRARY_PATH", "__version__"]

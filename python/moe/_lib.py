@@ -149,6 +149,12 @@ class BleuStats(ctypes.Structure):
     _fields_ = [("match", c_i64 * 4), ("total", c_i64 * 4), ("hyp_len", c_i64), ("ref_len", c_i64)]
 
 
+class BleuBootstrap(ctypes.Structure):
+    _fields_ = [("bleu_a", c_double), ("bleu_b", c_double), ("a_lo", c_double), ("a_hi", c_double),
+                ("b_lo", c_double), ("b_hi", c_double), ("delta_lo", c_double), ("delta_hi", c_double),
+                ("p_a_better", c_double), ("p_b_better", c_double), ("resamples", c_int)]
+
+
 # ---- functions ------------------------------------------------------------------------------
 
 _vp = ctypes.c_void_p
@@ -201,6 +207,8 @@ _SIGS = {
     "moe_bleu_stats_sentence": (c_int, [P(BleuStats), P(c_i32), c_size_t, P(c_i32), c_size_t]),
     "moe_bleu_stats_add": (None, [P(BleuStats), P(BleuStats)]),
     "moe_bleu_score": (c_double, [P(BleuStats), c_int]),
+    "moe_bleu_bootstrap_pair": (c_int, [P(BleuStats), P(BleuStats), c_size_t, c_int, c_int, c_u64,
+                                        P(BleuBootstrap)]),
     # counter-based random numbers
     "moe_rng_uniform": (c_float, [c_u64, c_u64]),
 }

@@ -1,5 +1,5 @@
 """bleu.py - BLEU (SPEC 3.4) as nltk 3.8 computes it, over libmoe's moe_bleu_*: corpus BLEU of
-hypotheses against one reference each, and sentence BLEU."""
+hypotheses against one reference each, sentence BLEU, and the paired bootstrap of two systems."""
 import ctypes
 
 import numpy as np
@@ -53,3 +53,26 @@ def sentence_bleu(ref, hyp, smooth=0):
     sm = _smoothing(smooth)
     s = _stats(_Vocab(), ref, hyp)
     return lib.moe_bleu_score(ctypes.byref(s), sm)
+
+
+def bleu_bootstrap(refs, hyps, hyps2=None, resamples=1000, smooth=0, seed=1):
+    """Paired bootstrap resampling (Koehn 2004) of corpus BLEU over the sentences, as
+    `moe bleu --hyp2 --bootstrap`: a dict with bleu_a, bleu_b (on the whole set), a_lo/a_hi,
+    b_lo/b_hi, delta_lo/delta_hi (95% intervals of each score and of A - B), p_a_better and
+    p_b_better (the fractions of resamples each wins) and resamples. hyps2 None: A's interval."""
+    sm = _smoothing(smooth)
+    refs, hyps = list(refs), list(hyps)
+    hyps2 = None if hyps2 is None else list(hyps2)
+    if len(refs) != len(hyps) or (hyps2 is not None and len(hyps2) != len(refs)):
+        raise _lib.ShapeError(3, "%d references but %d and %s hypotheses" % (len(refs), len(hyps),
+                              "no" if hyps2 is None else len(hyps2)), "bleu_bootstrap")
+    vocab, n = _Vocab(), len(refs)
+    a = (_lib.BleuStats * max(n, 1))()
+    b = (_lib.BleuStats * max(n, 1))() if hyps2 is not None else None
+    for i, r in enumerate(refs):
+        a[i] = _stats(vocab, r, hyps[i])
+        if b is not None:
+            b[i] = _stats(vocab, r, hyps2[i])
+    out = _lib.BleuBootstrap()
+    check(lib.moe_bleu_bootstrap_pair(a, b, n, int(resamples), sm, int(seed), ctypes.byref(out)), "bleu_bootstrap")
+    return {f: getattr(out, f) for f, _ in _lib.BleuBootstrap._fields_}

@@ -243,6 +243,39 @@ class BleuTests(unittest.TestCase):
         with self.assertRaises(moe.ConfigError):
             moe.bleu(["a"], ["a"], smooth=7)
 
+    def test_bootstrap_against_cli(self):
+        """moe.bleu_bootstrap gives what `moe bleu --hyp2 --bootstrap --json` gives"""
+        refs, hyps = [], []
+        with open(os.path.join(GOLDEN, "bleu_nltk.txt")) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if parts[0] == "S":
+                    hyps.append(" ".join("w" + t for t in parts[1].split()))
+                    refs.append(" ".join("w" + t for t in parts[2].split()))
+        hyps2 = [h if i % 3 else r for i, (r, h) in enumerate(zip(refs, hyps))]  # a better system
+        got = moe.bleu_bootstrap(refs, hyps, hyps2, resamples=150, smooth=3, seed=7)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, lines in (("r", refs), ("a", hyps), ("b", hyps2)):
+                with open(os.path.join(tmp, name), "w") as f:
+                    f.write("\n".join(lines) + "\n")
+            out = subprocess.run([MOE_BIN, "bleu", "--ref", os.path.join(tmp, "r"), "--hyp", os.path.join(tmp, "a"),
+                                  "--hyp2", os.path.join(tmp, "b"), "--bootstrap", "150", "--smooth", "3", "--seed",
+                                  "7", "--json"], check=True, capture_output=True, text=True).stdout
+        want = json.loads(out)
+        for k in ("a_lo", "a_hi", "b_lo", "b_hi", "delta_lo", "delta_hi", "p_a_better", "p_b_better"):
+            self.assertAlmostEqual(got[k], want[k], delta=1e-6, msg=k)
+        self.assertAlmostEqual(got["bleu_a"], want["a"]["bleu"], delta=1e-9)
+        self.assertGreater(got["p_b_better"], 0.95)
+        self.assertEqual(got["resamples"], 150)
+        alone = moe.bleu_bootstrap(refs, hyps, resamples=100)
+        self.assertLess(alone["a_lo"], alone["bleu_a"])
+        self.assertLess(alone["bleu_a"], alone["a_hi"])
+        with self.assertRaises(moe.MoeError) as cm:
+            moe.bleu_bootstrap(refs, hyps, hyps2, resamples=1)
+        self.assertIn("resamples=1", cm.exception.message)
+        with self.assertRaises(moe.ShapeError):
+            moe.bleu_bootstrap(refs, hyps[:-1])
+
 
 if __name__ == "__main__":
     MOE_BIN, GOLDEN = sys.argv[1], sys.argv[2]
