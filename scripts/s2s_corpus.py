@@ -14,9 +14,10 @@
             untranslated messages left out, pairs with --min-words to --max-words (default 4 to
             40) words on both sides
 
-A pair is kept when neither its German nor its English side came before (in file order), both sides at most --max-tokens
-tokens as moe's word tokenizer counts them (runs of letters, digits, apostrophes and UTF-8 bytes;
-every other non-space byte one token), so that `--max-words` of that value takes every line.
+A pair is kept when neither its German nor its English side came before (in file order) and
+both sides have at most --max-tokens tokens as `moe seq2seq train --max-words` counts them (the
+word tokenizer's runs of letters, digits, apostrophes and UTF-8 bytes, every other non-space byte
+one token), so that `--max-words` of that value takes every line.
 The same packages give the same bytes; files are written atomically. Prints the pair count,
 per source file counts (messages) and the length distribution.
 
@@ -35,17 +36,22 @@ MO_GLOB = "usr/share/locale/de*/LC_MESSAGES/*.mo"
 
 # ---- the tokenizer's count -------------------------------------------------------------------
 def tokens(s):
-    """moe's word tokenizer's token count of s (src/data/tokenizer.c)"""
-    n, inword = 0, False
+    """moe's word tokenizer's token count of s (src/data/tokenizer.h): runs of word bytes, the
+    apostrophes at a run's start and end split off one each, every other non-space byte one"""
+    n, run = 0, bytearray()
+
+    def flush():
+        core = run.strip(b"'")
+        return (len(run) - len(core)) + (1 if core else 0)
+
     for b in s.encode("utf-8"):
-        word = (97 <= b <= 122) or (65 <= b <= 90) or (48 <= b <= 57) or b == 39 or b >= 0x80
-        if word:
-            n += not inword
-            inword = True
-        else:
-            inword = False
-            n += b not in (32, 9, 13, 11, 12, 10)
-    return n
+        if (97 <= b <= 122) or (65 <= b <= 90) or (48 <= b <= 57) or b == 39 or b >= 0x80:
+            run.append(b)
+            continue
+        n += flush()
+        run.clear()
+        n += b not in (32, 9, 13, 11, 12, 10)
+    return n + flush()
 
 
 def squeeze(s):

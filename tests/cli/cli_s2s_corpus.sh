@@ -61,6 +61,7 @@ mo(r + "/usr/share/locale/de/LC_MESSAGES/a.mo", [
     (b"This message is not translated", b"This message is not translated"),
     (b"  -a, --all    do not ignore entries", "  -a, --all    Einträge nicht ignorieren".encode()),
     (b"Too short", b"Zu kurz"),
+    (b"Use the 'x' mode for this now", b"Den Modus 'x' hierf\xc3\xbcr jetzt nutzen"),  # 9 and 8 tokens
 ], "<")
 mo(r + "/usr/share/locale/de_AT/LC_MESSAGES/b.mo", [
     (b"", b"Content-Type: text/plain; charset=UTF-8\n"),
@@ -73,18 +74,32 @@ expect 0 "^ding: 3 pairs" -- gather ding "$tmp/out" --root "$r"
 want=$'eins zwei drei vier fünf sechs\tthe first long headword\nDas ist ein Beispiel mit sieben Wörtern.\tThis is an example, with seven words\nDer Hund bellt laut in der Nacht.\tThe dog barks loudly at night.'
 got=$(paste "$tmp/out/ding.de" "$tmp/out/ding.en")
 [[ "$got" == "$want" ]] && ok || bad "ding pairs: $got"
-expect 0 "^messages: 5 pairs .* from 6 candidates" -- gather messages "$tmp/out" --root "$r"
-expect 0 "^  2 catalogues; most pairs before deduplication: a.mo 4, b.mo 2$" -- gather messages "$tmp/out" --root "$r"
+expect 0 "^messages: 6 pairs .* from 7 candidates" -- gather messages "$tmp/out" --root "$r"
+expect 0 "^  2 catalogues; most pairs before deduplication: a.mo 5, b.mo 2$" -- gather messages "$tmp/out" --root "$r"
 want=$'Datei kann nicht zum Lesen geöffnet werden\tCannot open file for reading
 Das Dokument jetzt speichern\tSave the document now
 eine Datei wurde entfernt\tone file was removed
 Hier ein neues Fenster öffnen\tOpen a new window here
-Der Drucker hat jetzt kein Papier mehr\tThe printer is out of paper now'
+Der Drucker hat jetzt kein Papier mehr\tThe printer is out of paper now
+Den Modus \'x\' hierfür jetzt nutzen\tUse the \'x\' mode for this now'
 got=$(paste "$tmp/out/messages.de" "$tmp/out/messages.en" | LC_ALL=C sort)
 [[ "$got" == "$(LC_ALL=C sort <<<"$want")" ]] && ok || bad "message pairs: $got"
 cp "$tmp/out/messages.de" "$tmp/m1"
 gather messages "$tmp/out" --root "$r" > /dev/null
 cmp -s "$tmp/out/messages.de" "$tmp/m1" && ok || bad "two gatherings differ"
+# tokens as moe counts them: the apostrophes at a word's edges are tokens of their own, so
+# "Use the 'x' mode for this now" has 9; --max-tokens 8 leaves it out, 9 keeps it, and
+# `moe seq2seq train --max-words 9` takes every line of that
+gather messages "$tmp/t8" --root "$r" --max-tokens 8 > /dev/null
+! grep -q "'x' mode" "$tmp/t8/messages.en" && ok || bad "--max-tokens 8 kept a line of 9 tokens"
+gather messages "$tmp/t9" --root "$r" --max-tokens 9 > /dev/null
+grep -q "'x' mode" "$tmp/t9/messages.en" && ok || bad "--max-tokens 9 dropped a line of 9 tokens"
+for i in $(seq 1 60); do sed "s/\$/ $i/" "$tmp/t9/messages.de"; done > "$tmp/de9.txt"
+for i in $(seq 1 60); do sed "s/\$/ $i/" "$tmp/t9/messages.en"; done > "$tmp/en9.txt"
+expect 0 "0 left out" -- "$moe" seq2seq train --src "$tmp/de9.txt" --tgt "$tmp/en9.txt" --max-words 10 --min-count 1 \
+  --d 8 --experts 2 --k 1 --h 8 --batch 16 --steps 1 --threads 1 --out "$tmp/s9"
+expect 1 "more than --max-words 9" -- "$moe" seq2seq train --src "$tmp/de9.txt" --tgt "$tmp/en9.txt" --max-words 9 --min-count 1 \
+  --d 8 --experts 2 --k 1 --h 8 --batch 16 --steps 1 --threads 1 --out "$tmp/s9b"
 expect 1 "no German catalogues" -- gather messages "$tmp/none" --root "$tmp/nothing"
 expect 1 "missing: apt-get install dict-freedict-deu-eng" -- gather ding "$tmp/none" --root "$tmp/nothing"
 # the translation model trains on a gathered corpus (the tokens of a line fit --max-words 40)
