@@ -9,8 +9,8 @@
 # The objectives share their first N_XENT cross-entropy epochs: one run trains them, and each
 # row continues its checkpoint (resuming is exact, so the XENT row is the same as one
 # uninterrupted run). MIXER and SCST train their sampled epochs at --lr-rl (default 5e-4, a
-# quarter of the cross-entropy rate; MIXER_LR overrides it for MIXER); the row "xent_lr" is the
-# control: cross-entropy with that same drop of the learning rate after the shared epochs. SCST,
+# quarter of the cross-entropy rate; MIXER_LR overrides it); the row "xent_lr" is the control:
+# cross-entropy with that same drop of the learning rate (MIXER's) after the shared epochs. SCST,
 # pure REINFORCE from its first sampled epoch, runs at SCST_LR (default 1e-4; at 5e-4 it collapsed
 # in its sixth epoch on the phrases: BENCHMARKS.md).
 # Each row is scored on the test and validation splits: corpus BLEU plain and smoothed (method 3),
@@ -35,7 +35,7 @@ t() { date +%s.%N; }
 secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$1" "$2"; }
 NX=$($MOE seq2seq train --help | sed -n 's/.*--n-xent \([0-9]*\).*/\1/p')
 for a in $EXTRA; do [[ ${prev:-} == --n-xent ]] && NX=$a; prev=$a; done
-LRRL=$($MOE seq2seq train --help | sed -n 's/.*--lr-rl \([0-9.]*\).*/\1/p')
+LRRL=${MIXER_LR:-$($MOE seq2seq train --help | sed -n 's/.*--lr-rl \([0-9.]*\).*/\1/p')}
 th=${THREADS:+--threads $THREADS}
 # shellcheck disable=SC2086
 if [[ ! -f "$OUT/shared.seconds" ]]; then
@@ -48,7 +48,7 @@ for row in $ROWS; do
   [[ -f "$OUT/$row.seconds" ]] && continue
   obj=${row%_lr}; more=""
   [[ $row == xent_lr ]] && more="--lr $LRRL"
-  [[ $row == mixer && -n ${MIXER_LR:-} ]] && more="--lr-rl $MIXER_LR"
+  [[ $row == mixer ]] && more="--lr-rl $LRRL"
   [[ $row == scst ]] && more="--lr-rl ${SCST_LR:-0.0001}"
   rm -rf "$OUT/$row"; mkdir -p "$OUT/$row"
   cp "$OUT/shared/model.safetensors" "$OUT/$row/start.safetensors"
