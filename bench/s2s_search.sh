@@ -42,7 +42,10 @@ run() {
   secs "$s" "$(t)" > "$OUT/$name.seconds"
 }
 for lr in $MIXER_LRS; do for d in $DELTAS; do run "mixer_lr${lr}_delta$d" mixer --lr-rl "$lr" --delta "$d"; done; done
-for lr in $SCST_LRS; do run "scst_lr$lr" scst --lr-rl "$lr"; done
+# SCST has no stages, but its default length is MIXER's schedule: the first delta's, so that it
+# trains as many epochs as a MIXER run of that delta
+d0=${DELTAS%% *}
+for lr in $SCST_LRS; do run "scst_lr$lr" scst --lr-rl "$lr" --delta "$d0"; done
 : > "$OUT/search.jsonl"
 for f in "$OUT"/*.seconds; do
   name=$(basename "$f" .seconds); m="$OUT/$name/model.safetensors"
