@@ -185,6 +185,23 @@ static moe_status cfg_from_ckpt(const moe_st *f, moe_lm_config *c) {
     return ckpt_check_holds(f, 2.0 * c->vocab * d + 16.0 * d * d + ffn_floats, what);
 }
 
+/* The checkpoint's tokenizer, refused unless it has exactly `vocab` ids */
+static moe_status ckpt_tokenizer(const moe_st *f, int vocab, tok **out) {
+    *out = NULL;
+    const char *ts = moe_st_meta(f, "tokenizer");
+    if (!ts) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks its tokenizer");
+    tok *tk = NULL;
+    moe_status st = tok_parse(&tk, ts);
+    if (st) return st;
+    const int64_t tv = (int64_t)tok_vocab_size(tk);
+    if (tv != vocab) {
+        tok_free(tk);
+        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %lld ids but its model %d", (long long)tv, vocab);
+    }
+    *out = tk;
+    return MOE_OK;
+}
+
 /* Creates the model and tokenizer from an open checkpoint and loads the weights. */
 /* 1 when the checkpoint keeps its experts' weights in bfloat16 */
 static int ckpt_bf16(const moe_st *f) {
@@ -208,15 +225,8 @@ static moe_status model_from_ckpt(const moe_st *f, moe_lm **lm_out, tok **tk_out
     moe_lm_config c;
     moe_status st = cfg_from_ckpt(f, &c);
     if (st) return st;
-    const char *ts = moe_st_meta(f, "tokenizer");
-    if (!ts) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks its tokenizer");
     tok *tk = NULL;
-    if ((st = tok_parse(&tk, ts))) return st;
-    const int64_t tv = (int64_t)tok_vocab_size(tk);
-    if (tv != c.vocab) {
-        tok_free(tk);
-        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %lld ids but its model %d", (long long)tv, c.vocab);
-    }
+    if ((st = ckpt_tokenizer(f, c.vocab, &tk))) return st;
     moe_lm *lm = NULL;
     uint64_t seed = 0;
     get_u64(f, "rng.seed", &seed);
@@ -766,15 +776,10 @@ struct moe_lm_ckpt {
 /* What the header says against itself, with no weight read: the tokenizer's size against the
  * vocabulary, and every tensor the settings imply present with its dtype and shape. */
 static moe_status check_header(const moe_st *f, const moe_lm_config *c) {
-    const char *ts = moe_st_meta(f, "tokenizer");
-    if (!ts) return moe_fail(MOE_ERR_MISSING, "checkpoint lacks its tokenizer");
     tok *tk = NULL;
-    moe_status st = tok_parse(&tk, ts);
-    if (st) return st;
-    const int64_t tv = (int64_t)tok_vocab_size(tk);
+    moe_status st = ckpt_tokenizer(f, c->vocab, &tk);
     tok_free(tk);
-    if (tv != c->vocab)
-        return moe_fail(MOE_ERR_FORMAT, "checkpoint's tokenizer has %lld ids but its model %d", (long long)tv, c->vocab);
+    if (st) return st;
     const int bf16 = ckpt_bf16(f) && c->ffn != MOE_FFN_NONE;
     char name[PT_NAME];
     int ndim;
