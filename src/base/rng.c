@@ -22,6 +22,13 @@ static inline void normal_pair(uint64_t seed, uint64_t p, double *c, double *s) 
     *s = r * sin(t);
 }
 
+static inline void normal_pair_out(float *o, uint64_t seed, uint64_t p) {
+    double c, s;
+    normal_pair(seed, p, &c, &s);
+    o[0] = (float)c;
+    o[1] = (float)s;
+}
+
 float moe_rng_normal(uint64_t seed, uint64_t counter) {
     double c, s;
     normal_pair(seed, counter >> 1, &c, &s);
@@ -38,12 +45,11 @@ void moe_rng_normal_fill(float *out, size_t count, uint64_t seed, uint64_t count
     const size_t pairs = (count - i) / 2;
     const uint64_t p0 = (counter + i) >> 1;
     float *o = out + i;
-#pragma omp parallel for schedule(static) if (pairs > 4096)
-    for (size_t j = 0; j < pairs; j++) {
-        double c, s;
-        normal_pair(seed, p0 + j, &c, &s);
-        o[2 * j] = (float)c;
-        o[2 * j + 1] = (float)s;
+    if (pairs > 4096) {
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < pairs; j++) normal_pair_out(o + 2 * j, seed, p0 + j);
+    } else { /* no region at all: a short fill is often called inside one, once per token */
+        for (size_t j = 0; j < pairs; j++) normal_pair_out(o + 2 * j, seed, p0 + j);
     }
     i += 2 * pairs;
     if (i < count) out[i] = moe_rng_normal(seed, counter + i);

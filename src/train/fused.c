@@ -43,7 +43,8 @@ static moe_status apply(void *ctx, int e, float *gw1, float *gb1, float *gw2, fl
     }
     for (int i = 0; i < F_COUNT; i++) {
         if (!f->unit[i] || !g[i]) continue;
-        moe_status st = adam_step_unit(f->a, f->off[i] + (size_t)e * f->unit[i], f->params, g[i], f->lr);
+        /* finite: s, their squared sum, is (and clipping only scales them down) */
+        moe_status st = adam_step_unit_finite(f->a, f->off[i] + (size_t)e * f->unit[i], f->params, g[i], f->lr);
         if (st) return st;
     }
     return MOE_OK;

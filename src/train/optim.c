@@ -294,11 +294,11 @@ static inline void vec_update(const moe_adam *a, float *p, const float *g, float
 
 /* n parameters p (or h->p, bfloat16) with gradients g, first moments m (NULL: beta1 = 0) and
  * second moments v */
-static void step_vector(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n, float step_size,
-                        float inv_c2, float lrwd, const half_dst *h) {
-    const size_t piece = h ? HALF_CHUNK : 2048, pieces = (n + piece - 1) / piece;
-#pragma omp parallel for schedule(static) if (n >= 8192 && !in_parallel())
-    for (size_t c = 0; c < pieces; c++) {
+/* pieces [c0, c1) of n elements (a piece is HALF_CHUNK or 2048 long) */
+static void step_vector_pieces(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n,
+                               size_t piece, size_t c0, size_t c1, float step_size, float inv_c2, float lrwd,
+                               const half_dst *h) {
+    for (size_t c = c0; c < c1; c++) {
         const size_t i0 = c * piece, len = n - i0 < piece ? n - i0 : piece;
         float *mc = m ? m + i0 : NULL;
         if (!h) {
@@ -310,6 +310,19 @@ static void step_vector(const moe_adam *a, float *p, const float *g, float *m, f
         vec_update(a, w, g + i0, mc, v + i0, len, step_size, inv_c2, lrwd);
         bf16_store_sr(h->p + i0, w, len, h->key, h->first + i0);
     }
+}
+
+/* n parameters p (or h->p, bfloat16) with gradients g, first moments m (NULL: beta1 = 0) and
+ * second moments v */
+static void step_vector(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n, float step_size,
+                        float inv_c2, float lrwd, const half_dst *h) {
+    const size_t piece = h ? HALF_CHUNK : 2048, pieces = (n + piece - 1) / piece;
+    if (n < 8192 || in_parallel()) { /* no region at all: fused units are stepped inside one */
+        step_vector_pieces(a, p, g, m, v, n, piece, 0, pieces, step_size, inv_c2, lrwd, h);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < pieces; c++) step_vector_pieces(a, p, g, m, v, n, piece, c, c + 1, step_size, inv_c2, lrwd, h);
 }
 
 /* one row of a factored matrix: p [cols] -= the update from g, m (NULL: beta1 = 0), the row's
@@ -327,12 +340,83 @@ static inline void row_update(const moe_adam *a, float *p, const float *g, float
     }
 }
 
+/* The squared sums of rows [r0, r1) of g [rows, cols]: rs [r1 - r0] per row (in vsumsq_f64's
+ * order), and added into cs [cols] per column (each column in row order). One pass over g. */
+static void matrix_sumsq(const float *g, int64_t r0, int64_t r1, int64_t cols, double *rs, double *cs) {
+    const int64_t c8 = cols & ~(int64_t)7;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *gi = g + i * cols;
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0.0;
+        for (int64_t j = 0; j < c8; j += 8)
+            for (int q = 0; q < 8; q++) {
+                const double s = (double)gi[j + q] * gi[j + q];
+                l[q] += s;
+                cs[j + q] += s;
+            }
+        for (int64_t j = c8; j < cols; j++) {
+            const double s = (double)gi[j] * gi[j];
+            t += s;
+            cs[j] += s;
+        }
+        rs[i - r0] = (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) + t;
+    }
+}
+
+/* rows [r0, r1) of a factored matrix: the update from the row means R (scaled by inv_mean and
+ * inv_c2) and the column means C */
+static void matrix_rows_update(const moe_adam *a, const float *g, float *p, float *m, const float *R, const float *C,
+                               int64_t r0, int64_t r1, int64_t cols, float inv_mean, float step_size, float inv_c2,
+                               float lrwd, const half_dst *h) {
+    for (int64_t i = r0; i < r1; i++) {
+        const float ri = R[i] * inv_mean * inv_c2;
+        const float *gi = g + i * cols;
+        float *mi = m ? m + i * cols : NULL;
+        if (!h) {
+            row_update(a, p + i * cols, gi, mi, C, ri, cols, step_size, lrwd);
+            continue;
+        }
+        uint16_t *hi = h->p + i * cols;
+        for (int64_t j0 = 0; j0 < cols; j0 += HALF_CHUNK) {
+            const int64_t len = cols - j0 < HALF_CHUNK ? cols - j0 : HALF_CHUNK;
+            float w[HALF_CHUNK];
+            bf16_widen(w, hi + j0, (size_t)len);
+            row_update(a, w, gi + j0, mi ? mi + j0 : NULL, C + j0, ri, len, step_size, lrwd);
+            bf16_store_sr(hi + j0, w, (size_t)len, h->key, h->first + (uint64_t)(i * cols + j0));
+        }
+    }
+}
+
+/* A small matrix (an expert's, stepped on the thread that made its gradient): one pass over g
+ * for both means, one for the update; no parallel region. The same bits as the split path. */
+enum { SMALL_COLS = 1024 };
+static void step_matrix_small(const moe_adam *a, const float *g, float *p, float *m, float *R, float *C,
+                              int64_t rows, int64_t cols, float step_size, float inv_c2, float lrwd,
+                              const half_dst *h) {
+    const float b2 = a->cfg.beta2;
+    double cs[SMALL_COLS], rs[64];
+    memset(cs, 0, sizeof(double) * (size_t)cols);
+    for (int64_t i0 = 0; i0 < rows; i0 += 64) {
+        const int64_t i1 = i0 + 64 < rows ? i0 + 64 : rows;
+        matrix_sumsq(g, i0, i1, cols, rs, cs);
+        for (int64_t i = i0; i < i1; i++) R[i] = b2 * R[i] + (1.0f - b2) * (float)(rs[i - i0] / (double)cols);
+    }
+    for (int64_t j = 0; j < cols; j++) C[j] = b2 * C[j] + (1.0f - b2) * (float)(cs[j] / (double)rows);
+    double sr = 0.0;
+    for (int64_t i = 0; i < rows; i++) sr += R[i];
+    const float inv_mean = sr > 0.0 ? (float)((double)rows / sr) : 0.0f;
+    matrix_rows_update(a, g, p, m, R, C, 0, rows, cols, inv_mean, step_size, inv_c2, lrwd, h);
+}
+
 static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, float *R, float *C, int64_t rows,
                         int64_t cols, float step_size, float inv_c2, float lrwd, const half_dst *h) {
     const float b2 = a->cfg.beta2;
     /* split over the threads when large, unless already on one of them (fused updates run inside
      * the experts' parallel loop, where a nested region would only add its overhead) */
     const int big = rows * cols >= 16384 && !in_parallel();
+    if (!big && cols <= SMALL_COLS) {
+        step_matrix_small(a, g, p, m, R, C, rows, cols, step_size, inv_c2, lrwd, h);
+        return;
+    }
     /* row means; column means with each column block summed in row order by one thread */
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t i = 0; i < rows; i++) {
@@ -351,23 +435,8 @@ static void step_matrix(const moe_adam *a, const float *g, float *p, float *m, f
     for (int64_t i = 0; i < rows; i++) rs += R[i];
     const float inv_mean = rs > 0.0 ? (float)((double)rows / rs) : 0.0f;
 #pragma omp parallel for schedule(static) if (big)
-    for (int64_t i = 0; i < rows; i++) {
-        const float ri = R[i] * inv_mean * inv_c2;
-        const float *gi = g + i * cols;
-        float *mi = m ? m + i * cols : NULL;
-        if (!h) {
-            row_update(a, p + i * cols, gi, mi, C, ri, cols, step_size, lrwd);
-            continue;
-        }
-        uint16_t *hi = h->p + i * cols;
-        for (int64_t j0 = 0; j0 < cols; j0 += HALF_CHUNK) {
-            const int64_t len = cols - j0 < HALF_CHUNK ? cols - j0 : HALF_CHUNK;
-            float w[HALF_CHUNK];
-            bf16_widen(w, hi + j0, (size_t)len);
-            row_update(a, w, gi + j0, mi ? mi + j0 : NULL, C + j0, ri, len, step_size, lrwd);
-            bf16_store_sr(hi + j0, w, (size_t)len, h->key, h->first + (uint64_t)(i * cols + j0));
-        }
-    }
+    for (int64_t i = 0; i < rows; i++)
+        matrix_rows_update(a, g, p, m, R, C, i, i + 1, cols, inv_mean, step_size, inv_c2, lrwd, h);
 }
 
 /* The step sizes of step number t (bias corrections of both moments) */
@@ -525,7 +594,17 @@ static segment *find_segment(const moe_adam *a, size_t offset) {
     return NULL;
 }
 
+static moe_status step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr, int check);
+
 moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr) {
+    return step_unit(a, offset, params, g, lr, 1);
+}
+
+moe_status adam_step_unit_finite(moe_adam *a, size_t offset, float *params, const float *g, float lr) {
+    return step_unit(a, offset, params, g, lr, 0);
+}
+
+static moe_status step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr, int check) {
     if (!a || !params || !g) return moe_fail(MOE_ERR_INVALID_ARG, "NULL argument to adam_step_unit");
     if (!a->seg) return moe_fail(MOE_ERR_STATE, "the optimiser's layout is not made yet (read its state first)");
     segment *sg = find_segment(a, offset);
@@ -533,7 +612,7 @@ moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float
         return moe_fail(MOE_ERR_INVALID_ARG, "no unit of a fused tensor starts at %zu", offset);
     const size_t q = (offset - sg->offset) / sg->unit;
     if (sg->hit[q]) return moe_fail(MOE_ERR_STATE, "the unit at %zu was already stepped in this step", offset);
-    if (!moe_all_finite(g, sg->unit))
+    if (check && !moe_all_finite(g, sg->unit))
         return moe_fail(MOE_ERR_NONFINITE, "an expert's gradient contains NaN or Inf; its parameters left unchanged");
     catch_up(a, sg, q);
     float step_size, inv_c2, lrwd;

@@ -30,6 +30,8 @@ moe_status adam_add_units_bf16(moe_adam *a, size_t offset, int64_t count, size_t
  * [unit] (params: the arena). Thread-safe for distinct units. MOE_ERR_NONFINITE (nothing changed)
  * for a NaN or Inf in g, MOE_ERR_STATE for a unit stepped twice in one step. */
 moe_status adam_step_unit(moe_adam *a, size_t offset, float *params, const float *g, float lr);
+/* The same for a gradient the caller has checked (every element finite): one pass less */
+moe_status adam_step_unit_finite(moe_adam *a, size_t offset, float *params, const float *g, float lr);
 /* Makes the optimiser's layout (once; not thread-safe): before the first adam_step_unit */
 moe_status adam_prepare(moe_adam *a);
 /* 0: step units that were not touched at once (eager) even where lazy is exact; for tests */
