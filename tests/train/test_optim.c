@@ -201,6 +201,43 @@ static void test_threads(void) {
 #endif
 }
 
+/* A factored matrix large enough to be split over the threads (at the top level) and the same
+ * matrix stepped on one thread from inside a parallel region (as fused expert updates are: both
+ * means in one pass over the gradient) give the same bits. 150 x 130: more rows than the one-pass
+ * path's row block, and columns that are not a multiple of its 8 lanes. */
+static void test_split_vs_one_pass(void) {
+#ifdef _OPENMP
+    enum { BR = 150, BC = 130, BN = BR * BC };
+    float *p1 = malloc(sizeof(float) * BN), *p2 = malloc(sizeof(float) * BN), *g = malloc(sizeof(float) * BN);
+    t_fill_uniform(p1, BN, 1.0f, 6);
+    memcpy(p2, p1, sizeof(float) * BN);
+    moe_adam_config c = moe_adam_config_factored();
+    moe_adam *a1 = NULL, *a2 = NULL;
+    CHECK(moe_adam_create(&a1, BN, &c) == MOE_OK && moe_adam_create(&a2, BN, &c) == MOE_OK, "create two");
+    CHECK(moe_adam_set_matrices(a1, 0, 1, BR, BC) == MOE_OK && moe_adam_set_matrices(a2, 0, 1, BR, BC) == MOE_OK,
+          "declare the matrix");
+    moe_set_threads(2);
+    int ok = 1;
+    for (int s = 1; s <= 3; s++) {
+        t_fill_normal(g, BN, 300 + (uint64_t)s);
+        for (int i = 0; i < BN; i++) g[i] *= 0.1f + (float)((i / BC) % 5 + (i % BC) % 7) / 3.0f;
+        ok &= moe_adam_step(a1, p1, g, 0.01f) == MOE_OK;
+        moe_status st2 = MOE_OK;
+#pragma omp parallel num_threads(2)
+#pragma omp single
+        st2 = moe_adam_step(a2, p2, g, 0.01f);
+        ok &= st2 == MOE_OK;
+    }
+    CHECK(ok, "both steps run");
+    CHECK(memcmp(p1, p2, sizeof(float) * BN) == 0, "factored step: split over threads and one pass inside a region, same bits");
+    moe_adam_free(a1);
+    moe_adam_free(a2);
+    free(p1);
+    free(p2);
+    free(g);
+#endif
+}
+
 static void test_bad(void) {
     moe_adam_config c = moe_adam_config_factored();
     moe_adam *a = NULL;
@@ -223,6 +260,7 @@ int main(void) {
     run_case(0.9f, 1);
     test_rank_one_exact();
     test_threads();
+    test_split_vs_one_pass();
     test_bad();
     return test_finish("test_optim");
 }
