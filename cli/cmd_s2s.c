@@ -26,6 +26,8 @@ static const char *TRAIN_USAGE =
     "        --n-xent 8   cross-entropy epochs first (MIXER's N_XENT; SCST's pre-training)\n"
     "        --n-xer 2    epochs per MIXER stage (N_XE+R); s = T, T-delta, ..., the last stage s = 0\n"
     "        --delta 3    (T = max-words + 1, the end mark counted)\n"
+    "        --mixer-from start|end  s counts from each reference's start (default: its first\n"
+    "                     min(s, L) tokens forced) or its end (its last T - s tokens sampled)\n"
     "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
     "        --steps N    stop after step N (mid-epoch too; --resume continues)\n"
     "        --minutes M  stop after M minutes of this run (a checkpoint first)\n"
@@ -143,12 +145,13 @@ static int cmd_s2s_train(int argc, char **argv) {
     const char *maxv = NULL, *layers = NULL, *bidir = NULL, *moe = NULL;
     const char *drop = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
     const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
-    const char *minutes = NULL, *ctime_s = NULL;
+    const char *minutes = NULL, *ctime_s = NULL, *from = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
                       {"resume", &resume, NULL},   {"objective", &obj, NULL},
                       {"n-xent", &nx, NULL},       {"n-xer", &nxr, NULL},
                       {"delta", &dl, NULL},        {"epochs", &ep, NULL},
+                      {"mixer-from", &from, NULL},
                       {"reward", &rw, NULL},       {"min-words", &minw, NULL},
                       {"max-words", &maxw, NULL},  {"min-count", &minc, NULL},
                       {"max-vocab", &maxv, NULL},  {"layers", &layers, NULL},
@@ -186,6 +189,9 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (nx) tc.n_xent = cli_int("n-xent", nx, 0, 100000);
     if (nxr) tc.n_xer = cli_int("n-xer", nxr, 1, 100000);
     if (dl) tc.delta = cli_int("delta", dl, 1, 100000);
+    if (from && strcmp(from, "start") != 0 && strcmp(from, "end") != 0)
+        cli_die("--mixer-from must be start or end, got '%s'", from);
+    tc.mixer_from_end = from && strcmp(from, "end") == 0;
     if (ep) tc.epochs = cli_int("epochs", ep, 1, 1000000);
     if (steps) tc.max_steps = cli_int("steps", steps, 1, 2147483647);
     if (minutes) tc.minutes = cli_double("minutes", minutes, 0.0, 1e7);

@@ -26,7 +26,7 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 14
+#define MOE_VERSION_MINOR 15
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
@@ -42,6 +42,8 @@
  * sizes without building its model), moe_lm_ckpt_sample (what `moe sample` draws). */
 /* 0.14: moe_bleu_bootstrap_pair (paired bootstrap of corpus BLEU), moe_s2s_ckpt_eval (smoothed
  * BLEU, exact matches and per-sentence statistics of a translation checkpoint). */
+/* 0.15: moe_s2s_train_config.mixer_from_end (MIXER's s counted from each reference's end; the
+ * struct grew by an int at its end). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -761,6 +763,10 @@ typedef struct {
                               its rows of every batch, the MoE layers' experts split over
                               them), the same result as one process; rank 0 calls back and
                               writes. Every rank must call moe_s2s_train with the same settings. */
+    int mixer_from_end;    /* MIXER: 0 forces the first min(s, L) tokens of a reference of L
+                              tokens (SPEC 3.3 as written); 1 samples its last T - s tokens
+                              (forces max(0, L - (T - s))), so that every sentence, short or
+                              long, meets REINFORCE from the first stage after s = T */
 } moe_s2s_train_config;
 
 MOE_API moe_s2s_train_config moe_s2s_train_config_default(void);

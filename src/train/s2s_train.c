@@ -7,7 +7,8 @@
  * One step on a batch of B pairs (sources of one length Ts, references y_b of L_b tokens with
  * the end mark):
  *   XENT   coef[b,t] = 1/N for t < L_b
- *   MIXER  the first s_b = min(s, L_b) tokens teacher-forced (coef 1/N), the rest sampled from
+ *   MIXER  the first s_b = min(s, L_b) tokens teacher-forced (coef 1/N; with mixer_from_end
+ *          s_b = max(0, L_b - (T - s)): each reference's last T - s tokens), the rest sampled from
  *          the model (same dropout masks as the gradient pass), reward r_b = BLEU(prefix +
  *          sample, y_b), coef[b,t] = (r_b - baseline_t(h_bt)) / N for t >= s_b; the baseline is
  *          a linear regressor per step on the attention output h, trained by squared error and
@@ -25,6 +26,7 @@
 #include "train/run.h"
 #include "train/s2s_ckpt.h"
 #include "train/s2s_corpus.h"
+#include "train/s2s_schedule.h"
 
 #include <errno.h>
 #include <math.h>
@@ -44,16 +46,6 @@ moe_s2s_train_config moe_s2s_train_config_default(void) {
 }
 
 /* ---- schedule (SPEC 3.3) ---------------------------------------------------------------------- */
-/* MIXER's stages: s = T, T - delta, ... while s > 1, then a last stage at s = 0 */
-static int mixer_stages(int T, int delta) {
-    int n = 0;
-    for (int s = T; s > 1; s -= delta) n++;
-    return n + 1;
-}
-static int stage_s(int T, int delta, int j) {
-    const int n = mixer_stages(T, delta);
-    return j >= n - 1 ? 0 : T - j * delta;
-}
 static int total_epochs(const moe_s2s_train_config *tc, int T) {
     return tc->epochs > 0 ? tc->epochs : tc->n_xent + mixer_stages(T, tc->delta) * tc->n_xer;
 }
@@ -61,7 +53,7 @@ static int total_epochs(const moe_s2s_train_config *tc, int T) {
 static int epoch_s(const moe_s2s_train_config *tc, int T, int e) {
     if (tc->objective == MOE_OBJ_XENT || e < tc->n_xent) return -1;
     if (tc->objective == MOE_OBJ_SCST) return 0;
-    return stage_s(T, tc->delta, (e - tc->n_xent) / tc->n_xer);
+    return mixer_stage_s(T, tc->delta, (e - tc->n_xent) / tc->n_xer);
 }
 
 static moe_status check_tc(const moe_s2s_train_config *tc) {
@@ -166,7 +158,7 @@ static moe_status plan_force(s2s_run *r, const s2s_batch *b, int s, int *rl) {
     double any = 0.0;
     for (int i = 0; i < b->n; i++) {
         const int L = b->ref_len[b->lo + i];
-        r->w.force[i] = s < 0 ? L : (s < L ? s : L);
+        r->w.force[i] = mixer_forced(L, s, r->T, r->tc->mixer_from_end);
         if (r->w.force[i] < L) any = 1.0;
     }
     moe_status st = sum_ranks(r, &any, 1);
@@ -440,10 +432,10 @@ static moe_status check_ranks(const moe_s2s_train_config *tc, moe_comm *comm, co
     const int64_t same[] = {tc->batch, (int64_t)tc->seed, tc->objective, tc->epochs, tc->max_steps, tc->n_xent,
                             tc->n_xer, tc->delta, tc->max_words, tc->min_words, tc->min_count, tc->max_vocab,
                             resume != NULL, (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->log_every,
-                            tc->valid_sentences};
+                            tc->valid_sentences, tc->mixer_from_end};
     const char *what[] = {"--batch", "--seed", "--objective", "--epochs", "--steps", "--n-xent", "--n-xer",
                           "--delta", "--max-words", "--min-words", "--min-count", "--max-vocab", "--resume",
-                          "--minutes", "--ckpt-every", "--log-every", "--valid-sentences"};
+                          "--minutes", "--ckpt-every", "--log-every", "--valid-sentences", "--mixer-from"};
     moe_status st = MOE_OK;
     for (size_t i = 0; i < sizeof same / sizeof same[0] && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
     return st;

@@ -17,6 +17,14 @@ grep -q '"kind":"epoch".*"valid_bleu"' "$tmp/a/log.jsonl" && ok || bad "log lack
 sv=$(grep '"kind":"epoch"' "$tmp/a/log.jsonl" | grep -o '"s":-\?[0-9]*' | tr '\n' ' ')
 [[ "$sv" == '"s":-1 "s":7 "s":4 "s":0 ' ]] && ok || bad "MIXER stages: want xent, s=7, 4, 0; got $sv"
 grep '"phase":"mixer","s":0' "$tmp/a/log.jsonl" | grep -q '"reward":0\.[0-9]' && ok || bad "no reward in the pure REINFORCE stage"
+# --mixer-from end: at s = 6 of T = 7 every reference (4-6 tokens here) has its last token
+# sampled, where counted from the start none is (all are shorter than 6): rewards against none
+one=(--n-xent 1 --n-xer 1 --delta 1 --epochs 3)
+expect 0 "done" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${small[@]}" "${one[@]}" --mixer-from end --out "$tmp/fe"
+expect 0 "done" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${small[@]}" "${one[@]}" --out "$tmp/fs"
+grep '"kind":"train".*"s":6,' "$tmp/fe/log.jsonl" | grep -q '"reward":0\.[0-9]' && ok || bad "--mixer-from end: no reward at s=6"
+grep '"kind":"train".*"s":6,' "$tmp/fs/log.jsonl" | grep -q '"reward":null' && ok || bad "from the start: a reward at s=6"
+expect 1 "--mixer-from must be start or end" -- "$moe" seq2seq train --objective mixer "${data[@]}" --mixer-from middle --out "$tmp/fx"
 # exact resume: after an epoch, mid-epoch (--steps) and inside a REINFORCE stage
 expect 0 "done" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${small[@]}" "${sched[@]}" --out "$tmp/b" --epochs 2
 expect 0 "starting at epoch 2" -- "$moe" seq2seq train --objective mixer "${data[@]}" "${sched[@]}" --batch 16 --out "$tmp/b" --resume "$tmp/b/model.safetensors" --steps 100
