@@ -30,6 +30,7 @@ corpus:
 # runs/s2s/messages.{de,en}, the German message catalogues of the installed packages (4 to 40
 # words); for `moe seq2seq train --src runs/s2s/ding.de --tgt runs/s2s/ding.en --max-words 40`.
 corpus-s2s: deps
+	@bash scripts/deps.sh --s2s
 	python3 scripts/s2s_corpus.py ding runs/s2s
 	python3 scripts/s2s_corpus.py messages runs/s2s
 

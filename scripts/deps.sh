@@ -8,6 +8,8 @@
 #   scripts/deps.sh --valgrind  also valgrind
 #   scripts/deps.sh --fuzz   also clang and its libFuzzer runtime (make fuzz)
 #   scripts/deps.sh --corpus also the texts of the large English corpus (make corpus)
+#   scripts/deps.sh --s2s    also the packages whose German message catalogues make the
+#                            translation corpus `messages` (make corpus-s2s; scripts/s2s_corpus.py)
 set -euo pipefail
 pkgs=(gcc make cmake pkg-config libopenblas-dev libxsmm-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist fortunes dict-freedict-deu-eng)
 case "${1:-}" in
@@ -16,6 +18,11 @@ case "${1:-}" in
   --valgrind) pkgs+=(valgrind) ;;
   --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
   --corpus) pkgs+=(dict-gcide dict-wn dict-jargon dict-foldoc python3-doc linux-doc python3) ;;
+  --s2s) pkgs+=(python3 postgresql-15 postgresql-client-15 libpq5 iso-codes binutils-common wget man-db
+                libpam-runtime libgtk2.0-common xz-utils xkb-data xdg-user-dirs tar systemd shared-mime-info sed
+                psmisc procps net-tools make m4 login libidn2-0 libgnutls30 libglib2.0-data
+                libgdk-pixbuf2.0-common libelf1 libdpkg-perl libc-l10n libapt-pkg6.0 krb5-locales grep gnupg-l10n
+                git gettext-base gettext findutils dpkg diffutils coreutils bash apt adduser) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

@@ -74,8 +74,8 @@ expect 0 "^ding: 3 pairs" -- gather ding "$tmp/out" --root "$r"
 want=$'eins zwei drei vier fünf sechs\tthe first long headword\nDas ist ein Beispiel mit sieben Wörtern.\tThis is an example, with seven words\nDer Hund bellt laut in der Nacht.\tThe dog barks loudly at night.'
 got=$(paste "$tmp/out/ding.de" "$tmp/out/ding.en")
 [[ "$got" == "$want" ]] && ok || bad "ding pairs: $got"
-expect 0 "^messages: 6 pairs .* from 7 candidates" -- gather messages "$tmp/out" --root "$r"
-expect 0 "^  2 catalogues; most pairs before deduplication: a.mo 5, b.mo 2$" -- gather messages "$tmp/out" --root "$r"
+expect 0 "^messages: 6 pairs .* from 7 candidates" -- gather messages "$tmp/out" --root "$r" --all-catalogues
+expect 0 "^  2 catalogues; most pairs before deduplication: a.mo 5, b.mo 2$" -- gather messages "$tmp/out" --root "$r" --all-catalogues
 want=$'Datei kann nicht zum Lesen geöffnet werden\tCannot open file for reading
 Das Dokument jetzt speichern\tSave the document now
 eine Datei wurde entfernt\tone file was removed
@@ -85,14 +85,14 @@ Den Modus \'x\' hierfür jetzt nutzen\tUse the \'x\' mode for this now'
 got=$(paste "$tmp/out/messages.de" "$tmp/out/messages.en" | LC_ALL=C sort)
 [[ "$got" == "$(LC_ALL=C sort <<<"$want")" ]] && ok || bad "message pairs: $got"
 cp "$tmp/out/messages.de" "$tmp/m1"
-gather messages "$tmp/out" --root "$r" > /dev/null
+gather messages "$tmp/out" --root "$r" --all-catalogues > /dev/null
 cmp -s "$tmp/out/messages.de" "$tmp/m1" && ok || bad "two gatherings differ"
 # tokens as moe counts them: the apostrophes at a word's edges are tokens of their own, so
 # "Use the 'x' mode for this now" has 9; --max-tokens 8 leaves it out, 9 keeps it, and
 # `moe seq2seq train --max-words 9` takes every line of that
-gather messages "$tmp/t8" --root "$r" --max-tokens 8 > /dev/null
+gather messages "$tmp/t8" --root "$r" --all-catalogues --max-tokens 8 > /dev/null
 ! grep -q "'x' mode" "$tmp/t8/messages.en" && ok || bad "--max-tokens 8 kept a line of 9 tokens"
-gather messages "$tmp/t9" --root "$r" --max-tokens 9 > /dev/null
+gather messages "$tmp/t9" --root "$r" --all-catalogues --max-tokens 9 > /dev/null
 grep -q "'x' mode" "$tmp/t9/messages.en" && ok || bad "--max-tokens 9 dropped a line of 9 tokens"
 for i in $(seq 1 60); do sed "s/\$/ $i/" "$tmp/t9/messages.de"; done > "$tmp/de9.txt"
 for i in $(seq 1 60); do sed "s/\$/ $i/" "$tmp/t9/messages.en"; done > "$tmp/en9.txt"
@@ -100,7 +100,24 @@ expect 0 "0 left out" -- "$moe" seq2seq train --src "$tmp/de9.txt" --tgt "$tmp/e
   --d 8 --experts 2 --k 1 --h 8 --batch 16 --steps 1 --threads 1 --out "$tmp/s9"
 expect 1 "more than --max-words 9" -- "$moe" seq2seq train --src "$tmp/de9.txt" --tgt "$tmp/en9.txt" --max-words 9 --min-count 1 \
   --d 8 --experts 2 --k 1 --h 8 --batch 16 --steps 1 --threads 1 --out "$tmp/s9b"
-expect 1 "no German catalogues" -- gather messages "$tmp/none" --root "$tmp/nothing"
+expect 1 "no German catalogues" -- gather messages "$tmp/none" --root "$tmp/nothing" --all-catalogues
+# without --all-catalogues only the fixed list's catalogues count, and all of them must be there
+expect 1 "catalogues missing: Linux-PAM adduser .*scripts/deps.sh --s2s" -- gather messages "$tmp/fixed" --root "$r"
+cp -r "$r" "$tmp/r2"
+mv "$tmp/r2/usr/share/locale/de/LC_MESSAGES/a.mo" "$tmp/r2/usr/share/locale/de/LC_MESSAGES/git.mo"
+python3 - "$here/../../scripts" "$tmp/r2/usr/share/locale/de/LC_MESSAGES" <<'PY'
+import os, struct, sys
+sys.path.insert(0, sys.argv[1])
+import s2s_corpus
+for d in s2s_corpus.MESSAGE_DOMAINS:  # every other listed catalogue present, and empty
+    f = os.path.join(sys.argv[2], d + ".mo")
+    if not os.path.exists(f):
+        open(f, "wb").write(struct.pack("<7I", 0x950412de, 0, 0, 28, 28, 0, 0))
+PY
+n=$(python3 -c "import sys; sys.path.insert(0, '$here/../../scripts'); import s2s_corpus; print(len(s2s_corpus.MESSAGE_DOMAINS))")
+expect 0 "^messages: 5 pairs .* from 5 candidates" -- gather messages "$tmp/fixed" --root "$tmp/r2"
+expect 0 "^  $n catalogues; most pairs before deduplication: git.mo 5, " -- gather messages "$tmp/fixed" --root "$tmp/r2"
+grep -q "Drucker" "$tmp/fixed/messages.de" && bad "b.mo (not in the list) was read" || ok
 expect 1 "missing: apt-get install dict-freedict-deu-eng" -- gather ding "$tmp/none" --root "$tmp/nothing"
 # the translation model trains on a gathered corpus (the tokens of a line fit --max-words 40)
 for i in $(seq 1 60); do sed "s/\$/ nummer $i/" "$tmp/out/messages.de"; done > "$tmp/de.txt"
