@@ -179,6 +179,17 @@ static void test_rank_one_exact(void) {
     free(g);
 }
 
+#ifdef _OPENMP
+/* the two optimisers and three buffers of a comparison */
+static void free_two(moe_adam *a1, moe_adam *a2, float *p1, float *p2, float *g) {
+    moe_adam_free(a1);
+    moe_adam_free(a2);
+    free(p1);
+    free(p2);
+    free(g);
+}
+#endif
+
 static void test_threads(void) {
 #ifdef _OPENMP
     float *p1 = malloc(sizeof(float) * COUNT), *p2 = malloc(sizeof(float) * COUNT), *g = malloc(sizeof(float) * COUNT);
@@ -193,11 +204,7 @@ static void test_threads(void) {
         moe_adam_step(a2, p2, g, 0.01f);
     }
     CHECK(memcmp(p1, p2, sizeof(float) * COUNT) == 0, "factored step: same bits on 1 and 2 threads");
-    moe_adam_free(a1);
-    moe_adam_free(a2);
-    free(p1);
-    free(p2);
-    free(g);
+    free_two(a1, a2, p1, p2, g);
 #endif
 }
 
@@ -230,11 +237,7 @@ static void test_split_vs_one_pass(void) {
     }
     CHECK(ok, "both steps run");
     CHECK(memcmp(p1, p2, sizeof(float) * BN) == 0, "factored step: split over threads and one pass inside a region, same bits");
-    moe_adam_free(a1);
-    moe_adam_free(a2);
-    free(p1);
-    free(p2);
-    free(g);
+    free_two(a1, a2, p1, p2, g);
 #endif
 }
 
