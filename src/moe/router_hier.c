@@ -73,18 +73,14 @@ static void primary_forward(hier *w, double *cnt_sum, double *load_p_sum, const 
     dispatch_build(w->gcnt, w->goff, w->gtok, w->gpos, w->gp.topi, B, a, kp, w->K1p);
     dispatch_gather(w->Xg, x, w->gtok, B * kp, w->d);
     for (int i = 0; i < a; i++) cnt_sum[i] = w->gcnt[i];
-    if (train) { /* row r = (token t, group i) takes columns a + i*b .. of t's draws: only those.
-                  * One loop over all rows (a group has too few rows to split alone). */
-        const int R = w->goff[a];
-#pragma omp parallel for schedule(static) if (R >= 256)
-        for (int r = 0; r < R; r++) {
-            int lo = 0, hi = a - 1; /* the group of row r: goff[i] <= r < goff[i + 1] */
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) / 2;
-                if (w->goff[mid] <= r) lo = mid;
-                else hi = mid - 1;
-            }
-            noise_fill(noise, w->gtok[r], a + lo * b, b, w->eps_s + (size_t)r * b);
+    if (train) { /* token t's p-th group i, at row r of Xg, takes columns a + i*b .. of t's draws:
+                  * only those. One loop over all (token, group) pairs: a group alone has too few
+                  * rows to split over the threads. */
+        const int R1 = B * kp;
+#pragma omp parallel for schedule(static) if (R1 >= 256)
+        for (int q = 0; q < R1; q++) {
+            const int t = q / kp, i = w->gp.topi[(size_t)t * w->K1p + q % kp];
+            noise_fill(noise, t, a + i * b, b, w->eps_s + (size_t)w->gpos[q] * b);
         }
     }
 }

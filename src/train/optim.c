@@ -292,8 +292,6 @@ static inline void vec_update(const moe_adam *a, float *p, const float *g, float
     }
 }
 
-/* n parameters p (or h->p, bfloat16) with gradients g, first moments m (NULL: beta1 = 0) and
- * second moments v */
 /* pieces [c0, c1) of n elements (a piece is HALF_CHUNK or 2048 long) */
 static void step_vector_pieces(const moe_adam *a, float *p, const float *g, float *m, float *v, size_t n,
                                size_t piece, size_t c0, size_t c1, float step_size, float inv_c2, float lrwd,

@@ -149,6 +149,30 @@ static void test_seeded_noise(void) {
     moe_layer_free(b);
 }
 
+/* A hierarchical layer draws only the noise it uses (the primary gate's and each token's chosen
+ * groups'), and must use the same values as a caller passing all of the stream's draws [B, a + n].
+ * B = 300 rows: enough for the draws to be split over the threads. */
+static void test_hier_seeded_noise(void) {
+    enum { HB = 300, HN = 8, HA = 4, NW = HA + HN };
+    moe_layer_config c = small_cfg(HN, 1);
+    c.groups = HA;
+    c.k_groups = 2;
+    moe_layer *a = NULL, *b = NULL;
+    CHECK(moe_layer_create(&a, &c, 9) == MOE_OK && moe_layer_create(&b, &c, 9) == MOE_OK, "create: %s",
+          moe_last_error());
+    static float x[HB * 6], ya[HB * 6], yb[HB * 6], eps[HB * NW];
+    t_fill_uniform(x, HB * 6, 1.0f, 21);
+    uint64_t seed, ctr;
+    moe_layer_get_rng(a, &seed, &ctr);
+    moe_rng_normal_fill(eps, HB * NW, seed, ctr);
+    moe_set_threads(2);
+    CHECK(moe_layer_forward(a, ya, x, HB, MOE_TRAIN, NULL, NULL) == MOE_OK, "seeded forward: %s", moe_last_error());
+    CHECK(moe_layer_forward(b, yb, x, HB, MOE_TRAIN, eps, NULL) == MOE_OK, "given forward: %s", moe_last_error());
+    CHECK(memcmp(ya, yb, sizeof ya) == 0, "hierarchical: the seeded draws it uses equal the whole stream's");
+    moe_layer_free(a);
+    moe_layer_free(b);
+}
+
 static void write_bytes(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return;
@@ -323,6 +347,7 @@ int main(void) {
     test_strategies();
     test_ties_and_sparsity();
     test_seeded_noise();
+    test_hier_seeded_noise();
     test_files();
     test_adam();
     rmdir(tmpdir);
