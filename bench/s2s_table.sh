@@ -5,7 +5,9 @@
 #   DATA="--src runs/s2s/ding.de --tgt runs/s2s/ding.en --max-words 40" bash bench/s2s_table.sh ...
 #   DATA=ding|messages  the corpora of `make corpus-s2s` (runs/s2s/NAME.{de,en}, --max-words 40)
 # DATA (default: the dictionary phrases of `moe seq2seq train`) goes to every training command,
-# EXTRA to every one too (schedule options: --delta 8 --n-xer 2 ...), THREADS sets --threads.
+# EXTRA to every one too (schedule options: --delta 8 --n-xer 2 ...), MODEL (model options such as
+# --d 256) only to the shared run (the rows resume its checkpoint, which holds the model), THREADS
+# sets --threads.
 # The objectives share their first N_XENT cross-entropy epochs: one run trains them, and each
 # row continues its checkpoint (resuming is exact, so the XENT row is the same as one
 # uninterrupted run). MIXER and SCST train their sampled epochs at --lr-rl (default 5e-4, a
@@ -23,6 +25,7 @@ set -euo pipefail
 MOE=${1:-build/moe}
 OUT=${2:-runs/s2s_table}
 EXTRA=${EXTRA:-}
+MODEL=${MODEL:-}
 THREADS=${THREADS:-}
 DATA=${DATA:-}
 case "$DATA" in
@@ -40,7 +43,7 @@ th=${THREADS:+--threads $THREADS}
 # shellcheck disable=SC2086
 if [[ ! -f "$OUT/shared.seconds" ]]; then
   t0=$(t)
-  $MOE seq2seq train --out "$OUT/shared" --epochs "$NX" $th $DATA $EXTRA > "$OUT/shared.txt"
+  $MOE seq2seq train --out "$OUT/shared" --epochs "$NX" $th $DATA $MODEL $EXTRA > "$OUT/shared.txt"
   secs $t0 $(t) > "$OUT/shared.seconds"
 fi
 ROWS="xent xent_lr mixer scst"

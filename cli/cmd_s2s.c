@@ -28,6 +28,9 @@ static const char *TRAIN_USAGE =
     "        --delta 3    (T = max-words + 1, the end mark counted)\n"
     "        --mixer-from start|end  s counts from each reference's start (default: its first\n"
     "                     min(s, L) tokens forced) or its end (its last T - s tokens sampled)\n"
+    "        --rl-xent F  in the epochs that sample (MIXER, SCST) each row is trained by\n"
+    "                     cross-entropy on its reference with probability F instead (0 to 1,\n"
+    "                     default 0): the mixed objective F XENT + (1 - F) REINFORCE\n"
     "        --epochs E   stop after epoch E (default: n-xent + stages * n-xer, for every objective)\n"
     "        --steps N    stop after step N (mid-epoch too; --resume continues)\n"
     "        --minutes M  stop after M minutes of this run (a checkpoint first)\n"
@@ -145,13 +148,13 @@ static int cmd_s2s_train(int argc, char **argv) {
     const char *maxv = NULL, *layers = NULL, *bidir = NULL, *moe = NULL;
     const char *drop = NULL, *batch = NULL, *lr = NULL, *lrrl = NULL, *blr = NULL;
     const char *clip = NULL, *seed = NULL, *th = NULL, *loge = NULL, *cke = NULL, *vs = NULL, *steps = NULL;
-    const char *minutes = NULL, *ctime_s = NULL, *from = NULL;
+    const char *minutes = NULL, *ctime_s = NULL, *from = NULL, *rlx = NULL;
     cli_opt opts[] = {{"dict", &dict, NULL},       {"src", &src, NULL},
                       {"tgt", &tgt, NULL},         {"out", &out, NULL},
                       {"resume", &resume, NULL},   {"objective", &obj, NULL},
                       {"n-xent", &nx, NULL},       {"n-xer", &nxr, NULL},
                       {"delta", &dl, NULL},        {"epochs", &ep, NULL},
-                      {"mixer-from", &from, NULL},
+                      {"mixer-from", &from, NULL}, {"rl-xent", &rlx, NULL},
                       {"reward", &rw, NULL},       {"min-words", &minw, NULL},
                       {"max-words", &maxw, NULL},  {"min-count", &minc, NULL},
                       {"max-vocab", &maxv, NULL},  {"layers", &layers, NULL},
@@ -192,6 +195,7 @@ static int cmd_s2s_train(int argc, char **argv) {
     if (from && strcmp(from, "start") != 0 && strcmp(from, "end") != 0)
         cli_die("--mixer-from must be start or end, got '%s'", from);
     tc.mixer_from_end = from && strcmp(from, "end") == 0;
+    if (rlx) tc.rl_xent = (float)cli_double("rl-xent", rlx, 0.0, 1.0);
     if (ep) tc.epochs = cli_int("epochs", ep, 1, 1000000);
     if (steps) tc.max_steps = cli_int("steps", steps, 1, 2147483647);
     if (minutes) tc.minutes = cli_double("minutes", minutes, 0.0, 1e7);

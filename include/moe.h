@@ -26,7 +26,7 @@
  * shared library's file name and SOVERSION (MAJOR), moe.pc and moeConfigVersion.cmake: they are
  * the one place the version is written. */
 #define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 15
+#define MOE_VERSION_MINOR 16
 #define MOE_VERSION_PATCH 0
 /* 0.10: the language model's training and checkpoint API became moe_lm_train, moe_lm_train_config,
  * moe_lm_progress, moe_lm_callback, MOE_LM_TRAIN ... and moe_lm_ckpt_* (before: moe_train,
@@ -44,6 +44,8 @@
  * BLEU, exact matches and per-sentence statistics of a translation checkpoint). */
 /* 0.15: moe_s2s_train_config.mixer_from_end (MIXER's s counted from each reference's end; the
  * struct grew by an int at its end). */
+/* 0.16: moe_s2s_train_config.rl_xent (in the sampled epochs, the share of a batch's rows trained
+ * by cross-entropy on their references: a mixed objective; the struct grew by a float at its end). */
 /* MAJOR * 10000 + MINOR * 100 + PATCH, to compare with moe_version_number(). */
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -767,6 +769,12 @@ typedef struct {
                               tokens (SPEC 3.3 as written); 1 samples its last T - s tokens
                               (forces max(0, L - (T - s))), so that every sentence, short or
                               long, meets REINFORCE from the first stage after s = T */
+    float rl_xent;         /* in the epochs that sample (MIXER's stages, SCST), each row of a batch
+                              is trained by cross-entropy on its whole reference with this
+                              probability instead of sampled: the mixed objective
+                              rl_xent * XENT + (1 - rl_xent) * REINFORCE, in expectation (0 to 1;
+                              default 0: REINFORCE as the papers write it). The draw depends on
+                              the seed, the step and the row only. */
 } moe_s2s_train_config;
 
 MOE_API moe_s2s_train_config moe_s2s_train_config_default(void);

@@ -67,6 +67,7 @@ moe_status s2s_ckpt_write(const char *path, moe_comm *comm, const moe_s2s_train_
     meta_i64(&m, "n_xer", tc->n_xer);
     meta_i64(&m, "delta", tc->delta);
     meta_str(&m, "mixer_from", tc->mixer_from_end ? "end" : "start");
+    meta_f(&m, "rl_xent", tc->rl_xent);
     meta_i64(&m, "batch", tc->batch);
     meta_f(&m, "lr", tc->lr);
     meta_u64(&m, "seed", tc->seed);

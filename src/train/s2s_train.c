@@ -14,10 +14,13 @@
  *          a linear regressor per step on the attention output h, trained by squared error and
  *          not backpropagated into the decoder (SPEC 3.2)
  *   SCST   the whole sequence sampled, coef = (r_b - r(greedy_b)) / N
- * N = all scored positions of the batch. */
+ * N = all scored positions of the batch. With rl_xent > 0, each row of a sampling step is, with
+ * that probability, teacher-forced on its whole reference instead (coef 1/N): the mixed
+ * objective of GNMT and of Paulus et al., one row at a time. */
 
 #define _POSIX_C_SOURCE 200809L
 #include "base/internal.h"
+#include "base/rng.h"
 #include "io/ckpt_meta.h"
 #include "models/model_table.h"
 #include "models/s2s.h"
@@ -41,7 +44,7 @@ moe_s2s_train_config moe_s2s_train_config_default(void) {
                               .batch = 64, .lr = 2e-3f, .lr_rl = 5e-4f, .clip = 1.0f, .seed = 1,
                               .reward = MOE_BLEU_PLUS1, .min_count = 3, .max_vocab = 8000, .max_words = 10,
                               .min_words = 3, .valid_sentences = 0, .log_every = 50, .ckpt_every = 0,
-                              .baseline_lr = 1e-3f, .minutes = 0.0, .comm = NULL};
+                              .baseline_lr = 1e-3f, .minutes = 0.0, .comm = NULL, .rl_xent = 0.0f};
     return c;
 }
 
@@ -71,6 +74,8 @@ static moe_status check_tc(const moe_s2s_train_config *tc) {
     if (tc->objective < MOE_OBJ_XENT || tc->objective > MOE_OBJ_SCST) return moe_fail(MOE_ERR_CONFIG, "unknown objective");
     if ((int)tc->reward < 0 || tc->reward > MOE_BLEU_PLUS1) return moe_fail(MOE_ERR_CONFIG, "unknown reward smoothing");
     if (!(tc->baseline_lr >= 0.0f)) return moe_fail(MOE_ERR_CONFIG, "baseline learning rate must be >= 0");
+    if (!(tc->rl_xent >= 0.0f && tc->rl_xent <= 1.0f))
+        return moe_fail(MOE_ERR_CONFIG, "rl_xent %g must be in [0, 1] (the share of rows under cross-entropy)", (double)tc->rl_xent);
     return MOE_OK;
 }
 
@@ -153,12 +158,17 @@ static moe_status step_ws_make(step_ws *w, int B, int T, int n_experts) {
 
 /* ---- one training step on this rank's rows [lo, lo + n) of a batch ------------------------------ */
 /* How many tokens each row takes from its reference (all: cross-entropy; s: MIXER; 0: SCST);
+ * in a sampling epoch a row is all cross-entropy with probability rl_xent, drawn from (seed,
+ * step, the row's place in the whole batch) so that any rank count draws the same rows.
  * *rl: whether any row of the whole batch samples. */
 static moe_status plan_force(s2s_run *r, const s2s_batch *b, int s, int *rl) {
+    const uint64_t key = rng_key(r->tc->seed ^ 0x726c78656e74ULL);
     double any = 0.0;
     for (int i = 0; i < b->n; i++) {
         const int L = b->ref_len[b->lo + i];
         r->w.force[i] = mixer_forced(L, s, r->T, r->tc->mixer_from_end);
+        const uint64_t ctr = ((uint64_t)r->core.step << 24) + (uint64_t)(b->lo + i);
+        if (s >= 0 && r->tc->rl_xent > 0.0f && rng_uniform_key(key, ctr) < r->tc->rl_xent) r->w.force[i] = L;
         if (r->w.force[i] < L) any = 1.0;
     }
     moe_status st = sum_ranks(r, &any, 1);
@@ -176,7 +186,7 @@ static moe_status roll_out(s2s_run *r, const s2s_batch *b, int rl, int scst, int
     const int32_t *src = b->src + (size_t)b->lo * b->Ts, *ref = b->ref + (size_t)b->lo * b->R;
     const int *ref_len = b->ref_len + b->lo;
     moe_status st = r->comm ? moe_s2s_set_slice(m, b->lo, b->nb) : MOE_OK;
-    if (!st && scst) { /* the baseline: the greedy decode's reward (test-time setting: no dropout) */
+    if (!st && scst && rl) { /* the baseline: the greedy decode's reward (test-time setting: no dropout) */
         st = s2s_encode(m, src, n, b->Ts, 0);
         if (!st) st = s2s_sample(m, NULL, NULL, 0, NULL, T, 1, 0, 0, 0, w->greedy, w->glen);
     }
@@ -432,10 +442,10 @@ static moe_status check_ranks(const moe_s2s_train_config *tc, moe_comm *comm, co
     const int64_t same[] = {tc->batch, (int64_t)tc->seed, tc->objective, tc->epochs, tc->max_steps, tc->n_xent,
                             tc->n_xer, tc->delta, tc->max_words, tc->min_words, tc->min_count, tc->max_vocab,
                             resume != NULL, (int64_t)(tc->minutes * 1000), tc->ckpt_every, tc->log_every,
-                            tc->valid_sentences, tc->mixer_from_end};
+                            tc->valid_sentences, tc->mixer_from_end, (int64_t)((double)tc->rl_xent * 1e6)};
     const char *what[] = {"--batch", "--seed", "--objective", "--epochs", "--steps", "--n-xent", "--n-xer",
                           "--delta", "--max-words", "--min-words", "--min-count", "--max-vocab", "--resume",
-                          "--minutes", "--ckpt-every", "--log-every", "--valid-sentences", "--mixer-from"};
+                          "--minutes", "--ckpt-every", "--log-every", "--valid-sentences", "--mixer-from", "--rl-xent"};
     moe_status st = MOE_OK;
     for (size_t i = 0; i < sizeof same / sizeof same[0] && !st; i++) st = moe_comm_check_same(comm, same[i], what[i]);
     return st;

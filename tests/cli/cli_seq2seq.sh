@@ -43,6 +43,15 @@ expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16
 expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16 --n-xent 1 --epochs 3 --out "$tmp/s2" --resume "$tmp/s2/model.safetensors"
 expect 0 "" -- "$moe" diff --got "$tmp/s2/model.safetensors" --want "$tmp/s/model.safetensors" --rtol 0
 grep -q '"phase":"scst"' "$tmp/s/log.jsonl" && ok || bad "SCST log lacks its phase"
+# --rl-xent: every row under cross-entropy is the cross-entropy objective at SCST's rate, to the
+# bit; half the rows gives rewards and a cross-entropy in the same SCST steps
+expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16 --n-xent 1 --epochs 3 --lr-rl 0.001 --rl-xent 1 --out "$tmp/r1" --resume "$tmp/x1.safetensors"
+expect 0 "done" -- "$moe" seq2seq train "${data[@]}" --batch 16 --n-xent 1 --epochs 3 --lr 0.001 --out "$tmp/r0" --resume "$tmp/x1.safetensors"
+expect 0 "" -- "$moe" diff --got "$tmp/r1/model.safetensors" --want "$tmp/r0/model.safetensors" --rtol 0
+grep '"phase":"scst"' "$tmp/r1/log.jsonl" | grep -q '"reward":null' && ok || bad "--rl-xent 1: a reward was sampled"
+expect 0 "done" -- "$moe" seq2seq train --objective scst "${data[@]}" --batch 16 --n-xent 1 --epochs 3 --rl-xent 0.5 --out "$tmp/rh" --resume "$tmp/x1.safetensors"
+grep '"kind":"train".*"phase":"scst"' "$tmp/rh/log.jsonl" | grep -v '"xent":null' | grep -q '"reward":0\.[0-9]' && ok || bad "--rl-xent 0.5: no step with both a cross-entropy and rewards"
+expect 1 "--rl-xent expects a number in \[0, 1\], got .1.5." -- "$moe" seq2seq train --objective scst "${data[@]}" --rl-xent 1.5 --out "$tmp/c"
 # evaluate, inspect and translate
 expect 0 "translation model.*objective: mixer" -- bash -c "'$moe' info '$tmp/a/model.safetensors' | tr '\\n' ' '"
 expect 0 "test BLEU [0-9.]+, smoothed [0-9.]+, exact [0-9.]+% \([0-9]+ sentences, greedy" -- "$moe" seq2seq eval --model "$tmp/a/model.safetensors"
