@@ -7,6 +7,8 @@
 #   DATA=ding EXTRA="--n-xer 1" bash bench/s2s_search.sh [MOE] [SHARED_CKPT] [OUT]
 #   (defaults build/moe, runs/s2s_table/shared/model.safetensors, runs/s2s_search)
 #   MIXER_LRS="0.0002 0.0005 0.001"  DELTAS="4 8 12"  SCST_LRS="0.00005 0.0001 0.0002"
+#   RL_XENTS="0 0.5"  the share of rows under cross-entropy in the sampling epochs (--rl-xent),
+#                     searched for both objectives (default 0 only)
 # DATA and EXTRA as in bench/s2s_table.sh; a run whose OUT/<name>.seconds exists is kept. The
 # results go to OUT/search.jsonl, one line a setting.
 set -euo pipefail
@@ -19,6 +21,7 @@ DATA=${DATA:-}
 MIXER_LRS=${MIXER_LRS:-0.0002 0.0005 0.001}
 DELTAS=${DELTAS:-4 8 12}
 SCST_LRS=${SCST_LRS:-0.00005 0.0001 0.0002}
+RL_XENTS=${RL_XENTS:-0}
 case "$DATA" in
   ding|messages)
     [[ -f runs/s2s/$DATA.de ]] || { echo "s2s_search: runs/s2s/$DATA.de missing: run make corpus-s2s" >&2; exit 1; }
@@ -41,11 +44,15 @@ run() {
     > "$OUT/$name.txt" 2>&1 || echo "s2s_search: $name failed: $(tail -1 "$OUT/$name.txt")" >&2
   secs "$s" "$(t)" > "$OUT/$name.seconds"
 }
-for lr in $MIXER_LRS; do for d in $DELTAS; do run "mixer_lr${lr}_delta$d" mixer --lr-rl "$lr" --delta "$d"; done; done
+# the name of a setting with --rl-xent F: a suffix where F is not 0
+rx() { [[ $1 == 0 ]] || echo "_rlx$1"; }
+for f in $RL_XENTS; do for lr in $MIXER_LRS; do for d in $DELTAS; do
+  run "mixer_lr${lr}_delta$d$(rx "$f")" mixer --lr-rl "$lr" --delta "$d" --rl-xent "$f"
+done; done; done
 # SCST has no stages, but its default length is MIXER's schedule: the first delta's, so that it
 # trains as many epochs as a MIXER run of that delta
 d0=${DELTAS%% *}
-for lr in $SCST_LRS; do run "scst_lr$lr" scst --lr-rl "$lr" --delta "$d0"; done
+for f in $RL_XENTS; do for lr in $SCST_LRS; do run "scst_lr$lr$(rx "$f")" scst --lr-rl "$lr" --delta "$d0" --rl-xent "$f"; done; done
 : > "$OUT/search.jsonl"
 for f in "$OUT"/*.seconds; do
   name=$(basename "$f" .seconds); m="$OUT/$name/model.safetensors"
