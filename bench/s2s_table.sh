@@ -14,7 +14,8 @@
 # quarter of the cross-entropy rate; MIXER_LR overrides it); the row "xent_lr" is the control:
 # cross-entropy with that same drop of the learning rate (MIXER's) after the shared epochs. SCST,
 # pure REINFORCE from its first sampled epoch, runs at SCST_LR (default 1e-4; at 5e-4 it collapsed
-# in its sixth epoch on the phrases: BENCHMARKS.md).
+# in its sixth epoch on the phrases: BENCHMARKS.md). MIXER_RLX and SCST_RLX give the row its
+# --rl-xent (the share of rows under cross-entropy in its sampling epochs; default none: 0).
 # Each row is scored on the test and validation splits: corpus BLEU plain and smoothed (method 3),
 # the exact-match rate, and a paired bootstrap (1000 resamples) against XENT greedy on test. The
 # the mean change of validation BLEU from one of the row's epochs to the next ("+-epoch": the
@@ -51,8 +52,8 @@ for row in $ROWS; do
   [[ -f "$OUT/$row.seconds" ]] && continue
   obj=${row%_lr}; more=""
   [[ $row == xent_lr ]] && more="--lr $LRRL"
-  [[ $row == mixer ]] && more="--lr-rl $LRRL"
-  [[ $row == scst ]] && more="--lr-rl ${SCST_LR:-0.0001}"
+  [[ $row == mixer ]] && more="--lr-rl $LRRL ${MIXER_RLX:+--rl-xent $MIXER_RLX}"
+  [[ $row == scst ]] && more="--lr-rl ${SCST_LR:-0.0001} ${SCST_RLX:+--rl-xent $SCST_RLX}"
   rm -rf "$OUT/$row"; mkdir -p "$OUT/$row"
   cp "$OUT/shared/model.safetensors" "$OUT/$row/start.safetensors"
   s=$(t)
